@@ -1,0 +1,25 @@
+"""Errors tfgpt raises for bad input: short messages that name the file, key or field at fault."""
+
+
+class TfgptError(Exception):
+    """Base class: the CLI prints these as one line (no traceback) and exits with status 2."""
+
+
+class ConfigError(TfgptError, ValueError):
+    """A config file or dict has an unknown key, a wrong type or an invalid value."""
+
+
+class TokenizerError(TfgptError, ValueError):
+    """A tokenizer cannot be built, loaded, or cannot encode/decode the given input."""
+
+
+class RunDirError(TfgptError, FileNotFoundError):
+    """A run or export directory is missing or lacks a required file."""
+
+
+class GenerationError(TfgptError, ValueError):
+    """Arguments to generation are invalid (empty prompt, bad sampling parameters...)."""
+
+
+class DataError(TfgptError, ValueError):
+    """A corpus, data directory, shard or manifest is missing, corrupt or inconsistent."""
