@@ -1,0 +1,138 @@
+"""Causal multi-head self-attention with an optional static-shape KV cache.
+
+The same ``call`` serves training (no cache: every position attends to itself and the past)
+and cached decoding (write this chunk's keys/values at ``cache_index``, attend over the
+whole cache with positions after the chunk masked out). Shapes never depend on the step, so
+one compiled decode step serves every token. The mask is arithmetic (no boolean tensors),
+which keeps TFLite conversion to builtin ops.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+from keras import ops
+
+MASK_VALUE = -1e9
+
+
+def causal_mask(q_len: int, k_len: int, start: Any = 0) -> Any:
+    """Float mask ``[q_len, k_len]``: 1 where key position ≤ query position (``start + i``), else 0."""
+    q_pos = ops.arange(q_len, dtype="int32") + ops.cast(start, "int32")
+    k_pos = ops.arange(k_len, dtype="int32")
+    diff = ops.expand_dims(q_pos, 1) - ops.expand_dims(k_pos, 0)
+    return ops.cast(ops.clip(diff + 1, 0, 1), "float32")
+
+
+@keras.saving.register_keras_serializable(package="tfgpt")
+class CausalSelfAttention(keras.layers.Layer):
+    """GPT-2 style causal self-attention: one fused QKV projection, an output projection.
+
+    Args:
+        num_heads: number of attention heads; the input width must divide by it.
+        dropout: dropout rate on attention probabilities and the output.
+        use_bias: whether the projections have biases.
+        init_stddev: stddev of the normal init of the QKV projection.
+        proj_init_stddev: stddev for the output projection (GPT-2 scales it by 1/sqrt(2·n_layer)).
+
+    Call args:
+        x: ``[batch, time, width]``.
+        cache: optional ``[batch, 2, max_len, width]`` keys/values of earlier positions.
+        cache_index: int scalar, where this chunk's first position goes in the cache.
+
+    Returns ``y`` (``[batch, time, width]``), or ``(y, new_cache)`` when a cache is given.
+
+    Example:
+        >>> attn = CausalSelfAttention(num_heads=4)
+        >>> y = attn(keras.ops.zeros((2, 8, 64)))
+        >>> tuple(y.shape)
+        (2, 8, 64)
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        dropout: float = 0.0,
+        use_bias: bool = True,
+        init_stddev: float = 0.02,
+        proj_init_stddev: float = 0.02,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.use_bias = use_bias
+        self.init_stddev = init_stddev
+        self.proj_init_stddev = proj_init_stddev
+
+    def build(self, input_shape: tuple) -> None:
+        width = input_shape[-1]
+        if width % self.num_heads:
+            raise ValueError(f"width {width} is not divisible by num_heads {self.num_heads}")
+        self.width = width
+        self.head_dim = width // self.num_heads
+        self.c_attn = keras.layers.Dense(
+            3 * width,
+            use_bias=self.use_bias,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=self.init_stddev),
+            dtype=self.dtype_policy,
+            name="c_attn",
+        )
+        self.c_attn.build(input_shape)
+        self.c_proj = keras.layers.Dense(
+            width,
+            use_bias=self.use_bias,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=self.proj_init_stddev),
+            dtype=self.dtype_policy,
+            name="c_proj",
+        )
+        self.c_proj.build(tuple(input_shape[:-1]) + (width,))
+        self.attn_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.resid_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.built = True
+
+    def call(self, x: Any, cache: Any = None, cache_index: Any = None, training: bool | None = None) -> Any:
+        batch, q_len = ops.shape(x)[0], ops.shape(x)[1]
+        qkv = self.c_attn(x)
+        q, k, v = ops.split(qkv, 3, axis=-1)
+        start: Any = 0
+        if cache is not None:
+            start = 0 if cache_index is None else cache_index
+            index = ops.cast(start, "int32")
+            zero = ops.zeros((), "int32")
+            k_all = ops.slice_update(cache[:, 0], (zero, index, zero), ops.cast(k, cache.dtype))
+            v_all = ops.slice_update(cache[:, 1], (zero, index, zero), ops.cast(v, cache.dtype))
+            new_cache = ops.stack([k_all, v_all], axis=1)
+            k, v = ops.cast(k_all, q.dtype), ops.cast(v_all, q.dtype)
+        k_len = ops.shape(k)[1]
+        q = ops.reshape(q, (batch, q_len, self.num_heads, self.head_dim))
+        k = ops.reshape(k, (batch, k_len, self.num_heads, self.head_dim))
+        v = ops.reshape(v, (batch, k_len, self.num_heads, self.head_dim))
+        q = q * ops.cast(1.0 / math.sqrt(self.head_dim), q.dtype)
+        scores = ops.cast(ops.einsum("bqhd,bkhd->bhqk", q, k), "float32")
+        mask = causal_mask(q_len, k_len, start)
+        scores = scores + (mask - 1.0) * (-MASK_VALUE)
+        probs = ops.softmax(scores, axis=-1)
+        probs = self.attn_dropout(ops.cast(probs, v.dtype), training=training)
+        y = ops.einsum("bhqk,bkhd->bqhd", probs, v)
+        y = ops.reshape(y, (batch, q_len, self.width))
+        y = self.resid_dropout(self.c_proj(y), training=training)
+        if cache is not None:
+            return y, new_cache
+        return y
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            num_heads=self.num_heads,
+            dropout=self.dropout,
+            use_bias=self.use_bias,
+            init_stddev=self.init_stddev,
+            proj_init_stddev=self.proj_init_stddev,
+        )
+        return config
