@@ -13,14 +13,43 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tfgpt.config import atomic_write_text
+from tfgpt.errors import TokenizerError
+
 TOKENIZER_JSON = "tokenizer.json"
 FORMAT_VERSION = 1
 END_OF_TEXT = "<|endoftext|>"
+
+
+def require_str(text: object, what: str = "text") -> str:
+    """Return ``text`` if it is a ``str``; otherwise raise a :class:`TokenizerError`.
+
+    ``bytes`` are refused rather than guessed at: decode them first, e.g.
+    ``data.decode("utf-8", errors="replace")``.
+    """
+    if isinstance(text, str):
+        return text
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        raise TokenizerError(
+            f"{what} must be str, got {type(text).__name__}; decode it first, e.g. "
+            "data.decode('utf-8', errors='replace')"
+        )
+    raise TokenizerError(f"{what} must be str, got {type(text).__name__}")
+
+
+def write_tokenizer_json(directory: str | os.PathLike, config: dict[str, Any]) -> Path:
+    """Atomically write ``{"format_version": 1, **config}`` to ``directory/tokenizer.json``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    payload = {"format_version": FORMAT_VERSION, **config}
+    atomic_write_text(directory / TOKENIZER_JSON, json.dumps(payload, ensure_ascii=False, indent=1) + "\n")
+    return directory
 
 
 class Tokenizer(abc.ABC):
@@ -74,10 +103,14 @@ class Tokenizer(abc.ABC):
 
     def fingerprint(self) -> str:
         """sha256 hex digest identifying the vocabulary (used by data manifests and runs)."""
-        import json
-
         blob = json.dumps(self.to_config(), sort_keys=True, ensure_ascii=False).encode("utf-8")
         return hashlib.sha256(blob).hexdigest()
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(kind={self.kind!r}, vocab_size={self.vocab_size})"
 
     @abc.abstractmethod
     def graph_tokenizer(self) -> Any:

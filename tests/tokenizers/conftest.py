@@ -1,0 +1,91 @@
+"""Fixtures for tokenizer tests: GPT-2 files, an independent HF reference, in-graph tokenizers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tfgpt.tokenizers import BPETokenizer, CharTokenizer
+
+#: Strings that have tripped up GPT-2 re-implementations.
+ADVERSARIAL = [
+    "",
+    " ",
+    "x  ",
+    "   \n\n\t  x",
+    "a\n\n\tb",
+    '.)\n\n"The',
+    "a  \n\nb",
+    "x \n y",
+    "Hello  world",
+    "I'll've",
+    "don'T I'LL 's  's",
+    "12345 1,000,000 3.14159 ٣٤ ६ ६६",
+    "😀👍🏽 family: 👨‍👩‍👧",
+    "日本語のテキスト、中文文本。한국어",
+    "e\u0301 a\u0300\u0301 Z\u0351\u0353",
+    "<|endoftext|>",
+    "a <|endoftext|> b<|endoftext|><|endoftext|>c",
+    "<|endoftext",
+    "tabs\tand\r\nCRLF\r\n",
+    "\u00a0x \u3000y \u2009z \u2028w \x85v \x1cu \vt \u200bs",
+    "  leading and trailing  ",
+    "!!! ??? ... --- ''' \"\"\"",
+    "\x00\x01 control",
+]
+
+
+@pytest.fixture(scope="session")
+def gpt2_dir(shared_data: Path) -> Path:
+    d = shared_data / "gpt2_bpe"
+    if not (d / "encoder.json").is_file():
+        pytest.skip(f"GPT-2 vocabulary files not found in {d}")
+    return d
+
+
+@pytest.fixture(scope="session")
+def gpt2(gpt2_dir: Path) -> BPETokenizer:
+    return BPETokenizer.gpt2(gpt2_dir)
+
+
+def hf_reference(directory: Path, special_tokens: list[str]):
+    """An independent GPT-2-style tokenizer: HF ``tokenizers`` BPE over the same files."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    model = models.BPE.from_file(str(directory / "encoder.json"), str(directory / "vocab.bpe"))
+    tok = Tokenizer(model)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(special_tokens)
+    return tok
+
+
+@pytest.fixture(scope="session")
+def gpt2_hf(gpt2_dir: Path):
+    return hf_reference(gpt2_dir, ["<|endoftext|>"])
+
+
+@pytest.fixture(scope="session")
+def gpt2_graph(gpt2: BPETokenizer):
+    return gpt2.graph_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def verdict(shared_data: Path) -> str:
+    return (shared_data / "the-verdict.txt").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def shakespeare(shared_data: Path) -> str:
+    return (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def trained_bpe(shakespeare: str) -> BPETokenizer:
+    return BPETokenizer.train([shakespeare[:300_000]], vocab_size=600)
+
+
+@pytest.fixture(scope="session")
+def shakespeare_char(shakespeare: str) -> CharTokenizer:
+    return CharTokenizer.train([shakespeare], special_tokens=["<|endoftext|>"])

@@ -1,0 +1,97 @@
+"""CharTokenizer: vocabulary, specials, unknown characters, decode, save/load."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tfgpt.errors import TokenizerError
+from tfgpt.tokenizers import CharTokenizer, load_tokenizer
+
+
+def test_tinyshakespeare_has_65_symbols(shakespeare: str) -> None:
+    tok = CharTokenizer.train([shakespeare])
+    assert tok.vocab_size == 65
+    assert tok.special_tokens == {}
+    assert tok.eot_id is None
+    assert tok.chars[:3] == ["\n", " ", "!"]
+    ids = tok.encode(shakespeare[:1000])
+    assert tok.decode(ids) == shakespeare[:1000]
+    assert max(ids) < 65
+
+
+def test_special_tokens_after_chars(shakespeare_char: CharTokenizer) -> None:
+    tok = shakespeare_char
+    assert tok.vocab_size == 66 and tok.eot_id == 65
+    ids = tok.encode("Hi<|endoftext|>yo<|endoftext|>")
+    assert ids[2] == 65 and ids[-1] == 65 and len(ids) == 6
+    assert tok.decode(ids) == "Hi<|endoftext|>yo<|endoftext|>"
+
+
+def test_partial_special_token_is_characters() -> None:
+    tok = CharTokenizer.train(["<|endoftext >"], special_tokens=["<|endoftext|>"])
+    assert tok.eot_id not in tok.encode("<|endoftext")
+    assert tok.encode("<|endoftext|><|endoftext")[0] == tok.eot_id
+
+
+def test_train_ignores_special_strings_in_text() -> None:
+    tok = CharTokenizer.train(["ab<|endoftext|>ba"], special_tokens=["<|endoftext|>"])
+    assert tok.chars == ["a", "b"]
+    assert tok.encode("ab<|endoftext|>") == [0, 1, 2]
+
+
+def test_unknown_character_error_names_char_and_position(shakespeare_char: CharTokenizer) -> None:
+    with pytest.raises(TokenizerError) as e:
+        shakespeare_char.encode("Hello wörld ✓")
+    msg = str(e.value)
+    assert "'ö'" in msg and "position 7" in msg and "'✓'" in msg and "position 12" in msg
+    assert "unk_token" in msg
+
+
+def test_unknown_characters_map_to_unk() -> None:
+    tok = CharTokenizer.train(["abc"], unk_token="<unk>")
+    assert tok.vocab_size == 4 and tok.unk_id == 3
+    assert tok.encode("abzc") == [0, 1, 3, 2]
+    assert tok.decode([0, 3]) == "a<unk>"
+    assert CharTokenizer.train(["ab?"], unk_token="?").encode("a!") == [1, 0]
+
+
+def test_bytes_input_is_refused(shakespeare_char: CharTokenizer) -> None:
+    with pytest.raises(TokenizerError, match="decode it first"):
+        shakespeare_char.encode(b"hello")  # type: ignore[arg-type]
+
+
+def test_decode_rejects_out_of_range_ids(shakespeare_char: CharTokenizer) -> None:
+    with pytest.raises(TokenizerError, match="outside the char vocabulary"):
+        shakespeare_char.decode([1, 66])
+    with pytest.raises(TokenizerError):
+        shakespeare_char.decode([-1])
+
+
+def test_empty_training_text_is_an_error() -> None:
+    with pytest.raises(TokenizerError, match="empty"):
+        CharTokenizer.train([""])
+
+
+def test_save_load_roundtrip(tmp_path, shakespeare_char: CharTokenizer) -> None:
+    shakespeare_char.save(tmp_path / "tok")
+    loaded = load_tokenizer(tmp_path / "tok")
+    assert isinstance(loaded, CharTokenizer)
+    assert loaded.fingerprint() == shakespeare_char.fingerprint()
+    assert loaded.to_config() == shakespeare_char.to_config()
+    text = "First Citizen:\n<|endoftext|>Before we proceed"
+    assert loaded.encode(text) == shakespeare_char.encode(text)
+    assert not list((tmp_path / "tok").glob("*.tmp"))
+
+
+def test_fingerprint_differs_between_vocabularies() -> None:
+    assert CharTokenizer.train(["ab"]).fingerprint() != CharTokenizer.train(["abc"]).fingerprint()
+    assert CharTokenizer.train(["ba"]).fingerprint() == CharTokenizer.train(["ab"]).fingerprint()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=40))
+def test_roundtrip_on_own_training_text(text: str) -> None:
+    tok = CharTokenizer.train([text + "x"], special_tokens=["<|endoftext|>"])
+    assert tok.decode(tok.encode(text)) == text
