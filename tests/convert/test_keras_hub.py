@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import keras
 import keras_hub
 import numpy as np
@@ -160,3 +164,31 @@ def test_incompatible_backbone_raises() -> None:
         from_keras_hub(GPT(GPTConfig(**SHAPE)))
     with pytest.raises(TypeError, match="GPT model"):
         to_keras_hub(hub)
+
+
+_JAX_SCRIPT = """
+import keras, numpy as np
+from tfgpt.config import GPTConfig
+from tfgpt.convert import from_keras_hub, to_keras_hub
+from tfgpt.model import GPT
+assert keras.backend.backend() == "jax", keras.backend.backend()
+keras.utils.set_random_seed(0)
+model = GPT(GPTConfig(vocab_size=100, block_size=32, n_layer=2, n_head=4, n_embd=64))
+ids = np.random.default_rng(0).integers(0, 100, (2, 16)).astype("int32")
+backbone = to_keras_hub(model)
+hidden = backbone({"token_ids": ids, "padding_mask": np.ones_like(ids)})
+diff = np.abs(np.asarray(model(ids)) - np.asarray(backbone.token_embedding(hidden, reverse=True))).max()
+assert diff <= 1e-4, diff
+for a, b in zip(model.weights, from_keras_hub(backbone).weights, strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+print("JAX-OK", diff)
+"""
+
+
+def test_converts_on_jax_backend() -> None:
+    pytest.importorskip("jax")
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    result = subprocess.run(
+        [sys.executable, "-c", _JAX_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and "JAX-OK" in result.stdout, result.stderr[-3000:]
