@@ -39,8 +39,10 @@ class CausalSelfAttention(keras.layers.Layer):
 
     Call args:
         x: ``[batch, time, width]``.
-        cache: optional ``[batch, 2, max_len, width]`` keys/values of earlier positions.
+        cache: optional ``[batch, 2, max_len, width]`` keys/values of earlier positions, or the
+            model-level ``[batch, n_layer, 2, max_len, width]`` cache with ``cache_layer`` set.
         cache_index: int scalar, where this chunk's first position goes in the cache.
+        cache_layer: this layer's slot in a model-level cache (updated in place, never copied).
 
     Returns ``y`` (``[batch, time, width]``), or ``(y, new_cache)`` when a cache is given.
 
@@ -93,7 +95,14 @@ class CausalSelfAttention(keras.layers.Layer):
         self.resid_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
         self.built = True
 
-    def call(self, x: Any, cache: Any = None, cache_index: Any = None, training: bool | None = None) -> Any:
+    def call(
+        self,
+        x: Any,
+        cache: Any = None,
+        cache_index: Any = None,
+        cache_layer: int | None = None,
+        training: bool | None = None,
+    ) -> Any:
         batch, q_len = ops.shape(x)[0], ops.shape(x)[1]
         qkv = self.c_attn(x)
         q, k, v = ops.split(qkv, 3, axis=-1)
@@ -102,9 +111,15 @@ class CausalSelfAttention(keras.layers.Layer):
             start = 0 if cache_index is None else cache_index
             index = ops.cast(start, "int32")
             zero = ops.zeros((), "int32")
-            k_all = ops.slice_update(cache[:, 0], (zero, index, zero), ops.cast(k, cache.dtype))
-            v_all = ops.slice_update(cache[:, 1], (zero, index, zero), ops.cast(v, cache.dtype))
-            new_cache = ops.stack([k_all, v_all], axis=1)
+            kv = ops.cast(ops.stack([k, v], axis=1), cache.dtype)  # [batch, 2, time, width]
+            if cache_layer is None:
+                new_cache = ops.slice_update(cache, (zero, zero, index, zero), kv)
+                k_all, v_all = new_cache[:, 0], new_cache[:, 1]
+            else:
+                # Update the model-level cache in place (XLA aliases the buffer): no per-step copies.
+                layer = ops.cast(cache_layer, "int32")
+                new_cache = ops.slice_update(cache, (zero, layer, zero, index, zero), ops.expand_dims(kv, 1))
+                k_all, v_all = new_cache[:, cache_layer, 0], new_cache[:, cache_layer, 1]
             k, v = ops.cast(k_all, q.dtype), ops.cast(v_all, q.dtype)
         k_len = ops.shape(k)[1]
         q = ops.reshape(q, (batch, q_len, self.num_heads, self.head_dim))

@@ -132,14 +132,23 @@ class TransformerBlock(keras.layers.Layer):
             layer.build(input_shape)
         self.built = True
 
-    def call(self, x: Any, cache: Any = None, cache_index: Any = None, training: bool | None = None) -> Any:
+    def call(
+        self,
+        x: Any,
+        cache: Any = None,
+        cache_index: Any = None,
+        cache_layer: int | None = None,
+        training: bool | None = None,
+    ) -> Any:
         new_cache = None
         if self.norm == "pre":
             h = self.ln_1(x)
         else:
             h = x
         if cache is not None:
-            a, new_cache = self.attn(h, cache=cache, cache_index=cache_index, training=training)
+            a, new_cache = self.attn(
+                h, cache=cache, cache_index=cache_index, cache_layer=cache_layer, training=training
+            )
         else:
             a = self.attn(h, training=training)
         if self.norm == "pre":

@@ -82,14 +82,14 @@ class GPT(keras.Model):
 
     def build(self, input_shape: tuple = (None, None)) -> None:
         c = self.config
-        self.wte.build(input_shape)
-        self.wpe.build(input_shape)
         hidden = tuple(input_shape[:2]) + (c.n_embd,)
-        for block in self.blocks:
-            block.build(hidden)
-        self.ln_f.build(hidden)
+        layers = [(self.wte, input_shape), (self.wpe, input_shape)]
+        layers += [(block, hidden) for block in self.blocks] + [(self.ln_f, hidden)]
         if self.lm_head is not None:
-            self.lm_head.build(hidden)
+            layers.append((self.lm_head, hidden))
+        for layer, shape in layers:
+            if not layer.built:
+                layer.build(shape)
         self.built = True
 
     # -- pieces, used by generation and export -------------------------------------------
@@ -119,11 +119,9 @@ class GPT(keras.Model):
                 x = block(x, training=training)
             return self.ln_f(x), None
         index = 0 if cache_index is None else cache_index
-        layer_caches = []
         for i, block in enumerate(self.blocks):
-            x, layer_cache = block(x, cache=cache[:, i], cache_index=index, training=training)
-            layer_caches.append(layer_cache)
-        return self.ln_f(x), ops.stack(layer_caches, axis=1)
+            x, cache = block(x, cache=cache, cache_index=index, cache_layer=i, training=training)
+        return self.ln_f(x), cache
 
     def logits_from_hidden(self, hidden: Any) -> Any:
         """Project hidden states to vocabulary logits (float32)."""
