@@ -93,13 +93,30 @@ def _detokenize_bytes(table: tf.Tensor, ids: Any) -> tf.Tensor:
     )
 
 
+def regex_split(strings: tf.Tensor, pattern: str) -> tf.RaggedTensor:
+    """``tf_text.regex_split(strings, pattern, pattern)`` (matches and the text between them kept)
+    that also works on strings with NUL bytes.
+
+    tf_text's regex ops stop reading a string at its first ``\\x00`` (``"a\\x00b"`` splits to
+    ``["a"]``). We run the regex on a copy where NUL is replaced by ``\\x01`` (same length, same
+    class in every pattern here) and cut the original strings at the offsets it returns.
+    """
+    safe = tf.strings.regex_replace(strings, "\\x00", "\x01")
+    _, begin, end = tf_text.regex_split_with_offsets(safe, pattern, pattern)
+    src = tf.gather(strings, begin.value_rowids())
+    return begin.with_flat_values(
+        tf.strings.substr(src, begin.flat_values, end.flat_values - begin.flat_values)
+    )
+
+
 def _split_specials(strings: tf.Tensor, pattern: str | None) -> tuple[tf.RaggedTensor, tf.Tensor]:
     """Split each string into pieces around special tokens; return ragged pieces and is_special."""
     if pattern is None:
         pieces = tf.RaggedTensor.from_row_lengths(strings, tf.ones_like(strings, dtype=tf.int64))
         return pieces, tf.zeros_like(strings, dtype=tf.bool)
-    pieces = tf_text.regex_split(strings, pattern, pattern)
-    return pieces, tf.strings.regex_full_match(pieces.flat_values, pattern)
+    pieces = regex_split(strings, pattern)
+    safe = tf.strings.regex_replace(pieces.flat_values, "\\x00", "\x01")
+    return pieces, tf.strings.regex_full_match(safe, pattern)
 
 
 class GraphCharTokenizer(tf.Module):
@@ -209,7 +226,8 @@ class GraphBPETokenizer(tf.Module):
         pieces, is_special = _split_specials(strings, self._special_pattern)
         flat = tf.where(is_special, "", pieces.flat_values)  # specials are added back below
         # Cut points: before each whitespace char that is followed by a non-whitespace char.
-        parts, starts, _ = tf_text.regex_split_with_offsets(flat, CUT_PATTERN, CUT_PATTERN)
+        safe = tf.strings.regex_replace(flat, "\\x00", "\x01")  # see regex_split
+        parts, starts, _ = tf_text.regex_split_with_offsets(safe, CUT_PATTERN, CUT_PATTERN)
         is_cut = parts.with_flat_values(tf.strings.regex_full_match(parts.flat_values, CUT_PATTERN))
         cut_starts = tf.ragged.boolean_mask(starts, is_cut)
         zero = tf.zeros([tf.shape(flat, out_type=tf.int64)[0], 1], tf.int64)
@@ -220,7 +238,7 @@ class GraphBPETokenizer(tf.Module):
         begin, end = tf.ragged.boolean_mask(begin, keep), tf.ragged.boolean_mask(end, keep)
         src = tf.gather(flat, begin.value_rowids())
         chunks = tf.strings.substr(src, begin.flat_values, end.flat_values - begin.flat_values)
-        words = tf_text.regex_split(chunks, PIECE_PATTERN, PIECE_PATTERN)  # [chunks, (words)]
+        words = regex_split(chunks, PIECE_PATTERN)  # [chunks, (words)]
         words = begin.with_flat_values(words).merge_dims(1, 2)  # [pieces, (words)]
         if self._special_pattern is not None:
             special_rows = tf.RaggedTensor.from_row_lengths(

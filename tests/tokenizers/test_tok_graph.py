@@ -1,0 +1,210 @@
+"""In-graph tokenizers agree exactly with the Python ones (eager, tf.function, SavedModel)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import ADVERSARIAL
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tfgpt.tokenizers import BPETokenizer, CharTokenizer
+
+UNICODE_TEXT = st.text(alphabet=st.characters(exclude_categories=("Cs", "Cn")), max_size=40)
+TRICKY_TEXT = st.lists(
+    st.sampled_from(
+        [
+            " ",
+            "  ",
+            "\n",
+            "\n\n",
+            "\t",
+            "\r\n",
+            "\u00a0",
+            "\u3000",
+            "\x85",
+            "\u2028",
+            "\v",
+            "'s",
+            "'ll",
+            "'",
+            "ve",
+            "a",
+            "Z",
+            "é",
+            "e\u0301",
+            "1",
+            "42",
+            "!",
+            "?!",
+            "<|endoftext|>",
+            "日本",
+            "😀",
+            "६",
+        ]
+    ),
+    max_size=25,
+).map("".join)
+BATCH = st.lists(st.one_of(UNICODE_TEXT, TRICKY_TEXT), min_size=1, max_size=30)
+SETTINGS = settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def _graph_ids(graph, texts: list[str]) -> list[list[int]]:
+    return graph.tokenize(tf.constant(texts, dtype=tf.string)).to_list()
+
+
+def _fn(graph):
+    return tf.function(graph.tokenize, input_signature=[tf.TensorSpec([None], tf.string)])
+
+
+@pytest.fixture(scope="module")
+def gpt2_fn(gpt2_graph):
+    """One traced tf.function for the module (tracing the merge loop takes seconds)."""
+    return _fn(gpt2_graph)
+
+
+# ----------------------------------------------------------------------------- GPT-2
+def test_gpt2_verdict_paragraphs_and_whole(gpt2: BPETokenizer, gpt2_graph, gpt2_fn, verdict: str) -> None:
+    paragraphs = [p + "\n\n" for p in verdict.split("\n\n")]
+    texts = [verdict, *paragraphs]
+    expected = [gpt2.encode(t) for t in texts]
+    assert _graph_ids(gpt2_graph, texts) == expected
+    assert gpt2_fn(tf.constant(texts)).to_list() == expected
+
+
+def test_gpt2_adversarial(gpt2: BPETokenizer, gpt2_graph, gpt2_fn) -> None:
+    expected = [gpt2.encode(t) for t in ADVERSARIAL]
+    assert _graph_ids(gpt2_graph, ADVERSARIAL) == expected
+    assert gpt2_fn(tf.constant(ADVERSARIAL)).to_list() == expected
+
+
+@SETTINGS
+@given(BATCH)
+def test_gpt2_property(gpt2: BPETokenizer, gpt2_fn, texts: list[str]) -> None:
+    assert gpt2_fn(tf.constant(texts, dtype=tf.string)).to_list() == [gpt2.encode(t) for t in texts]
+
+
+def test_gpt2_output_type(gpt2_graph) -> None:
+    out = gpt2_graph.tokenize(tf.constant(["Hello world", ""]))
+    assert isinstance(out, tf.RaggedTensor) and out.dtype == tf.int32
+    assert out.to_list() == [[15496, 995], []]
+
+
+def test_gpt2_detokenize_matches_python(gpt2: BPETokenizer, gpt2_graph, verdict: str) -> None:
+    texts = [verdict[:2000], *ADVERSARIAL]
+    ids = tf.ragged.constant([gpt2.encode(t) for t in texts], dtype=tf.int32)
+    out = [s.decode("utf-8") for s in gpt2_graph.detokenize(ids).numpy()]
+    assert out == texts
+    dense = gpt2_graph.detokenize(tf.constant([[15496, 995], [50256, 995]], dtype=tf.int64)).numpy()
+    assert dense.tolist() == [b"Hello world", b"<|endoftext|> world"]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.integers(0, 50256), max_size=12))
+def test_gpt2_detokenize_replaces_invalid_utf8_like_python(gpt2: BPETokenizer, gpt2_graph, ids) -> None:
+    got = gpt2_graph.detokenize(tf.constant([ids], dtype=tf.int32, shape=[1, len(ids)])).numpy()[0]
+    assert got.decode("utf-8") == gpt2.decode(ids)
+
+
+def test_gpt2_detokenize_cut_character_and_out_of_range(gpt2: BPETokenizer, gpt2_graph) -> None:
+    ids = gpt2.encode("é😀")[:-1]
+    got = gpt2_graph.detokenize(tf.ragged.constant([ids, [15496, 60000, -3]])).numpy()
+    assert got[0].decode("utf-8") == gpt2.decode(ids) and got[0].decode("utf-8").endswith("\ufffd")
+    assert got[1].decode("utf-8") == "Hello\ufffd\ufffd"
+
+
+def test_keras_hub_disagreement_is_real(gpt2: BPETokenizer) -> None:
+    """Documents why graph.py does its own pre-tokenization (see its module docstring).
+
+    If keras-hub starts matching GPT-2 here, the workaround may be dropped.
+    """
+    import keras_hub
+
+    kh = keras_hub.tokenizers.BytePairTokenizer(
+        vocabulary=gpt2.encoder,
+        merges=[f"{a} {b}" for a, b in gpt2.merges],
+        unsplittable_tokens=["<|endoftext|>"],
+        _allow_python_workflow=False,
+    )
+    text = '.)\n\n"The'
+    assert gpt2.encode(text) == [2014, 198, 198, 1, 464]
+    kh_graph = tf.function(kh.tokenize, input_signature=[tf.TensorSpec([None], tf.string)])
+    assert kh_graph(tf.constant([text, "६ ६६"])).to_list() == [[2014, 628, 1, 464], [220]]
+
+
+# ----------------------------------------------------------------------------- trained BPE
+def test_trained_bpe_graph(trained_bpe: BPETokenizer, verdict: str) -> None:
+    graph = trained_bpe.graph_tokenizer()
+    texts = [verdict[:5000], *ADVERSARIAL]
+    expected = [trained_bpe.encode(t) for t in texts]
+    assert _fn(graph)(tf.constant(texts)).to_list() == expected
+    out = graph.detokenize(tf.ragged.constant(expected)).numpy()
+    assert [s.decode("utf-8") for s in out] == texts
+
+
+# ----------------------------------------------------------------------------- char
+def test_char_graph_matches_python(shakespeare_char: CharTokenizer, shakespeare: str) -> None:
+    graph = shakespeare_char.graph_tokenizer()
+    texts = [
+        shakespeare[:3000],
+        "",
+        "<|endoftext|>",
+        "To be<|endoftext|><|endoftext|>or not",
+        "<|endoftext"[:2],
+    ]
+    texts = [t for t in texts if all(c in shakespeare_char.chars for c in t.replace("<|endoftext|>", ""))]
+    expected = [shakespeare_char.encode(t) for t in texts]
+    assert graph.tokenize(tf.constant(texts)).to_list() == expected
+    assert _fn(graph)(tf.constant(texts)).to_list() == expected
+    back = graph.detokenize(tf.ragged.constant(expected, dtype=tf.int64)).numpy()
+    assert [b.decode() for b in back] == texts
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(UNICODE_TEXT, min_size=1, max_size=10))
+def test_char_graph_property_with_unk(texts: list[str]) -> None:
+    tok = CharTokenizer.train(["abc xyz é😀"], special_tokens=["<|endoftext|>"], unk_token="<unk>")
+    graph = tok.graph_tokenizer()
+    texts = [*texts, "a<|endoftext|>😀?"]
+    assert graph.tokenize(tf.constant(texts)).to_list() == [tok.encode(t) for t in texts]
+
+
+def test_char_graph_unknown_character_fails(shakespeare_char: CharTokenizer) -> None:
+    graph = shakespeare_char.graph_tokenizer()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not in the char vocabulary"):
+        graph.tokenize(tf.constant(["Hello wörld"]))
+
+
+def test_char_detokenize_out_of_range(shakespeare_char: CharTokenizer) -> None:
+    graph = shakespeare_char.graph_tokenizer()
+    out = graph.detokenize(tf.constant([[20, 66, -1]])).numpy()[0].decode()
+    assert out == shakespeare_char.decode([20]) + "\ufffd\ufffd"
+
+
+# ----------------------------------------------------------------------------- SavedModel
+@pytest.mark.parametrize("which", ["char", "bpe"])
+def test_saved_model_roundtrip(
+    which: str, tmp_path: Path, shakespeare_char: CharTokenizer, trained_bpe: BPETokenizer
+) -> None:
+    tok = shakespeare_char if which == "char" else trained_bpe
+    module = tf.Module()
+    module.tok = tok.graph_tokenizer()
+    module.tokenize = tf.function(
+        lambda s: module.tok.tokenize(s).to_tensor(default_value=-1),
+        input_signature=[tf.TensorSpec([None], tf.string)],
+    )
+    module.detokenize = tf.function(
+        module.tok.detokenize, input_signature=[tf.TensorSpec([None, None], tf.int32)]
+    )
+    tf.saved_model.save(module, str(tmp_path / "sm"))
+    loaded = tf.saved_model.load(str(tmp_path / "sm"))
+    text = "First Citizen:\nBefore we proceed any further, hear me speak.<|endoftext|>"
+    ids = loaded.tokenize(tf.constant([text])).numpy()[0]
+    assert ids.tolist() == tok.encode(text)
+    back = loaded.detokenize(tf.constant(ids[np.newaxis], dtype=tf.int32)).numpy()[0]
+    assert back.decode() == text
