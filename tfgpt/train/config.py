@@ -1,0 +1,242 @@
+"""Training and data configuration: dataclasses, YAML loading, ``--set key=value`` overrides.
+
+A training config file has three sections::
+
+    model: {preset: char-small}          # or GPTConfig fields (a preset plus overrides works too)
+    train: {max_steps: 2000, learning_rate: 1.0e-3, ...}   # TrainConfig fields
+    data: {dir: data/shakespeare-char, tokenizer: char}    # DataConfig fields
+
+Example:
+    >>> model, train, data = resolve_config({"model": {"preset": "char-small"}}, overrides=["train.max_steps=10"])
+    >>> train.max_steps, model.n_layer
+    (10, 4)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from tfgpt.config import GPTConfig, from_dict, read_yaml
+from tfgpt.errors import ConfigError
+
+Precision = Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"]
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """How to train.
+
+    Attributes:
+        max_steps: optimizer steps to train for (one step = ``grad_accum_steps`` micro-batches).
+        batch_size: sequences per micro-batch, across all replicas (the global micro-batch).
+        grad_accum_steps: micro-batches summed into one optimizer step.
+        learning_rate, min_lr: peak and floor learning rate of the warmup + cosine schedule.
+        warmup_steps: linear warmup length; lr_decay_steps: where the cosine reaches ``min_lr``
+            (default ``max_steps``).
+        weight_decay, beta1, beta2, epsilon: AdamW; no decay on biases, norms and embeddings.
+        grad_clip: global-norm clipping threshold (0 disables).
+        precision: "float32", "mixed_bfloat16", "mixed_float16" (with loss scaling) or "auto"
+            (mixed_float16 on GPU, mixed_bfloat16 on a CPU with native bf16, else float32).
+        jit_compile: compile the train step with XLA (what makes the CPU step fast).
+        steps_per_execution: optimizer steps per compiled call (reduced to divide the intervals).
+        gradient_checkpointing: recompute block activations in the backward pass (saves memory).
+        seed: seeds weights, dropout and the data order.
+        log_interval, eval_interval, eval_iters, checkpoint_interval: in optimizer steps.
+        eval_batch_size: batch size of evaluation (default ``batch_size``).
+        keep_checkpoints: how many recent checkpoints to keep (the best is kept as well).
+        sample_tokens: tokens of text generated at each eval for TensorBoard (0 disables).
+        sample_prompt: prompt of those samples.
+        memory_check: "warn" (default), "error" or "off" when the estimated memory exceeds RAM.
+    """
+
+    max_steps: int = 2000
+    batch_size: int = 12
+    grad_accum_steps: int = 1
+    learning_rate: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    lr_decay_steps: int | None = None
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    epsilon: float = 1e-8
+    grad_clip: float = 1.0
+    precision: Precision = "float32"
+    jit_compile: bool = True
+    steps_per_execution: int = 1
+    gradient_checkpointing: bool = False
+    seed: int = 1337
+    log_interval: int = 10
+    eval_interval: int = 250
+    eval_iters: int = 20
+    eval_batch_size: int | None = None
+    checkpoint_interval: int = 500
+    keep_checkpoints: int = 3
+    sample_tokens: int = 200
+    sample_prompt: str = "\n"
+    memory_check: Literal["warn", "error", "off"] = "warn"
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "grad_accum_steps", "steps_per_execution",
+                     "log_interval", "eval_interval", "eval_iters", "checkpoint_interval",
+                     "keep_checkpoints"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
+        for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "epsilon"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.min_lr > self.learning_rate:
+            raise ConfigError(f"train.min_lr ({self.min_lr}) exceeds train.learning_rate ({self.learning_rate})")
+        if self.warmup_steps < 0 or self.sample_tokens < 0:
+            raise ConfigError("train.warmup_steps and train.sample_tokens must be >= 0")
+        if self.lr_decay_steps is not None and self.lr_decay_steps <= self.warmup_steps:
+            raise ConfigError(
+                f"train.lr_decay_steps ({self.lr_decay_steps}) must exceed warmup_steps ({self.warmup_steps})"
+            )
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ConfigError("train.beta1 and train.beta2 must be in [0, 1)")
+
+    @property
+    def decay_steps(self) -> int:
+        """Step at which the cosine reaches ``min_lr``."""
+        return self.lr_decay_steps if self.lr_decay_steps is not None else max(self.max_steps, self.warmup_steps + 1)
+
+    @property
+    def global_batch(self) -> int:
+        """Sequences per optimizer step (``batch_size * grad_accum_steps``)."""
+        return self.batch_size * self.grad_accum_steps
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the tokens come from.
+
+    Attributes:
+        dir: a DATA_DIR built by ``tfgpt prepare`` (``--data`` overrides it); relative paths are
+            resolved against the config file's directory first, then the working directory.
+        tokenizer: expected tokenizer type ("char", "bpe", "gpt2"); checked against the data dir.
+        train_split, val_split: split names in the data dir.
+        shuffle: random windows (True) or a sequential sweep.
+    """
+
+    dir: str | None = None
+    tokenizer: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    shuffle: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = ("model", "train", "data")
+
+
+def _model_from_section(section: Any, where: str) -> GPTConfig:
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(section).__name__}")
+    if "preset" in section:
+        section = dict(section)
+        name = section.pop("preset")
+        try:
+            return GPTConfig.preset(name, **section)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    return from_dict(GPTConfig, section, where=where)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"train.max_steps=10"`` → ``(["train", "max_steps"], 10)``; values are parsed as YAML scalars."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.max_steps=100")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` (or a bare ``key=value`` naming a unique field) to a config dict."""
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    fields = {
+        "model": set(GPTConfig.__dataclass_fields__) | {"preset"},
+        "train": set(TrainConfig.__dataclass_fields__),
+        "data": set(DataConfig.__dataclass_fields__),
+    }
+    for item in overrides:
+        path, value = parse_override(item)
+        if len(path) == 1:
+            owners = [s for s in SECTIONS if path[0] in fields[s]]
+            if len(owners) != 1:
+                raise ConfigError(
+                    f"--set {item!r}: {'ambiguous' if owners else 'unknown'} key {path[0]!r}; "
+                    f"write it as section.key with section in {', '.join(SECTIONS)}"
+                )
+            path = [owners[0], path[0]]
+        if len(path) != 2 or path[0] not in SECTIONS:
+            raise ConfigError(f"--set {item!r}: key must be section.key with section in {', '.join(SECTIONS)}")
+        section, key = path
+        if key not in fields[section]:
+            raise ConfigError(
+                f"--set {item!r}: unknown key {key!r} in {section}; valid keys: {', '.join(sorted(fields[section]))}"
+            )
+        current = data.get(section) or {}
+        if not isinstance(current, dict):
+            raise ConfigError(f"config section {section!r} must be a mapping")
+        current = dict(current)
+        if section == "model" and key == "preset":
+            current = {"preset": value}
+        else:
+            current[key] = value
+        data[section] = current
+    return data
+
+
+def load_config_dict(config: str | os.PathLike | dict[str, Any]) -> tuple[dict[str, Any], str, Path | None]:
+    """The raw config mapping, a name for messages, and the file's directory (None for a dict)."""
+    if isinstance(config, dict):
+        return dict(config), "config", None
+    path = Path(config)
+    return read_yaml(path), str(path), path.resolve().parent
+
+
+def resolve_config(
+    config: str | os.PathLike | dict[str, Any], overrides: Sequence[str] = ()
+) -> tuple[GPTConfig, TrainConfig, DataConfig]:
+    """Load a training config (file or dict), apply overrides, validate strictly.
+
+    Example:
+        >>> m, t, d = resolve_config({"model": {"preset": "char-small"}, "train": {"batch_size": 8}})
+        >>> t.global_batch
+        8
+    """
+    data, where, base = load_config_dict(config)
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown section{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"valid sections: {', '.join(SECTIONS)}"
+        )
+    data = apply_overrides(data, overrides)
+    model = _model_from_section(data.get("model"), f"{where}: model")
+    train = from_dict(TrainConfig, data.get("train"), where=f"{where}: train")
+    dcfg = from_dict(DataConfig, data.get("data"), where=f"{where}: data")
+    if dcfg.dir is not None and base is not None and not Path(dcfg.dir).is_absolute():
+        candidate = base / dcfg.dir
+        if candidate.exists() and not Path(dcfg.dir).exists():
+            dcfg = dataclasses.replace(dcfg, dir=str(candidate))
+    return model, train, dcfg

@@ -1,0 +1,148 @@
+"""Token sources for training: a DATA_DIR (``tfgpt prepare``) or in-memory token arrays.
+
+A *source* is a callable ``source(split, batch_size, block_size, seed, start_step=0,
+num_shards=1, shard_index=0) -> tf.data.Dataset`` of ``(x, y)`` int32 batches
+``[batch_size // num_shards, block_size]``, infinite, deterministic in ``(seed, step)`` and
+resumable: the dataset built with ``start_step=k`` yields what the one built with
+``start_step=0`` yields from its k-th element on. With ``num_shards`` workers, shard ``i`` yields
+its slice of the same global batch, so N workers together see what one worker would.
+
+Example:
+    >>> import numpy as np
+    >>> src = array_source({"train": np.arange(1000) % 65, "val": np.arange(300) % 65})
+    >>> x, y = next(iter(src("train", batch_size=4, block_size=8, seed=0)))
+    >>> tuple(x.shape), bool((x[:, 1:] == y[:, :-1]).numpy().all())
+    ((4, 8), True)
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import tensorflow as tf
+
+from tfgpt.errors import DataError
+
+
+class Source(Protocol):
+    """Builds the ``(x, y)`` dataset of one split (see the module docstring)."""
+
+    def __call__(
+        self, split: str, batch_size: int, block_size: int, seed: int,
+        start_step: int = 0, num_shards: int = 1, shard_index: int = 0,
+    ) -> tf.data.Dataset: ...
+
+
+def _check_shards(batch_size: int, num_shards: int, shard_index: int) -> int:
+    if batch_size % num_shards:
+        raise DataError(f"batch size {batch_size} does not divide among {num_shards} workers")
+    if not 0 <= shard_index < num_shards:
+        raise DataError(f"shard_index {shard_index} out of range for {num_shards} shards")
+    return batch_size // num_shards
+
+
+def array_source(tokens: Mapping[str, Any]) -> Source:
+    """A source over in-memory token arrays, one per split (random windows, as nanoGPT's get_batch).
+
+    The window offsets of step ``s`` come from ``tf.random.stateless_uniform`` seeded with
+    ``(seed, s)``, so any step can be regenerated without replaying the ones before it.
+    """
+    arrays = {k: np.asarray(v, dtype=np.int32).reshape(-1) for k, v in tokens.items()}
+
+    def source(
+        split: str, batch_size: int, block_size: int, seed: int,
+        start_step: int = 0, num_shards: int = 1, shard_index: int = 0,
+    ) -> tf.data.Dataset:
+        if split not in arrays:
+            raise DataError(f"no split {split!r}; available: {', '.join(sorted(arrays))}")
+        data = arrays[split]
+        if len(data) <= block_size + 1:
+            raise DataError(f"split {split!r} has {len(data)} tokens, fewer than block_size + 2")
+        per = _check_shards(batch_size, num_shards, shard_index)
+        table = tf.constant(data)
+        high = len(data) - block_size - 1
+
+        def window(step: Any) -> tuple[Any, Any]:
+            offsets = tf.random.stateless_uniform(
+                (batch_size,), seed=tf.stack([tf.cast(seed, tf.int64), step]), minval=0, maxval=high,
+                dtype=tf.int64,
+            )[shard_index * per:(shard_index + 1) * per]
+            idx = offsets[:, None] + tf.range(block_size + 1, dtype=tf.int64)[None, :]
+            chunk = tf.gather(table, idx)
+            return chunk[:, :-1], chunk[:, 1:]
+
+        ds = tf.data.Dataset.counter(start=start_step, dtype=tf.int64).map(window)
+        return ds.prefetch(2)
+
+    return source
+
+
+def _manifest(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / "manifest.json"
+    if not path.is_file():
+        raise DataError(f"data dir {data_dir} has no manifest.json; build it with `tfgpt prepare`")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON: {e}") from None
+
+
+def check_data_dir(data_dir: str | Path, expected_tokenizer: str | None = None) -> dict[str, Any]:
+    """Validate a DATA_DIR; returns its manifest. Errors name what is missing or mismatched."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"data dir not found: {data_dir} (build one with `tfgpt prepare --out {data_dir}`)")
+    manifest = _manifest(data_dir)
+    if not (data_dir / "tokenizer").is_dir():
+        raise DataError(f"data dir {data_dir} has no tokenizer/ directory")
+    if expected_tokenizer is not None:
+        tok_json = data_dir / "tokenizer" / "tokenizer.json"
+        actual = None
+        if tok_json.is_file():
+            try:
+                actual = json.loads(tok_json.read_text(encoding="utf-8")).get("type")
+            except json.JSONDecodeError as e:
+                raise DataError(f"{tok_json}: not valid JSON: {e}") from None
+        if actual is not None and actual != expected_tokenizer:
+            raise DataError(
+                f"data dir {data_dir} was built with the {actual!r} tokenizer but the config expects "
+                f"{expected_tokenizer!r} (data.tokenizer); prepare it again or change the config"
+            )
+    return manifest
+
+
+def data_dir_source(data_dir: str | Path, shuffle: bool = True) -> Source:
+    """A source over a DATA_DIR via ``tfgpt.data.pipeline.lm_dataset`` (resume and sharding passed on)."""
+    try:
+        from tfgpt.data.pipeline import lm_dataset
+    except ImportError as e:  # pragma: no cover - the data package ships with tfgpt
+        raise DataError(f"tfgpt.data.pipeline is unavailable: {e}") from None
+    params = set(inspect.signature(lm_dataset).parameters)
+    start_kw = next((k for k in ("start_step", "skip_steps", "resume_step", "step") if k in params), None)
+    shards_kw = next((k for k in ("num_shards", "num_workers", "num_input_pipelines") if k in params), None)
+    index_kw = next((k for k in ("shard_index", "worker_index", "input_pipeline_id") if k in params), None)
+
+    def source(
+        split: str, batch_size: int, block_size: int, seed: int,
+        start_step: int = 0, num_shards: int = 1, shard_index: int = 0,
+    ) -> tf.data.Dataset:
+        per = _check_shards(batch_size, num_shards, shard_index)
+        kwargs: dict[str, Any] = dict(shuffle=shuffle, repeat=True)
+        ds_batch = batch_size
+        if num_shards > 1:
+            if shards_kw is None or index_kw is None:
+                raise DataError("tfgpt.data.pipeline.lm_dataset has no sharding option")
+            kwargs[shards_kw], kwargs[index_kw] = num_shards, shard_index
+            ds_batch = per
+        if start_step:
+            if start_kw is None:
+                raise DataError("tfgpt.data.pipeline.lm_dataset cannot resume at a step")
+            kwargs[start_kw] = start_step
+        return lm_dataset(str(data_dir), split, block_size, ds_batch, seed, **kwargs)
+
+    return source
