@@ -124,9 +124,7 @@ def test_trained_bpe_layout_and_roundtrip(trained_bpe: BPETokenizer, shakespeare
     assert tok.encode("<|endoftext|>") == [tok.eot_id]
 
 
-def test_trained_bpe_matches_hf_reference(
-    trained_bpe: BPETokenizer, tmp_path: Path, shakespeare: str
-) -> None:
+def test_trained_bpe_matches_hf_reference(trained_bpe: BPETokenizer, tmp_path: Path, shakespeare: str) -> None:
     trained_bpe.save(tmp_path)
     ref = hf_reference(tmp_path, ["<|endoftext|>"])
     for text in [shakespeare[:20_000], *ADVERSARIAL]:
@@ -157,9 +155,7 @@ def test_trained_save_load_roundtrip(trained_bpe: BPETokenizer, tmp_path: Path, 
 
 
 def test_train_custom_special_tokens(shakespeare: str) -> None:
-    tok = BPETokenizer.train(
-        [shakespeare[:30_000]], vocab_size=300, special_tokens=["<|endoftext|>", "<pad>"]
-    )
+    tok = BPETokenizer.train([shakespeare[:30_000]], vocab_size=300, special_tokens=["<|endoftext|>", "<pad>"])
     assert tok.special_tokens == {"<|endoftext|>": 298, "<pad>": 299}
     assert tok.encode("a<pad>")[-1] == 299
     with pytest.raises(TokenizerError, match="too small"):

@@ -49,9 +49,7 @@ TRICKY_TEXT = st.lists(
     max_size=25,
 ).map("".join)
 BATCH = st.lists(st.one_of(UNICODE_TEXT, TRICKY_TEXT), min_size=1, max_size=30)
-SETTINGS = settings(
-    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def _graph_ids(graph, texts: list[str]) -> list[list[int]]:
@@ -198,9 +196,7 @@ def test_saved_model_roundtrip(
         lambda s: module.tok.tokenize(s).to_tensor(default_value=-1),
         input_signature=[tf.TensorSpec([None], tf.string)],
     )
-    module.detokenize = tf.function(
-        module.tok.detokenize, input_signature=[tf.TensorSpec([None, None], tf.int32)]
-    )
+    module.detokenize = tf.function(module.tok.detokenize, input_signature=[tf.TensorSpec([None, None], tf.int32)])
     tf.saved_model.save(module, str(tmp_path / "sm"))
     loaded = tf.saved_model.load(str(tmp_path / "sm"))
     text = "First Citizen:\nBefore we proceed any further, hear me speak.<|endoftext|>"
@@ -208,3 +204,15 @@ def test_saved_model_roundtrip(
     assert ids.tolist() == tok.encode(text)
     back = loaded.detokenize(tf.constant(ids[np.newaxis], dtype=tf.int32)).numpy()[0]
     assert back.decode() == text
+
+
+def test_nul_bytes_survive(gpt2: BPETokenizer, gpt2_graph) -> None:
+    texts = ["a\x00b", "\x00", "x \x00\x00 y<|endoftext|>\x00"]
+    assert gpt2_graph.tokenize(tf.constant(texts)).to_list() == [gpt2.encode(t) for t in texts]
+
+
+def test_rank_must_be_one(gpt2_graph) -> None:
+    from tfgpt.errors import TokenizerError
+
+    with pytest.raises(TokenizerError, match="1-D batch"):
+        gpt2_graph.tokenize(tf.constant("scalar"))

@@ -68,9 +68,7 @@ def test_gpt2_save_copies_files(tmp_path: Path, gpt2: BPETokenizer, gpt2_dir: Pa
     assert loaded.kind == "gpt2" and loaded.vocab_size == 50257 and loaded.eot_id == 50256
     assert loaded.fingerprint() == gpt2.fingerprint()
     # The saved files are GPT-2's files (same content once parsed).
-    assert json.loads((tmp_path / "encoder.json").read_text()) == json.loads(
-        (gpt2_dir / "encoder.json").read_text()
-    )
+    assert json.loads((tmp_path / "encoder.json").read_text()) == json.loads((gpt2_dir / "encoder.json").read_text())
 
 
 def test_gpt2_from_env(monkeypatch: pytest.MonkeyPatch, gpt2_dir: Path) -> None:

@@ -52,9 +52,7 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
         raise TokenizerError(f"{path}: expected a JSON object, got {type(config).__name__}")
     version = config.get("format_version")
     if version != FORMAT_VERSION:
-        raise TokenizerError(
-            f"{path}: unsupported format_version {version!r} (this tfgpt reads {FORMAT_VERSION})"
-        )
+        raise TokenizerError(f"{path}: unsupported format_version {version!r} (this tfgpt reads {FORMAT_VERSION})")
     kind = config.get("type")
     if kind == "char":
         return CharTokenizer.from_config(config, where=str(path))

@@ -67,9 +67,7 @@ class CharTokenizer(Tokenizer):
         self._unk_id = None if unk_token is None else {**self._stoi, **self._special_ids}[unk_token]
         # Longest first so that overlapping special tokens match greedily.
         self._special_re = (
-            re.compile("|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True)))
-            if specials
-            else None
+            re.compile("|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True))) if specials else None
         )
 
     # ------------------------------------------------------------------ construction

@@ -29,6 +29,9 @@ character). Measured against GPT-2 (tiktoken and HF ``tokenizers`` agree on all 
    Llama-3 split regex, so eager and ``tf.function`` results differ from each other and from
    GPT-2 (eager: ``"  's"`` → ``[220, 220, 338]`` vs ``[220, 705, 82]``; ``"a \\u2009b"`` differs;
    the-verdict.txt gives 5,067 tokens).
+5. (TF-Text, not keras-hub) ``tf_text.regex_split`` stops reading a string at its first NUL byte:
+   ``"a\\x00b"`` splits to ``["a"]``, so ``"\\x00\\x01 control"`` tokenized to ``[]``. Our
+   :func:`regex_split` runs the regex on a copy with NUL → ``\\x01`` and cuts the original by offsets.
 No upstream issue for 1-3 was found in the keras-hub tracker (searched: whitespace, newline,
 GPT-2 mismatch; the pattern dates from keras-team/keras-hub#389).
 
@@ -50,6 +53,8 @@ from typing import TYPE_CHECKING, Any
 
 import tensorflow as tf
 import tensorflow_text as tf_text
+
+from tfgpt.errors import TokenizerError
 
 if TYPE_CHECKING:
     from tfgpt.tokenizers.bpe import BPETokenizer
@@ -104,9 +109,14 @@ def regex_split(strings: tf.Tensor, pattern: str) -> tf.RaggedTensor:
     safe = tf.strings.regex_replace(strings, "\\x00", "\x01")
     _, begin, end = tf_text.regex_split_with_offsets(safe, pattern, pattern)
     src = tf.gather(strings, begin.value_rowids())
-    return begin.with_flat_values(
-        tf.strings.substr(src, begin.flat_values, end.flat_values - begin.flat_values)
-    )
+    return begin.with_flat_values(tf.strings.substr(src, begin.flat_values, end.flat_values - begin.flat_values))
+
+
+def _as_batch(strings: Any) -> tf.Tensor:
+    strings = tf.convert_to_tensor(strings, dtype=tf.string)
+    if strings.shape.rank is not None and strings.shape.rank != 1:
+        raise TokenizerError(f"tokenize expects a 1-D batch of strings, got shape {strings.shape}")
+    return strings
 
 
 def _split_specials(strings: tf.Tensor, pattern: str | None) -> tuple[tf.RaggedTensor, tf.Tensor]:
@@ -159,7 +169,7 @@ class GraphCharTokenizer(tf.Module):
         self._itos = tf.constant(itos, dtype=tf.string)
 
     def tokenize(self, strings: Any) -> tf.RaggedTensor:
-        strings = tf.convert_to_tensor(strings, dtype=tf.string)
+        strings = _as_batch(strings)
         pieces, is_special = _split_specials(strings, self._special_pattern)
         flat = pieces.flat_values
         text = tf.where(is_special, "", flat)
@@ -222,7 +232,7 @@ class GraphBPETokenizer(tf.Module):
 
     def pretokenize(self, strings: Any) -> tf.RaggedTensor:
         """GPT-2 pre-tokens ``[batch, (words)]`` (special tokens are their own words)."""
-        strings = tf.convert_to_tensor(strings, dtype=tf.string)
+        strings = _as_batch(strings)
         pieces, is_special = _split_specials(strings, self._special_pattern)
         flat = tf.where(is_special, "", pieces.flat_values)  # specials are added back below
         # Cut points: before each whitespace char that is followed by a non-whitespace char.
