@@ -1,0 +1,126 @@
+"""``manifest.json``: what a prepared data directory holds, and checks against it.
+
+A data directory is ``tokenizer/``, ``{train,val}-NNNNN-of-NNNNN.tfrecord`` shards and
+``manifest.json`` (written last, atomically: a directory without it is not a data directory).
+Top-level keys (format version :data:`FORMAT_VERSION`): ``format``, ``format_version``,
+``created``, ``command``, ``config`` (the prepare settings), ``tokenizer`` (``type``,
+``fingerprint``, ``vocab_size``, ``eot_id``, ``dir``), ``dtype``, ``record_tokens``,
+``shard_tokens``, ``splits`` (per split: ``tokens``, ``documents``, ``shards`` = list of
+``{file, tokens, records, bytes, sha256}``), ``split`` (how train/val were split), ``sources``
+(path, bytes, mtime_ns, sha256, documents, invalid_utf8_bytes per input file), ``counts``,
+``cleaning``, ``timing``.
+
+Example:
+    >>> m = load_manifest("data/shakespeare")
+    >>> m["tokenizer"]["vocab_size"], m["splits"]["train"]["tokens"]  # doctest: +SKIP
+    (65, 1003854)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from tfgpt.errors import DataError
+
+MANIFEST = "manifest.json"
+FORMAT = "tfgpt-token-shards"
+FORMAT_VERSION = 1
+TOKENIZER_DIR = "tokenizer"
+SPLITS = ("train", "val")
+
+
+def load_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate ``DATA_DIR/manifest.json``; :class:`DataError` if it is not a data dir.
+
+    Example:
+        >>> load_manifest("data/owt")["dtype"]  # doctest: +SKIP
+        'uint16'
+    """
+    d = Path(data_dir)
+    if not d.exists():
+        raise DataError(f"data directory {d} does not exist (create it with `tfgpt prepare`)")
+    if not d.is_dir():
+        raise DataError(f"{d} is not a directory (expected a data directory made by `tfgpt prepare`)")
+    path = d / MANIFEST
+    if not path.is_file():
+        raise DataError(f"{d} is not a tfgpt data directory: no {MANIFEST} (create it with `tfgpt prepare`)")
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise DataError(f"{path}: not a tfgpt data manifest (format is not {FORMAT!r})")
+    if m.get("format_version") != FORMAT_VERSION:
+        raise DataError(f"{path}: format_version {m.get('format_version')!r} is not supported "
+                        f"(this tfgpt reads {FORMAT_VERSION}); re-run `tfgpt prepare`")
+    for key in ("tokenizer", "dtype", "splits"):
+        if key not in m:
+            raise DataError(f"{path}: missing key {key!r}")
+    for key in ("fingerprint", "vocab_size"):
+        if key not in m["tokenizer"]:
+            raise DataError(f"{path}: missing key 'tokenizer.{key}'")
+    for split, info in m["splits"].items():
+        for key in ("tokens", "shards"):
+            if key not in info:
+                raise DataError(f"{path}: missing key 'splits.{split}.{key}'")
+        for i, sh in enumerate(info["shards"]):
+            for key in ("file", "tokens", "records", "bytes", "sha256"):
+                if key not in sh:
+                    raise DataError(f"{path}: missing key 'splits.{split}.shards[{i}].{key}'")
+    return m
+
+
+def check_tokenizer(manifest: dict[str, Any], tokenizer: Any, data_dir: str | os.PathLike = "") -> None:
+    """Refuse a data dir made with another tokenizer. ``tokenizer`` is a Tokenizer or a fingerprint.
+
+    Example:
+        >>> check_tokenizer(load_manifest(d), run_tokenizer, d)  # doctest: +SKIP
+    """
+    if tokenizer is None:
+        return
+    want = tokenizer if isinstance(tokenizer, str) else tokenizer.fingerprint()
+    have = manifest["tokenizer"]["fingerprint"]
+    if want != have:
+        raise DataError(
+            f"{data_dir or 'data directory'} was prepared with another tokenizer: data tokenizer "
+            f"{have} != model tokenizer {want}; re-run `tfgpt prepare` with the model's tokenizer"
+        )
+
+
+def split_shards(manifest: dict[str, Any], data_dir: str | os.PathLike, split: str) -> list[dict[str, Any]]:
+    """The shard entries of ``split`` with absolute ``path``; :class:`DataError` if empty."""
+    if split not in manifest["splits"]:
+        raise DataError(f"{data_dir}: no split {split!r} (has {', '.join(manifest['splits'])})")
+    shards = [dict(s, path=str(Path(data_dir) / s["file"])) for s in manifest["splits"][split]["shards"]]
+    if not shards:
+        raise DataError(f"{data_dir}: split {split!r} is empty (prepare with a larger --val-fraction)")
+    return shards
+
+
+def verify_shards(data_dir: str | os.PathLike, split: str | None = None, hashes: bool = False,
+                  manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Check every shard exists with the manifest's size (and sha256 when ``hashes``); return the
+    manifest. A missing, truncated or altered shard raises :class:`DataError` naming it.
+
+    Example:
+        >>> verify_shards("data/owt", hashes=True)  # doctest: +SKIP
+    """
+    from tfgpt.data.shards import file_sha256
+
+    m = manifest if manifest is not None else load_manifest(data_dir)
+    for name in [split] if split else list(m["splits"]):
+        for sh in m["splits"][name]["shards"]:
+            p = Path(data_dir) / sh["file"]
+            if not p.is_file():
+                raise DataError(f"shard {p} listed in the manifest is missing")
+            size = p.stat().st_size
+            if size != sh["bytes"]:
+                raise DataError(f"shard {p} is truncated or altered: {size} bytes, manifest says {sh['bytes']}")
+            if hashes:
+                digest = file_sha256(p)
+                if digest != sh["sha256"]:
+                    raise DataError(f"shard {p} is corrupt: sha256 {digest} != manifest {sh['sha256']}")
+    return m
