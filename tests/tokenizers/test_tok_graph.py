@@ -216,3 +216,12 @@ def test_rank_must_be_one(gpt2_graph) -> None:
 
     with pytest.raises(TokenizerError, match="1-D batch"):
         gpt2_graph.tokenize(tf.constant("scalar"))
+
+
+def test_several_special_tokens(shakespeare: str) -> None:
+    tok = BPETokenizer.train([shakespeare[:20_000]], vocab_size=300, special_tokens=["<|endoftext|>", "<pad>"])
+    texts = ["a<pad><pad> b<|endoftext|>", "<pad", "x <pad> y\n\n<|endoftext|><pad>"]
+    graph = tok.graph_tokenizer()
+    expected = [tok.encode(t) for t in texts]
+    assert graph.tokenize(tf.constant(texts)).to_list() == expected
+    assert [s.decode() for s in graph.detokenize(tf.ragged.constant(expected)).numpy()] == texts
