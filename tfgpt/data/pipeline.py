@@ -1,0 +1,264 @@
+"""tf.data pipelines over prepared token shards.
+
+:func:`lm_dataset` gives ``(x, y)`` int32 ``[batch, block_size]`` batches with ``y`` = ``x`` shifted by
+one token.
+
+* ``shuffle=True`` (training): random windows, like nanoGPT's ``get_batch``, with flat memory. The
+  stream is made of *rounds*: each epoch visits the shards in a seeded random order, ``shards_in_memory``
+  at a time (read in parallel with ``interleave``, the next round prefetched while the current one is
+  served); a round draws ``batches_per_round`` batches of window starts uniformly over the concatenated
+  tokens of its shards with a stateless RNG seeded by ``(seed, round)``. Batch ``N`` of the stream
+  depends only on (seed, shards, block_size, batch_size, N), so ``start_step=N`` resumes the exact
+  stream without replaying it. ``repeat=False`` stops after one epoch (≈ tokens / block_size windows).
+* ``shuffle=False`` (evaluation): sequential non-overlapping windows (stride ``block_size``) over the
+  split's shards in order; the last partial batch is kept unless ``repeat``.
+
+Multi-worker: pass ``num_shards``/``shard_index`` (or ``input_context`` from
+``strategy.distribute_datasets_from_function``) to give each worker its own files; otherwise the
+evaluation dataset carries ``AutoShardPolicy.FILE`` and the training dataset ``AutoShardPolicy.DATA``.
+
+Checks: the manifest is read and validated, the tokenizer fingerprint compared (``tokenizer=``),
+every shard's size checked (``verify_hashes=True`` also checks sha256). Tokens decoded from each shard
+are counted against the manifest in-graph, so a shard that changed under a running job fails loudly
+(naming the file) instead of training on garbage; TFRecord CRCs catch flipped bits.
+
+Example:
+    >>> ds = lm_dataset("data/owt", "train", block_size=1024, batch_size=8, seed=0)
+    >>> x, y = next(iter(ds)); x.shape
+    TensorShape([8, 1024])
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tfgpt.data.manifest import TOKENIZER_DIR, check_tokenizer, load_manifest, split_shards, verify_shards
+from tfgpt.data.shards import FEATURE_TOKENS, dtype_from_name, read_shard_tokens
+from tfgpt.errors import DataError
+
+DEFAULT_SHARDS_IN_MEMORY = 4
+
+
+def _select(shards: list[dict[str, Any]], num_shards: int | None, shard_index: int | None,
+            data_dir: Any, split: str) -> list[dict[str, Any]]:
+    if num_shards is None and shard_index is None:
+        return shards
+    if num_shards is None or shard_index is None or not 0 <= shard_index < num_shards:
+        raise DataError(f"num_shards and shard_index go together with 0 <= shard_index < num_shards, "
+                        f"got {num_shards}, {shard_index}")
+    if num_shards > len(shards):
+        raise DataError(f"{data_dir}: split {split!r} has {len(shards)} shard file(s), fewer than "
+                        f"num_shards={num_shards}; prepare with a smaller --shard-tokens")
+    return shards[shard_index::num_shards]
+
+
+def _parse_tokens(record: tf.Tensor) -> tf.Tensor:
+    spec = {FEATURE_TOKENS: tf.io.FixedLenFeature([], tf.string)}
+    return tf.io.parse_single_example(record, spec)[FEATURE_TOKENS]
+
+
+def lm_dataset(
+    data_dir: str | os.PathLike,
+    split: str,
+    block_size: int,
+    batch_size: int,
+    seed: int = 0,
+    shuffle: bool = True,
+    repeat: bool = True,
+    *,
+    start_step: int = 0,
+    num_shards: int | None = None,
+    shard_index: int | None = None,
+    input_context: tf.distribute.InputContext | None = None,
+    tokenizer: Any = None,
+    verify_hashes: bool = False,
+    shards_in_memory: int = DEFAULT_SHARDS_IN_MEMORY,
+) -> tf.data.Dataset:
+    """``(x, y)`` int32 ``[batch_size, block_size]`` batches from ``data_dir``'s ``split`` (see module doc).
+
+    ``tokenizer`` (a Tokenizer or its fingerprint) must match the data's; ``start_step`` skips that many
+    batches of the same stream in O(1) for training (for evaluation it skips batches by reading).
+
+    Example:
+        >>> ds = lm_dataset("data/shakespeare", "val", 256, 32, seed=0, shuffle=False, repeat=False)
+        >>> sum(1 for _ in ds)  # doctest: +SKIP
+        14
+    """
+    if block_size <= 0 or batch_size <= 0:
+        raise DataError(f"block_size and batch_size must be positive, got {block_size}, {batch_size}")
+    if start_step < 0:
+        raise DataError(f"start_step must be >= 0, got {start_step}")
+    if input_context is not None:
+        num_shards, shard_index = input_context.num_input_pipelines, input_context.input_pipeline_id
+    manifest = load_manifest(data_dir)
+    check_tokenizer(manifest, tokenizer, data_dir)
+    verify_shards(data_dir, split if split in manifest["splits"] else None, hashes=verify_hashes,
+                  manifest=manifest)
+    shards = _select(split_shards(manifest, data_dir, split), num_shards, shard_index, data_dir, split)
+    dtype = tf.uint16 if dtype_from_name(manifest["dtype"]).itemsize == 2 else tf.uint32
+    total = sum(s["tokens"] for s in shards)
+    if total < block_size + 1:
+        raise DataError(f"{data_dir}: split {split!r} holds {total} tokens, fewer than block_size + 1 = "
+                        f"{block_size + 1}")
+    options = tf.data.Options()
+    options.deterministic = True
+    explicit = num_shards is not None
+    policy = tf.data.experimental.AutoShardPolicy
+    if shuffle:
+        ds = _random_windows(shards, dtype, block_size, batch_size, seed, repeat, start_step, shards_in_memory)
+        options.experimental_distribute.auto_shard_policy = policy.OFF if explicit else policy.DATA
+    else:
+        ds = _sequential_windows(shards, dtype, block_size, batch_size, repeat, start_step)
+        options.experimental_distribute.auto_shard_policy = policy.OFF if explicit else policy.FILE
+    return ds.with_options(options)
+
+
+def _units(shards: list[dict[str, Any]], block_size: int) -> list[list[int]]:
+    """Consecutive shards grouped so that every unit holds at least ``block_size + 1`` tokens."""
+    units: list[list[int]] = []
+    cur: list[int] = []
+    n = 0
+    for i, s in enumerate(shards):
+        cur.append(i)
+        n += s["tokens"]
+        if n >= block_size + 1:
+            units.append(cur)
+            cur, n = [], 0
+    if cur:
+        if units:
+            units[-1].extend(cur)
+        else:
+            units.append(cur)
+    return units
+
+
+def random_stream_layout(shards: list[dict[str, Any]], block_size: int, batch_size: int,
+                         shards_in_memory: int = DEFAULT_SHARDS_IN_MEMORY) -> dict[str, Any]:
+    """How the random-window stream is laid out: units, groups per epoch, batches per round/epoch."""
+    units = _units(shards, block_size)
+    per_round = max(1, min(shards_in_memory, len(units)))
+    groups = math.ceil(len(units) / per_round)
+    windows = sum(s["tokens"] for s in shards) // block_size
+    batches_per_epoch = max(1, windows // batch_size)
+    return {
+        "units": units,
+        "groups_per_epoch": groups,
+        "group_bounds": np.linspace(0, len(units), groups + 1).round().astype(np.int64).tolist(),
+        "batches_per_round": math.ceil(batches_per_epoch / groups),
+        "batches_per_epoch": math.ceil(batches_per_epoch / groups) * groups,
+    }
+
+
+def _random_windows(shards: list[dict[str, Any]], dtype: tf.DType, block_size: int, batch_size: int,
+                    seed: int, repeat: bool, start_step: int, shards_in_memory: int) -> tf.data.Dataset:
+    layout = random_stream_layout(shards, block_size, batch_size, shards_in_memory)
+    units = tf.ragged.constant(layout["units"], dtype=tf.int64)
+    n_units = len(layout["units"])
+    groups = layout["groups_per_epoch"]
+    bounds = tf.constant(layout["group_bounds"], tf.int64)
+    bpr = layout["batches_per_round"]
+    paths = tf.constant([s["path"] for s in shards])
+    records = tf.constant([s["records"] for s in shards], tf.int64)
+    nbytes = tf.constant([s["tokens"] * dtype.size for s in shards], tf.int64)
+    first_round, first_offset = divmod(start_step, bpr)
+    seed_t = tf.constant(seed, tf.int64)
+
+    def read_shard(i: tf.Tensor) -> tf.data.Dataset:
+        raw = tf.data.TFRecordDataset(paths[i], buffer_size=1 << 22).map(_parse_tokens).batch(records[i])
+        raw = raw.map(lambda parts: tf.strings.reduce_join(parts))
+
+        def check(blob: tf.Tensor) -> tf.Tensor:
+            ok = tf.equal(tf.cast(tf.strings.length(blob), tf.int64), nbytes[i])
+            with tf.control_dependencies([tf.debugging.Assert(
+                    ok, ["token shard", paths[i], "does not hold the tokens its manifest lists (bytes:",
+                         tf.strings.length(blob), "expected:", nbytes[i], ")"])]):
+                return tf.identity(blob)
+
+        return raw.map(check)
+
+    def load_round(r: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        epoch, g = r // groups, r % groups
+        perm = tf.random.experimental.stateless_shuffle(
+            tf.range(n_units, dtype=tf.int64), seed=tf.stack([seed_t, epoch]))
+        members = perm[bounds[g]:bounds[g + 1]]
+        shard_ids = tf.gather(units, members).flat_values
+        k = tf.size(shard_ids, out_type=tf.int64)
+        blobs = (tf.data.Dataset.from_tensor_slices(shard_ids)
+                 .interleave(read_shard, cycle_length=shards_in_memory, num_parallel_calls=shards_in_memory,
+                             deterministic=True)
+                 .batch(k).get_single_element())
+        tokens = tf.io.decode_raw(tf.strings.reduce_join(blobs), dtype)
+        n = tf.size(tokens, out_type=tf.int64)
+        starts = tf.random.stateless_uniform([bpr, batch_size], seed=tf.stack([seed_t + 1, r]), minval=0,
+                                             maxval=n - block_size, dtype=tf.int64)
+        offset = tf.where(r == first_round, tf.constant(first_offset, tf.int64), tf.constant(0, tf.int64))
+        return tokens, starts[offset:]
+
+    offsets = tf.range(block_size + 1, dtype=tf.int64)
+
+    def windows(tokens: tf.Tensor, starts: tf.Tensor) -> tf.data.Dataset:
+        def batch(s: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            w = tf.cast(tf.gather(tokens, s[:, None] + offsets[None, :]), tf.int32)
+            return w[:, :-1], w[:, 1:]
+
+        return tf.data.Dataset.from_tensor_slices(starts).map(batch)
+
+    end = np.iinfo(np.int64).max if repeat else groups
+    ds = tf.data.Dataset.range(first_round, end)
+    ds = ds.map(load_round, num_parallel_calls=1, deterministic=True).prefetch(1)
+    ds = ds.flat_map(windows)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _sequential_windows(shards: list[dict[str, Any]], dtype: tf.DType, block_size: int, batch_size: int,
+                        repeat: bool, start_step: int) -> tf.data.Dataset:
+    ds = tf.data.TFRecordDataset([s["path"] for s in shards], buffer_size=1 << 22)
+    ds = ds.map(lambda r: tf.cast(tf.io.decode_raw(_parse_tokens(r), dtype), tf.int32),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    offsets = tf.range(block_size + 1)
+
+    def cut(carry: tf.Tensor, chunk: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        buf = tf.concat([carry, chunk], 0)
+        m = tf.maximum((tf.size(buf) - 1) // block_size, 0)
+        w = tf.gather(buf, tf.range(m)[:, None] * block_size + offsets[None, :])
+        return buf[m * block_size:], w
+
+    ds = ds.scan(tf.zeros([0], tf.int32), cut).unbatch()
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size, drop_remainder=repeat)
+    ds = ds.map(lambda w: (w[:, :-1], w[:, 1:]))
+    if start_step:
+        ds = ds.skip(start_step)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def load_data_tokenizer(data_dir: str | os.PathLike) -> Any:
+    """The tokenizer saved with a prepared data directory.
+
+    Example:
+        >>> tok = load_data_tokenizer("data/shakespeare"); tok.vocab_size  # doctest: +SKIP
+        65
+    """
+    from tfgpt.tokenizers import load_tokenizer
+
+    load_manifest(data_dir)
+    return load_tokenizer(Path(data_dir) / TOKENIZER_DIR)
+
+
+def read_split_tokens(data_dir: str | os.PathLike, split: str) -> np.ndarray:
+    """All tokens of a split as one numpy array (for small splits, tests and inspection).
+
+    Example:
+        >>> read_split_tokens("data/shakespeare", "val")[:5]  # doctest: +SKIP
+    """
+    m = load_manifest(data_dir)
+    dtype = dtype_from_name(m["dtype"])
+    parts = [read_shard_tokens(s["path"], dtype, s["tokens"]) for s in split_shards(m, data_dir, split)]
+    return np.concatenate(parts)
