@@ -196,9 +196,7 @@ class TrainMonitor(keras.callbacks.Callback):
             self._bar.write(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}")
         if val_loss is not None and math.isfinite(val_loss) and (self.best_val is None or val_loss < self.best_val):
             self.best_val = val_loss
-            self.save(step, val_loss=val_loss)
-            if self.chief:
-                write_pointer(self.ckpt_dir, "best", {"step": step, "dir": step_dir_name(step), "val_loss": val_loss})
+            self.save(step, val_loss=val_loss, best=True)
 
     def _sample(self, step: int) -> str | None:
         if not (self.chief and self.tokenizer is not None and self.cfg.sample_tokens > 0):
@@ -215,15 +213,18 @@ class TrainMonitor(keras.callbacks.Callback):
             tf.summary.text("sample", tf.constant(text))
         return text
 
-    def save(self, step: int, val_loss: float | None = None) -> None:
+    def save(self, step: int, val_loss: float | None = None, best: bool = False) -> None:
         """Checkpoint at ``step`` (once per step), then prune to the last K plus the best."""
-        if not self.chief or self.saved_step == step:
+        if not self.chief:
             return
-        info = {**self.info, "tokens": step * self.tokens_per_step, "best_val_loss": self.best_val}
-        if val_loss is not None:
-            info["val_loss"] = val_loss
-        save_checkpoint(self.ckpt_dir, step, self.gpt, self.model.optimizer, info)
-        self.saved_step = step
+        if self.saved_step != step:
+            info = {**self.info, "tokens": step * self.tokens_per_step, "best_val_loss": self.best_val}
+            if val_loss is not None:
+                info["val_loss"] = val_loss
+            save_checkpoint(self.ckpt_dir, step, self.gpt, self.model.optimizer, info)
+            self.saved_step = step
+        if best:
+            write_pointer(self.ckpt_dir, "best", {"step": step, "dir": step_dir_name(step), "val_loss": val_loss})
         prune_checkpoints(self.ckpt_dir, self.cfg.keep_checkpoints)
 
     def latest(self) -> dict[str, Any] | None:
