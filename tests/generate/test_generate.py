@@ -1,0 +1,129 @@
+"""generate / generate_ids: cache equivalence with a naive loop, sliding window, streaming, stops, bad input."""
+
+import keras
+import numpy as np
+import pytest
+
+from tfgpt.config import GPTConfig
+from tfgpt.errors import GenerationError
+from tfgpt.generate import generate, generate_ids
+from tfgpt.model import GPT
+from tfgpt.tokenizers import CharTokenizer
+
+TEXT = "hello world, how are you?\nfine thanks.\n"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return CharTokenizer.train([TEXT], special_tokens=("<|endoftext|>",))
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    keras.utils.set_random_seed(0)
+    m = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=24, n_layer=2, n_head=2, n_embd=32))
+    m.build((None, None))
+    return m
+
+
+def naive_greedy(model, ids, n):
+    ids = np.asarray(ids, np.int32)
+    for _ in range(n):
+        logits = np.asarray(model(ids[:, -model.config.block_size :]))[:, -1]
+        ids = np.concatenate([ids, logits.argmax(-1)[:, None].astype(np.int32)], 1)
+    return ids[:, -n:]
+
+
+@pytest.mark.parametrize("n", [1, 5, 19, 40])
+def test_greedy_equals_naive_loop_including_past_block_size(model, n):
+    prompt = np.array([[3, 1, 4, 1, 5]], np.int32)
+    np.testing.assert_array_equal(generate_ids(model, prompt, n, temperature=0), naive_greedy(model, prompt, n))
+
+
+def test_batch_rows_are_independent(model):
+    prompts = np.array([[3, 1, 4], [2, 7, 1]], np.int32)
+    both = generate_ids(model, prompts, 12, temperature=0)
+    np.testing.assert_array_equal(both[1:], generate_ids(model, prompts[1:], 12, temperature=0))
+
+
+def test_streaming_chunks_equal_one_call(model):
+    prompt = np.array([[1, 2, 3]], np.int32)
+    blocks = []
+    out = generate_ids(model, prompt, 30, temperature=0.9, top_k=5, seed=3,
+                       on_tokens=blocks.append, stream_chunk=1)
+    assert all(b.shape == (1, 1) for b in blocks) and len(blocks) == 30
+    np.testing.assert_array_equal(out, generate_ids(model, prompt, 30, temperature=0.9, top_k=5, seed=3))
+
+
+def test_seed_reproducibility_and_variation(model):
+    prompt = np.array([[1, 2, 3]], np.int32)
+    a = generate_ids(model, prompt, 20, temperature=1.0, top_p=0.9, seed=1)
+    b = generate_ids(model, prompt, 20, temperature=1.0, top_p=0.9, seed=1)
+    c = generate_ids(model, prompt, 20, temperature=1.0, top_p=0.9, seed=2)
+    np.testing.assert_array_equal(a, b)
+    assert (a != c).any()
+
+
+def test_no_retrace_per_token_or_per_call(model):
+    from tfgpt.generate.decode import Decoder
+
+    prompt = np.array([[1, 2, 3]], np.int32)
+    generate_ids(model, prompt, 10, temperature=0)
+    decoder = Decoder.for_model(model)
+    fns = dict(decoder._fns)
+    traces = {k: f.experimental_get_tracing_count() for k, f in fns.items()}
+    generate_ids(model, np.array([[4, 5, 6]], np.int32), 9, temperature=0)
+    generate_ids(model, prompt, 12, temperature=0)
+    assert {k: f.experimental_get_tracing_count() for k, f in fns.items()} == traces
+
+
+def test_stops_at_end_of_text(tokenizer):
+    keras.utils.set_random_seed(0)
+    m = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=24, n_layer=1, n_head=1, n_embd=8))
+    m.build((None, None))
+    # Final LayerNorm outputs wte[eot] at every position, so greedy always picks end-of-text.
+    eot_row = np.asarray(m.wte.embeddings)[tokenizer.eot_id]
+    m.ln_f.gamma.assign(np.zeros_like(eot_row))
+    m.ln_f.beta.assign(10 * eot_row)
+    ids = generate_ids(m, [[1, 2]], 10, temperature=0, eot_id=tokenizer.eot_id)
+    assert ids.tolist() == [[tokenizer.eot_id]]
+    assert generate(m, tokenizer, "hello", max_new_tokens=10, temperature=0) == ""
+
+
+def test_generate_text_stream_and_stop(model, tokenizer):
+    full = generate(model, tokenizer, "hello", max_new_tokens=30, temperature=0)
+    assert isinstance(full, str) and len(full) <= 30
+    pieces = []
+    streamed = generate(model, tokenizer, "hello", max_new_tokens=30, temperature=0, stream=pieces.append)
+    assert streamed == full and "".join(pieces) == full
+    if len(full) > 3:
+        stop = full[2:4]
+        cut = generate(model, tokenizer, "hello", max_new_tokens=30, temperature=0, stop=[stop])
+        assert cut == full[: full.find(stop)]
+        pieces = []
+        generate(model, tokenizer, "hello", max_new_tokens=30, temperature=0, stop=stop, stream=pieces.append)
+        assert "".join(pieces) == cut
+
+
+def test_bad_input_gives_clear_errors(model, tokenizer):
+    with pytest.raises(GenerationError, match="empty"):
+        generate(model, tokenizer, "")
+    with pytest.raises(GenerationError, match="UTF-8"):
+        generate(model, tokenizer, b"hel\xfflo")
+    with pytest.raises(GenerationError, match="top_k"):
+        generate(model, tokenizer, "hello", top_k=tokenizer.vocab_size + 1)
+    with pytest.raises(GenerationError, match="top_p"):
+        generate(model, tokenizer, "hello", top_p=0.0)
+    with pytest.raises(GenerationError, match="ids"):
+        generate_ids(model, [[999]], 3)
+    # temperature <= 0 is greedy, not an error
+    assert generate(model, tokenizer, "hello", max_new_tokens=5, temperature=-1) == generate(
+        model, tokenizer, "hello", max_new_tokens=5, temperature=0
+    )
+
+
+def test_prompt_longer_than_block_size_is_cropped_with_a_warning(model, tokenizer):
+    long_prompt = np.arange(40, dtype=np.int32)[None] % tokenizer.vocab_size
+    with pytest.warns(UserWarning, match="block_size"):
+        out = generate_ids(model, long_prompt, 4, temperature=0)
+    np.testing.assert_array_equal(out, naive_greedy(model, long_prompt[:, -24:], 4))

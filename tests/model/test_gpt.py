@@ -1,0 +1,147 @@
+"""The GPT model: parameter counts, init, tied head, KV cache, .keras round trip, JAX backend."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from tfgpt.config import GPTConfig
+from tfgpt.model import GPT
+
+TINY = GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32)
+
+
+def tiny(**overrides):
+    keras.utils.set_random_seed(0)
+    model = GPT(GPTConfig(**{**TINY.to_dict(), **overrides}))
+    model.build((None, None))
+    return model
+
+
+def test_gpt2_param_count_is_124_439_808():
+    model = GPT(GPTConfig.preset("gpt2"))
+    model.build((None, None))
+    assert model.count_params() == 124_439_808
+
+
+@pytest.mark.parametrize("overrides", [{}, {"tie_embeddings": False}, {"bias": False}, {"norm": "post"}])
+def test_param_count_matches_config_formula(overrides):
+    model = tiny(**overrides)
+    assert model.count_params() == model.config.num_params()
+
+
+def test_init_follows_gpt2():
+    keras.utils.set_random_seed(0)
+    cfg = GPTConfig(vocab_size=2000, block_size=64, n_layer=8, n_head=4, n_embd=256)
+    model = GPT(cfg)
+    model.build((None, None))
+    std = lambda w: float(np.std(np.asarray(w)))  # noqa: E731
+    assert abs(std(model.wte.embeddings) - 0.02) < 0.002
+    assert abs(std(model.blocks[0].attn.c_attn.kernel) - 0.02) < 0.002
+    scaled = 0.02 / math.sqrt(2 * cfg.n_layer)
+    assert abs(std(model.blocks[0].attn.c_proj.kernel) - scaled) < 0.001
+    assert abs(std(model.blocks[-1].mlp.c_proj.kernel) - scaled) < 0.001
+    assert np.all(np.asarray(model.blocks[0].attn.c_attn.bias) == 0)
+
+
+def test_tied_head_uses_the_token_embedding():
+    model = tiny()
+    ids = np.array([[1, 2, 3]], np.int32)
+    hidden, _ = model.hidden_states(ids)
+    expected = np.asarray(hidden) @ np.asarray(model.wte.embeddings).T
+    np.testing.assert_allclose(np.asarray(model(ids)), expected, atol=1e-5)
+    assert not any("lm_head" in w.path for w in model.weights)
+    assert any("lm_head" in w.path for w in tiny(tie_embeddings=False).weights)
+
+
+def test_logits_are_causal_and_float32():
+    model = tiny()
+    ids = np.random.default_rng(0).integers(0, 50, (2, 12)).astype(np.int32)
+    logits = np.asarray(model(ids))
+    assert logits.shape == (2, 12, 50) and logits.dtype == np.float32
+    ids2 = ids.copy()
+    ids2[:, 8:] = 0
+    np.testing.assert_allclose(np.asarray(model(ids2))[:, :8], logits[:, :8], atol=1e-5)
+
+
+def test_cached_decoding_matches_full_forward():
+    model = tiny()
+    ids = np.random.default_rng(1).integers(0, 50, (2, 10)).astype(np.int32)
+    full = np.asarray(model(ids))
+    cache = model.init_cache(2, 16)
+    assert tuple(cache.shape) == (2, 2, 2, 16, 32)
+    logits, cache = model(ids[:, :7], cache=cache, cache_index=0)
+    steps = [np.asarray(logits)]
+    for t in range(7, 10):
+        logits, cache = model(ids[:, t : t + 1], cache=cache, cache_index=t)
+        steps.append(np.asarray(logits))
+    np.testing.assert_allclose(np.concatenate(steps, 1), full, atol=1e-5)
+
+
+def test_cache_longer_than_block_size_is_refused():
+    with pytest.raises(ValueError, match="block_size"):
+        tiny().init_cache(1, 17)
+
+
+def test_keras_round_trip_safe_mode(tmp_path):
+    model = tiny(norm="post", tie_embeddings=False, dropout=0.1)
+    ids = np.array([[4, 5, 6, 7]], np.int32)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert isinstance(loaded, GPT) and loaded.config == model.config
+    np.testing.assert_allclose(np.asarray(loaded(ids)), np.asarray(model(ids)), atol=0)
+
+
+def test_mixed_precision_cache_and_logits():
+    keras.utils.set_random_seed(0)
+    model = GPT(TINY, dtype="mixed_bfloat16")
+    ids = np.array([[1, 2, 3]], np.int32)
+    cache = model.init_cache(1, 8)
+    assert "bfloat16" in str(cache.dtype)
+    logits, cache = model(ids, cache=cache, cache_index=0)
+    assert "float32" in str(logits.dtype) and "bfloat16" in str(cache.dtype)
+    assert model.wte.embeddings.dtype == "float32"
+
+
+JAX_SCRIPT = textwrap.dedent(
+    """
+    import json, numpy as np, keras
+    from tfgpt.config import GPTConfig
+    from tfgpt.model import GPT
+    from tfgpt.generate import generate_ids
+    assert keras.backend.backend() == "jax"
+    keras.utils.set_random_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    ids = np.array([[3, 1, 4, 1, 5]], np.int32)
+    full = np.asarray(model(ids))
+    cache = model.init_cache(1, 16)
+    logits, cache = model(ids[:, :3], cache=cache, cache_index=0)
+    step, cache = model(ids[:, 3:4], cache=cache, cache_index=3)
+    cached_err = float(np.abs(np.asarray(step)[:, 0] - full[:, 3]).max())
+    greedy = generate_ids(model, ids, 20, temperature=0)
+    naive = ids
+    for _ in range(20):
+        nxt = np.asarray(model(naive[:, -16:]))[:, -1].argmax(-1).astype(np.int32)
+        naive = np.concatenate([naive, nxt[:, None]], 1)
+    s1 = generate_ids(model, ids, 8, temperature=1.0, top_k=5, seed=7)
+    s2 = generate_ids(model, ids, 8, temperature=1.0, top_k=5, seed=7)
+    print(json.dumps({"cached_err": cached_err, "greedy_equal": bool((greedy == naive[:, 5:]).all()),
+                      "sample_repro": bool((s1 == s2).all())}))
+    """
+)
+
+
+def test_jax_backend_forward_and_cached_decoding():
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", JAX_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["cached_err"] < 1e-4
+    assert result["greedy_equal"] and result["sample_repro"]

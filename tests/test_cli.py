@@ -1,0 +1,67 @@
+"""The tfgpt command line, run as a user runs it (a subprocess)."""
+
+import subprocess
+import sys
+
+import keras
+import pytest
+
+from tfgpt.config import GPTConfig
+from tfgpt.model import GPT
+from tfgpt.runs import save_run
+from tfgpt.tokenizers import CharTokenizer
+
+
+def tfgpt_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "tfgpt", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tok = CharTokenizer.train(["To be, or not to be: that is the question.\n"])
+    keras.utils.set_random_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=16))
+    return save_run(tmp_path_factory.mktemp("cli") / "run", model, tok)
+
+
+def test_help_lists_commands():
+    out = tfgpt_cli("--help")
+    assert out.returncode == 0 and "generate" in out.stdout
+
+
+def test_generate_and_stream_agree(run):
+    plain = tfgpt_cli("generate", "--run", str(run), "--prompt", "To be", "--max-new-tokens", "12",
+                      "--temperature", "0")
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert plain.stdout.startswith("To be") and len(plain.stdout.rstrip("\n")) == len("To be") + 12
+    streamed = tfgpt_cli("generate", "--run", str(run), "--prompt", "To be", "--max-new-tokens", "12",
+                         "--temperature", "0", "--stream")
+    assert streamed.returncode == 0 and streamed.stdout == plain.stdout
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--prompt", ""], "empty"),
+        (["--prompt", "To be", "--top-k", "1000"], "top_k"),
+        (["--prompt", "Zebra"], "Z"),
+    ],
+)
+def test_bad_input_is_one_clear_line(run, args, message):
+    out = tfgpt_cli("generate", "--run", str(run), *args)
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_missing_run_dir(tmp_path):
+    out = tfgpt_cli("generate", "--run", str(tmp_path / "none"), "--prompt", "x")
+    assert out.returncode == 2 and "not found" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_chat_reads_lines_and_streams_replies(run):
+    out = subprocess.run(
+        [sys.executable, "-m", "tfgpt", "chat", "--run", str(run), "--max-new-tokens", "8", "--temperature", "0"],
+        input="to be\n/quit\n", capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("You: ") >= 2 and "Model:" in out.stdout

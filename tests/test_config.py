@@ -1,0 +1,69 @@
+"""Config dataclasses: presets, strict keys and types, YAML round trip."""
+
+import pytest
+
+from tfgpt.config import GPTConfig, from_dict, load_model_config, read_yaml, save_model_config
+from tfgpt.errors import ConfigError
+
+
+def test_presets_have_the_documented_shapes():
+    cs = GPTConfig.preset("char-small")
+    assert (cs.n_layer, cs.n_head, cs.n_embd, cs.block_size, cs.vocab_size) == (4, 4, 128, 64, 65)
+    baby = GPTConfig.preset("baby")
+    assert (baby.n_layer, baby.n_head, baby.n_embd, baby.block_size) == (6, 6, 384, 256)
+    g = GPTConfig.preset("gpt2")
+    assert (g.n_layer, g.n_head, g.n_embd, g.block_size, g.vocab_size) == (12, 12, 768, 1024, 50257)
+    assert g.num_params() == 124_439_808
+    m = GPTConfig.preset("gpt2-medium")
+    assert (m.n_layer, m.n_head, m.n_embd) == (24, 16, 1024)
+
+
+def test_unknown_key_names_the_key_and_the_valid_ones():
+    with pytest.raises(ConfigError) as e:
+        from_dict(GPTConfig, {"n_layers": 4}, where="x.yaml: model")
+    msg = str(e.value)
+    assert "'n_layers'" in msg and "x.yaml" in msg and "n_layer" in msg and "valid keys" in msg
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [("n_layer", "4"), ("n_layer", 4.0), ("n_layer", True), ("dropout", "0.1"), ("bias", 1), ("norm", "middle")],
+)
+def test_wrong_types_are_rejected(key, value):
+    with pytest.raises(ConfigError, match=key):
+        from_dict(GPTConfig, {key: value})
+
+
+def test_invalid_values():
+    with pytest.raises(ConfigError, match="divisible"):
+        GPTConfig(n_embd=100, n_head=3)
+    with pytest.raises(ConfigError, match="dropout"):
+        from_dict(GPTConfig, {"dropout": 1.5})
+    with pytest.raises(ConfigError, match="unknown preset"):
+        GPTConfig.preset("gpt5")
+
+
+def test_ints_are_accepted_for_floats():
+    assert from_dict(GPTConfig, {"dropout": 0}).dropout == 0.0
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = GPTConfig.preset("baby", norm="post", tie_embeddings=False)
+    save_model_config(tmp_path / "config.yaml", cfg, train={"lr": 0.001})
+    assert load_model_config(tmp_path / "config.yaml") == cfg
+    assert read_yaml(tmp_path / "config.yaml")["train"] == {"lr": 0.001}
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_yaml_preset_key_and_bad_files(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  preset: char-small\n  n_layer: 2\n")
+    assert load_model_config(p).n_layer == 2
+    p.write_text("model: [1, 2\n")
+    with pytest.raises(ConfigError, match="c.yaml"):
+        load_model_config(p)
+    p.write_text("!!python/object:os.system 'echo hi'\n")
+    with pytest.raises(ConfigError, match="c.yaml"):
+        read_yaml(p)
+    with pytest.raises(ConfigError, match="not found"):
+        read_yaml(tmp_path / "missing.yaml")

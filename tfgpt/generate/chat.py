@@ -1,0 +1,58 @@
+"""``tfgpt chat``: a terminal loop that streams the model's reply to each line you type.
+
+The conversation so far is the prompt (cropped to ``block_size`` by generation); a reply ends
+at end-of-text, at the next ``"\\nYou:"`` turn marker, or after ``max_new_tokens``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+USER = "You: "
+BOT = "Model:"
+
+
+def chat(
+    run_dir: str,
+    max_new_tokens: int = 200,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+    stop: Sequence[str] | None = None,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+) -> int:
+    """Read lines from ``stdin`` until EOF or ``/quit``; stream replies to ``stdout``."""
+    import tfgpt
+
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    model, tokenizer = tfgpt.load(run_dir)
+    stops = list(stop or []) + ["\n" + USER.strip()]
+    history = ""
+    stdout.write(f"tfgpt chat ({run_dir}): type a line, /quit or Ctrl-D to leave\n")
+    turn = 0
+    while True:
+        stdout.write(USER)
+        stdout.flush()
+        line = stdin.readline()
+        if not line or line.strip() in ("/quit", "/exit"):
+            stdout.write("\n")
+            return 0
+        history += f"{USER}{line.rstrip()}\n{BOT}"
+        stdout.write(BOT)
+
+        def emit(delta: str) -> None:
+            stdout.write(delta)
+            stdout.flush()
+
+        reply = tfgpt.generate(
+            model, tokenizer, history, max_new_tokens=max_new_tokens, temperature=temperature,
+            top_k=top_k, top_p=top_p, seed=seed + turn, stop=stops, stream=emit,
+        )
+        history += reply + "\n"
+        stdout.write("\n")
+        turn += 1

@@ -1,0 +1,160 @@
+"""Run directories: where a trained model lives, and loading one back.
+
+A run dir holds ``config.yaml`` (a ``model:`` section with the GPTConfig fields, plus training
+sections), ``tokenizer/``, and weights: ``model.keras`` and/or checkpoints under
+``checkpoints/`` (``latest.json`` names the newest complete one, holding ``model.weights.h5``).
+
+Example:
+    >>> model, tokenizer = tfgpt.load("runs/shakespeare")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from tfgpt.config import GPTConfig, load_model_config, save_model_config
+from tfgpt.errors import ConfigError, RunDirError, TfgptError
+from tfgpt.model import GPT
+
+CONFIG_YAML = "config.yaml"
+TOKENIZER_DIR = "tokenizer"
+MODEL_KERAS = "model.keras"
+CHECKPOINTS = "checkpoints"
+LATEST_JSON = "latest.json"
+WEIGHTS_H5 = "model.weights.h5"
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The weights file of the newest complete checkpoint, or None."""
+    ckpt_dir = Path(run_dir) / CHECKPOINTS
+    pointer = ckpt_dir / LATEST_JSON
+    if not pointer.is_file():
+        return None
+    try:
+        info = json.loads(pointer.read_text(encoding="utf-8"))
+        weights = ckpt_dir / info["dir"] / WEIGHTS_H5
+    except (ValueError, KeyError, TypeError) as e:
+        raise RunDirError(f"{pointer}: unreadable checkpoint pointer ({e})") from None
+    if not weights.is_file():
+        raise RunDirError(f"{pointer} names {weights}, which does not exist")
+    return weights
+
+
+def weights_path(run_dir: str | os.PathLike, checkpoint: str | None = None) -> Path:
+    """Which weights :func:`load` uses: ``checkpoint`` if given, else the newer of model.keras
+    and the latest checkpoint."""
+    run = Path(run_dir)
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.is_absolute() and not path.exists():
+            path = run / CHECKPOINTS / checkpoint
+        if path.is_dir():
+            path = path / WEIGHTS_H5
+        if not path.is_file():
+            raise RunDirError(f"checkpoint not found: {path}")
+        return path
+    candidates = [p for p in (run / MODEL_KERAS, latest_checkpoint(run)) if p is not None and p.is_file()]
+    if not candidates:
+        raise RunDirError(
+            f"{run} holds no weights: expected {MODEL_KERAS} or {CHECKPOINTS}/{LATEST_JSON} (train first)"
+        )
+    return max(candidates, key=lambda p: p.stat().st_mtime_ns)
+
+
+def check_run_dir(run_dir: str | os.PathLike) -> Path:
+    """Raise a clear RunDirError unless ``run_dir`` has config.yaml and tokenizer/."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise RunDirError(f"run directory not found: {run}")
+    missing = [name for name in (CONFIG_YAML, TOKENIZER_DIR) if not (run / name).exists()]
+    if missing:
+        raise RunDirError(f"{run} is not a complete run directory: missing {', '.join(missing)}")
+    return run
+
+
+def load_model(run_dir: str | os.PathLike, checkpoint: str | None = None) -> GPT:
+    """The GPT model of a run, with its trained weights."""
+    run = check_run_dir(run_dir)
+    try:
+        config = load_model_config(run / CONFIG_YAML)
+    except ConfigError as e:
+        raise RunDirError(str(e)) from None
+    path = weights_path(run, checkpoint)
+    try:
+        if path.name.endswith(".keras"):
+            model = keras.saving.load_model(path, safe_mode=True, compile=False)
+            if not isinstance(model, GPT):
+                raise RunDirError(f"{path} holds a {type(model).__name__}, not a tfgpt GPT model")
+            if model.config != config:
+                raise RunDirError(f"{path} does not match the model in {run / CONFIG_YAML}")
+            return model
+        model = GPT(config)
+        model.build((None, None))
+        model.load_weights(path)
+        return model
+    except TfgptError:
+        raise
+    except Exception as e:  # noqa: BLE001 - keras/h5py raise many types; name the file instead
+        raise RunDirError(f"could not load weights from {path}: {type(e).__name__}: {e}") from None
+
+
+def load(run_dir: str | os.PathLike, checkpoint: str | None = None) -> tuple[GPT, Any]:
+    """``(model, tokenizer)`` of a run directory.
+
+    Example:
+        >>> model, tokenizer = load("runs/shakespeare")
+        >>> tfgpt.generate(model, tokenizer, "ROMEO:")
+    """
+    from tfgpt.tokenizers import load_tokenizer
+
+    run = check_run_dir(run_dir)
+    tokenizer = load_tokenizer(run / TOKENIZER_DIR)
+    model = load_model(run, checkpoint)
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise RunDirError(
+            f"{run}: tokenizer has {tokenizer.vocab_size} tokens but the model only {model.config.vocab_size}"
+        )
+    return model, tokenizer
+
+
+def save_keras_atomic(model: GPT, path: str | os.PathLike) -> Path:
+    """``model.save`` to a temp file in the same directory, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_run(
+    run_dir: str | os.PathLike, model: GPT, tokenizer: Any, sections: dict[str, Any] | None = None
+) -> Path:
+    """Write a complete run dir (config.yaml, tokenizer/, model.keras) for ``model``.
+
+    Used by training at the end of a run, by importers, and by tests that need a run.
+    """
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    config: GPTConfig = model.config
+    save_model_config(run / CONFIG_YAML, config, **(sections or {}))
+    tok_dir = run / TOKENIZER_DIR
+    if tok_dir.exists():
+        shutil.rmtree(tok_dir)
+    tokenizer.save(tok_dir)
+    if not model.built:
+        model.build((None, None))
+    save_keras_atomic(model, run / MODEL_KERAS)
+    return run
