@@ -64,4 +64,17 @@ def test_chat_reads_lines_and_streams_replies(run):
         input="to be\n/quit\n", capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.count("You: ") >= 2 and "Model:" in out.stdout
+    assert out.stdout.count("You: ") >= 2
+
+
+def test_chat_with_role_markers(tmp_path):
+    tok = CharTokenizer.train(["You: hi\nModel: hello\n"])
+    keras.utils.set_random_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16))
+    run = save_run(tmp_path / "run", model, tok)
+    out = subprocess.run(
+        [sys.executable, "-m", "tfgpt", "chat", "--run", str(run), "--max-new-tokens", "5", "--temperature", "0"],
+        input="hi\n", capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Model:" in out.stdout

@@ -1,7 +1,8 @@
 """``tfgpt chat``: a terminal loop that streams the model's reply to each line you type.
 
-The conversation so far is the prompt (cropped to ``block_size`` by generation); a reply ends
-at end-of-text, at the next ``"\\nYou:"`` turn marker, or after ``max_new_tokens``.
+The conversation so far is the prompt (cropped to ``block_size`` by generation), with
+``You:``/``Model:`` turn markers when the vocabulary can spell them; a reply ends at
+end-of-text, at the next ``"\\nYou:"`` marker, or after ``max_new_tokens``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ def chat(
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     model, tokenizer = tfgpt.load(run_dir)
-    stops = list(stop or []) + ["\n" + USER.strip()]
+    from tfgpt.errors import TokenizerError
+
+    try:  # role markers only when the vocabulary can spell them (a small char vocabulary may not)
+        tokenizer.encode(USER + BOT)
+        user, bot = USER, BOT
+    except TokenizerError:
+        user, bot = "", ""
+    stops = list(stop or []) + (["\n" + USER.strip()] if user else [])
     history = ""
     stdout.write(f"tfgpt chat ({run_dir}): type a line, /quit or Ctrl-D to leave\n")
     turn = 0
@@ -42,8 +50,8 @@ def chat(
         if not line or line.strip() in ("/quit", "/exit"):
             stdout.write("\n")
             return 0
-        history += f"{USER}{line.rstrip()}\n{BOT}"
-        stdout.write(BOT)
+        history += f"{user}{line.rstrip()}\n{bot}"
+        stdout.write(bot)
 
         def emit(delta: str) -> None:
             stdout.write(delta)
