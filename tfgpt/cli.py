@@ -82,6 +82,49 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop=args.stop)
 
 
+# -- prepare / train / eval / demo -----------------------------------------------------------
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from tfgpt.data.prepare import prepare
+
+    manifest = prepare(
+        args.input, args.out, args.tokenizer, vocab_size=args.vocab_size, val_fraction=args.val_fraction,
+        dedupe=args.dedupe, near_dedupe=args.near_dedupe, workers=args.workers,
+        shard_tokens=args.shard_tokens, text_field=args.text_field, min_chars=args.min_chars,
+        seed=args.seed, gpt2_dir=args.gpt2_dir, progress=not args.quiet, command=["tfgpt", *sys.argv[1:]],
+    )
+    counts = manifest.get("counts", {})
+    _json_out({"out": args.out, "counts": counts})
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tfgpt.train.fit import train
+
+    summary = train(
+        args.config, data_dir=args.data, run_dir=args.run_dir, overrides=args.set or [], resume=args.resume,
+        strategy=args.strategy, progress=not args.quiet,
+    )
+    _json_out(summary)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tfgpt.train.evaluate import evaluate_run
+
+    _json_out(evaluate_run(args.run, split=args.split, eval_iters=args.eval_iters, data_dir=args.data,
+                           checkpoint=args.checkpoint))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tfgpt.demo import run_demo
+
+    run_demo(args.out, steps=args.steps, export=not args.no_export)
+    return 0
+
+
 # -- the parser -----------------------------------------------------------------------------
 
 
@@ -95,6 +138,43 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(func=fn)
         return p
+
+    p = add("prepare", cmd_prepare, "stream a corpus into a tokenizer + TFRecord token shards")
+    p.add_argument("--input", nargs="+", required=True, help="files, directories or globs (.txt .jsonl .gz .xz .tar)")
+    p.add_argument("--out", required=True, help="DATA_DIR to write")
+    p.add_argument("--tokenizer", choices=["char", "bpe", "gpt2"], required=True)
+    p.add_argument("--vocab-size", type=int, default=None, help="bpe vocabulary size (default 8192)")
+    p.add_argument("--val-fraction", type=float, default=0.0005)
+    p.add_argument("--dedupe", action="store_true", help="drop exact duplicate documents")
+    p.add_argument("--near-dedupe", action="store_true", help="also drop near-duplicates (MinHash)")
+    p.add_argument("--workers", type=int, default=None, help="tokenizer processes (default: CPU count)")
+    p.add_argument("--shard-tokens", type=int, default=1 << 25)
+    p.add_argument("--text-field", default="text", help="JSONL field holding the text")
+    p.add_argument("--min-chars", type=int, default=1, help="drop documents shorter than this")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--gpt2-dir", default=None, help="dir with GPT-2's encoder.json + vocab.bpe")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("train", cmd_train, "train a GPT with model.fit (or the multi-worker loop)")
+    p.add_argument("--config", default=None, help="configs/X.yaml")
+    p.add_argument("--data", default=None, help="DATA_DIR (overrides data.dir)")
+    p.add_argument("--run-dir", default=None)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. train.max_steps=100")
+    p.add_argument("--resume", action="store_true", help="continue RUN exactly from its latest checkpoint")
+    p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"], default="default")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("eval", cmd_eval, "loss and perplexity of a run (JSON)")
+    p.add_argument("--run", required=True)
+    p.add_argument("--split", default="val", choices=["train", "val"])
+    p.add_argument("--eval-iters", type=int, default=None)
+    p.add_argument("--data", default=None, help="DATA_DIR (default: the run's)")
+    p.add_argument("--checkpoint", default="final", help="final, latest, best or a checkpoint dir")
+
+    p = add("demo", cmd_demo, "prepare the bundled corpus, train char-small, sample, export")
+    p.add_argument("--out", default="demo-out")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--no-export", action="store_true")
 
     p = add("generate", cmd_generate, "generate text from a trained run (KV-cached, compiled decode loop)")
     p.add_argument("--run", help="run directory (config.yaml, tokenizer/, weights)")
