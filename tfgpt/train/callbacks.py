@@ -205,7 +205,8 @@ class TrainMonitor(keras.callbacks.Callback):
             from tfgpt.generate import generate
 
             text = generate(self.gpt, self.tokenizer, self.cfg.sample_prompt,
-                            max_new_tokens=self.cfg.sample_tokens, temperature=0.8, top_k=200, seed=step)
+                            max_new_tokens=self.cfg.sample_tokens, temperature=0.8,
+                            top_k=min(200, self.tokenizer.vocab_size), seed=step)
         except Exception as e:  # a failed sample must not end a training run; say so
             warnings.warn(f"text sample at step {step} failed: {type(e).__name__}: {e}", stacklevel=2)
             return None

@@ -17,8 +17,8 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import json
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -117,32 +117,31 @@ def check_data_dir(data_dir: str | Path, expected_tokenizer: str | None = None) 
 
 
 def data_dir_source(data_dir: str | Path, shuffle: bool = True) -> Source:
-    """A source over a DATA_DIR via ``tfgpt.data.pipeline.lm_dataset`` (resume and sharding passed on)."""
-    try:
-        from tfgpt.data.pipeline import lm_dataset
-    except ImportError as e:  # pragma: no cover - the data package ships with tfgpt
-        raise DataError(f"tfgpt.data.pipeline is unavailable: {e}") from None
-    params = set(inspect.signature(lm_dataset).parameters)
-    start_kw = next((k for k in ("start_step", "skip_steps", "resume_step", "step") if k in params), None)
-    shards_kw = next((k for k in ("num_shards", "num_workers", "num_input_pipelines") if k in params), None)
-    index_kw = next((k for k in ("shard_index", "worker_index", "input_pipeline_id") if k in params), None)
+    """A source over a DATA_DIR via :func:`tfgpt.data.pipeline.lm_dataset`.
+
+    Resumes with ``start_step``; with several workers each reads its own shard files
+    (``num_shards``/``shard_index``), or — when the split has fewer files than workers — the
+    same stream as one worker would, keeping its rows of each global batch.
+    """
+    from tfgpt.data.pipeline import lm_dataset
 
     def source(
         split: str, batch_size: int, block_size: int, seed: int,
         start_step: int = 0, num_shards: int = 1, shard_index: int = 0,
     ) -> tf.data.Dataset:
         per = _check_shards(batch_size, num_shards, shard_index)
-        kwargs: dict[str, Any] = dict(shuffle=shuffle, repeat=True)
-        ds_batch = batch_size
         if num_shards > 1:
-            if shards_kw is None or index_kw is None:
-                raise DataError("tfgpt.data.pipeline.lm_dataset has no sharding option")
-            kwargs[shards_kw], kwargs[index_kw] = num_shards, shard_index
-            ds_batch = per
-        if start_step:
-            if start_kw is None:
-                raise DataError("tfgpt.data.pipeline.lm_dataset cannot resume at a step")
-            kwargs[start_kw] = start_step
-        return lm_dataset(str(data_dir), split, block_size, ds_batch, seed, **kwargs)
+            try:
+                return lm_dataset(str(data_dir), split, block_size, per, seed, shuffle=shuffle, repeat=True,
+                                  start_step=start_step, num_shards=num_shards, shard_index=shard_index)
+            except DataError as e:
+                warnings.warn(f"sharding {split!r} by file failed ({e}); each worker slices the global batch",
+                              stacklevel=2)
+        ds = lm_dataset(str(data_dir), split, block_size, batch_size, seed, shuffle=shuffle, repeat=True,
+                        start_step=start_step)
+        if num_shards > 1:
+            lo, hi = shard_index * per, (shard_index + 1) * per
+            ds = ds.map(lambda x, y: (x[lo:hi], y[lo:hi]))
+        return ds
 
     return source
