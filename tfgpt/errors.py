@@ -23,3 +23,7 @@ class GenerationError(TfgptError, ValueError):
 
 class DataError(TfgptError, ValueError):
     """A corpus, data directory, shard or manifest is missing, corrupt or inconsistent."""
+
+
+class ExportError(TfgptError, ValueError):
+    """An export cannot be made, verified or served (bad format, failed check, bad request)."""

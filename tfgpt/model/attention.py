@@ -9,13 +9,57 @@ which keeps TFLite conversion to builtin ops.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import keras
 from keras import ops
 
 MASK_VALUE = -1e9
+
+#: How cached keys/values are written: "slice" (default; ``ops.slice_update``, which TensorFlow
+#: lowers to ``XlaDynamicUpdateSlice``: in place under XLA, a TFLite DYNAMIC_UPDATE_SLICE builtin)
+#: or "scatter" (``ops.scatter_update``, i.e. ``tf.tensor_scatter_nd_update``: a plain TF kernel,
+#: for SavedModels run without XLA, as TensorFlow Serving does). Read when a call is traced.
+_CACHE_UPDATE_MODE = "slice"
+CACHE_UPDATE_MODES = ("slice", "scatter")
+
+
+@contextlib.contextmanager
+def cache_update_mode(mode: str) -> Iterator[None]:
+    """Trace cache writes with ``mode`` ("slice" or "scatter") inside the ``with`` block.
+
+    Example:
+        >>> with cache_update_mode("scatter"):
+        ...     concrete = tf.function(step).get_concrete_function(...)  # no Xla* ops in the graph
+    """
+    global _CACHE_UPDATE_MODE
+    if mode not in CACHE_UPDATE_MODES:
+        raise ValueError(f"cache update mode must be one of {CACHE_UPDATE_MODES}, got {mode!r}")
+    previous, _CACHE_UPDATE_MODE = _CACHE_UPDATE_MODE, mode
+    try:
+        yield
+    finally:
+        _CACHE_UPDATE_MODE = previous
+
+
+def _scatter_time(cache: Any, lead: tuple, index: Any, kv: Any) -> Any:
+    """``cache[*lead, :, s, index + t, :] = kv[:, s, t, :]`` with ``ops.scatter_update``.
+
+    ``cache``: ``[batch, *lead_dims, 2, max_len, width]``; ``kv``: ``[batch, 2, time, width]``;
+    ``lead``: fixed indices of the dims between batch and the k/v axis (the layer slot, or none).
+    """
+    shape = ops.shape(kv)
+    batch, time, width = shape[0], shape[2], shape[3]
+    b = ops.arange(batch, dtype="int32")[:, None, None]
+    s = ops.arange(2, dtype="int32")[None, :, None]
+    t = ops.arange(time, dtype="int32")[None, None, :] + index
+    zeros = ops.zeros((batch, 2, time), "int32")
+    cols = [b + zeros] + [ops.cast(v, "int32") + zeros for v in lead] + [s + zeros, t + zeros]
+    indices = ops.reshape(ops.stack(cols, axis=-1), (-1, len(cols)))
+    return ops.scatter_update(cache, indices, ops.reshape(kv, (-1, width)))
 
 
 def causal_mask(q_len: int, k_len: int, start: Any = 0) -> Any:
@@ -112,13 +156,20 @@ class CausalSelfAttention(keras.layers.Layer):
             index = ops.cast(start, "int32")
             zero = ops.zeros((), "int32")
             kv = ops.cast(ops.stack([k, v], axis=1), cache.dtype)  # [batch, 2, time, width]
+            scatter = _CACHE_UPDATE_MODE == "scatter"
             if cache_layer is None:
-                new_cache = ops.slice_update(cache, (zero, zero, index, zero), kv)
+                if scatter:
+                    new_cache = _scatter_time(cache, (), index, kv)
+                else:
+                    new_cache = ops.slice_update(cache, (zero, zero, index, zero), kv)
                 k_all, v_all = new_cache[:, 0], new_cache[:, 1]
             else:
                 # Update the model-level cache in place (XLA aliases the buffer): no per-step copies.
                 layer = ops.cast(cache_layer, "int32")
-                new_cache = ops.slice_update(cache, (zero, layer, zero, index, zero), ops.expand_dims(kv, 1))
+                if scatter:
+                    new_cache = _scatter_time(cache, (layer,), index, kv)
+                else:
+                    new_cache = ops.slice_update(cache, (zero, layer, zero, index, zero), ops.expand_dims(kv, 1))
                 k_all, v_all = new_cache[:, cache_layer, 0], new_cache[:, cache_layer, 1]
             k, v = ops.cast(k_all, q.dtype), ops.cast(v_all, q.dtype)
         k_len = ops.shape(k)[1]

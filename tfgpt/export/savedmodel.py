@@ -1,0 +1,237 @@
+"""SavedModel for TensorFlow Serving: in-graph tokenization, a KV-cached decode loop, no XLA.
+
+Signatures (all run without XLA and without ``py_function``; TF Serving's C++ loader can run them):
+
+``serving_default``
+    inputs: ``prompts`` string ``[batch]``; optional scalars ``max_new_tokens`` int32 (default
+    :data:`DEFAULT_MAX_NEW_TOKENS`), ``temperature`` float32 (default 0: greedy), ``top_k`` int32
+    (default 0: off), ``seed`` int32 (default 0).
+    outputs: ``completions`` string ``[batch]`` (new text only; invalid UTF-8 replaced by U+FFFD),
+    ``ids`` int32 ``[batch, max_new_tokens]`` (new ids, -1 past the end; end-of-text not
+    included), ``num_tokens`` int32 ``[batch]``.
+``logits``
+    ``ids`` int32 ``[batch, time]`` → ``logits`` float32 ``[batch, time, vocab]``.
+``generate_ids``
+    ``ids`` int32 ``[batch, time]`` (rows of equal length) + the optional scalars above →
+    ``ids`` int32 ``[batch, max_new_tokens]`` (-1 past the end), ``num_tokens`` int32 ``[batch]``.
+
+Lengths: ``max_new_tokens`` is clipped to ``[0, block_size - 1]``; a prompt longer than
+``block_size - max_new_tokens`` tokens keeps its last tokens (cropped, like ``tfgpt.generate``),
+so prompt + completion always fit one KV cache. Prompts of different token lengths in one batch
+are decoded one row at a time (``tf.map_fn``), equal lengths as one batch. Sampling uses the same
+Gumbel-max noise as :func:`tfgpt.generate` (``stateless_uniform(seed, step)``), so greedy and
+seeded outputs match it for a batch of one.
+
+Example:
+    >>> module = ServingModule(model, tokenizer)
+    >>> module.serving_default(tf.constant(["ROMEO:"]), max_new_tokens=tf.constant(8))["completions"]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+
+from tfgpt.generate.sampling import NEG_INF, stateless_uniform
+from tfgpt.model.attention import cache_update_mode
+
+DEFAULT_MAX_NEW_TOKENS = 32
+SIGNATURES = ("serving_default", "logits", "generate_ids")
+
+
+def sample_tf(logits: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor, seed: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+    """Next ids ``[batch]`` int32: greedy when ``temperature`` ≤ 0, else top-k + Gumbel-max sampling.
+
+    Same arithmetic and noise as :func:`tfgpt.generate.sampling.sample_next`, with tensor ``top_k``
+    (0 or ≥ vocab: off) and branches as ``tf.cond`` (no XLA needed).
+    """
+    logits = tf.cast(logits, tf.float32)
+
+    def greedy() -> tf.Tensor:
+        return tf.argmax(logits, axis=-1, output_type=tf.int32)
+
+    def sampled() -> tf.Tensor:
+        x = logits / tf.cast(temperature, tf.float32)
+        vocab = tf.shape(x)[-1]
+        k = tf.cast(top_k, tf.int32)
+
+        def filtered() -> tf.Tensor:
+            kth = tf.math.top_k(x, k, sorted=True).values[:, -1:]
+            return tf.where(x < kth, tf.constant(NEG_INF, tf.float32), x)
+
+        x = tf.cond(tf.logical_and(k > 0, k < vocab), filtered, lambda: x)
+        u = stateless_uniform(tf.shape(x), seed, step)
+        return tf.argmax(x - tf.math.log(-tf.math.log(u)), axis=-1, output_type=tf.int32)
+
+    return tf.cond(temperature > 0, sampled, greedy)
+
+
+class ServingModule(tf.Module):
+    """The exported ``tf.Module``: model variables, the in-graph tokenizer, three signatures.
+
+    Args:
+        model: a built tfgpt GPT.
+        tokenizer: its tokenizer (must provide ``graph_tokenizer()``).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        super().__init__(name="tfgpt_serving")
+        if not model.built:
+            model.build((None, None))
+        self.model = model
+        # TF1 session loader (TF Serving) needs the variables tracked by the module itself.
+        self.vars = [v.value for v in model.variables]
+        self.graph_tokenizer = tokenizer.graph_tokenizer()
+        c = model.config
+        self.block_size = int(c.block_size)
+        self.vocab_size = int(c.vocab_size)
+        self.n_layer = int(c.n_layer)
+        self.n_embd = int(c.n_embd)
+        self.eot_id = -1 if tokenizer.eot_id is None else int(tokenizer.eot_id)
+        self.cache_dtype = model.dtype_policy.compute_dtype
+
+    # -- the decode loop (plain TF control flow; the cache write traced in "scatter" mode) -----
+
+    def _decode(
+        self, ids: tf.Tensor, max_new: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor, seed: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """``ids`` ``[b, p]`` (equal lengths, p + max_new ≤ block_size) → new ids ``[b, max_new]``
+        (-1 past the end), counts ``[b]``."""
+        model = self.model
+        batch, length = tf.shape(ids)[0], tf.shape(ids)[1]
+        cache = tf.zeros([batch, self.n_layer, 2, length + max_new, self.n_embd], self.cache_dtype)
+        with cache_update_mode("scatter"):
+            logits, cache = model(ids, cache=cache, cache_index=tf.constant(0, tf.int32))
+        logits = logits[:, -1, :]
+        out = tf.TensorArray(tf.int32, size=max_new, element_shape=tf.TensorShape([None]))
+        done = tf.zeros([batch], tf.bool)
+        eot = tf.constant(self.eot_id, tf.int32)
+
+        def cond(step, logits, cache, out, done):
+            return tf.logical_and(step < max_new, tf.logical_not(tf.reduce_all(done)))
+
+        def body(step, logits, cache, out, done):
+            token = sample_tf(logits, temperature, top_k, seed, step)
+            done = tf.logical_or(done, tf.equal(token, eot))
+            out = out.write(step, tf.where(done, -1, token))
+            with cache_update_mode("scatter"):
+                new_logits, cache = model(
+                    tf.maximum(token, 0)[:, None], cache=cache, cache_index=length + step
+                )
+            return step + 1, new_logits[:, -1, :], cache, out, done
+
+        step, _, _, out, _ = tf.while_loop(
+            cond, body, (tf.constant(0, tf.int32), logits, cache, out, done),
+            shape_invariants=(
+                tf.TensorShape([]), tf.TensorShape([None, self.vocab_size]),
+                tf.TensorShape([None, self.n_layer, 2, None, self.n_embd]), tf.TensorShape(None),
+                tf.TensorShape([None]),
+            ),
+        )
+        produced = tf.cond(step > 0, lambda: tf.transpose(out.gather(tf.range(step))), lambda: tf.zeros([batch, 0], tf.int32))
+        new_ids = tf.pad(produced, [[0, 0], [0, max_new - step]], constant_values=-1)
+        counts = tf.reduce_sum(tf.cast(new_ids >= 0, tf.int32), axis=1)
+        return new_ids, counts
+
+    def _clip_new(self, max_new_tokens: tf.Tensor) -> tf.Tensor:
+        return tf.clip_by_value(tf.cast(max_new_tokens, tf.int32), 0, self.block_size - 1)
+
+    def _generate_ragged(
+        self, ids: tf.RaggedTensor, max_new: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor, seed: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Crop each row to fit the cache, then decode (one batch if lengths agree, else per row)."""
+        lengths = tf.cast(ids.row_lengths(), tf.int32)
+        check = tf.debugging.assert_positive(lengths, message="a prompt encodes to no tokens: give at least one")
+        with tf.control_dependencies([check]):
+            keep = self.block_size - max_new
+        new_len = tf.minimum(lengths, keep)
+        starts = tf.cast(ids.row_starts(), tf.int32) + lengths - new_len
+        cropped = tf.gather(ids.flat_values, tf.ragged.range(starts, starts + new_len))
+        dense = cropped.to_tensor(default_value=0)
+
+        def batched() -> tuple[tf.Tensor, tf.Tensor]:
+            return self._decode(dense, max_new, temperature, top_k, seed)
+
+        def per_row() -> tuple[tf.Tensor, tf.Tensor]:
+            def one(i: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+                row = dense[i : i + 1, : new_len[i]]
+                new_ids, counts = self._decode(row, max_new, temperature, top_k, seed)
+                return new_ids[0], counts[0]
+
+            return tf.map_fn(
+                one, tf.range(tf.shape(dense)[0]),
+                fn_output_signature=(tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32)),
+            )
+
+        return tf.cond(tf.reduce_min(new_len) == tf.reduce_max(new_len), batched, per_row)
+
+    # -- signatures ------------------------------------------------------------------------
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="prompts"),
+            tf.TensorSpec([], tf.int32, name="max_new_tokens"),
+            tf.TensorSpec([], tf.float32, name="temperature"),
+            tf.TensorSpec([], tf.int32, name="top_k"),
+            tf.TensorSpec([], tf.int32, name="seed"),
+        ]
+    )
+    def serving_default(
+        self,
+        prompts: tf.Tensor,
+        max_new_tokens: tf.Tensor = tf.constant(DEFAULT_MAX_NEW_TOKENS, tf.int32),  # noqa: B008
+        temperature: tf.Tensor = tf.constant(0.0, tf.float32),  # noqa: B008
+        top_k: tf.Tensor = tf.constant(0, tf.int32),  # noqa: B008
+        seed: tf.Tensor = tf.constant(0, tf.int32),  # noqa: B008
+    ) -> dict[str, tf.Tensor]:
+        cleaned = tf.strings.unicode_transcode(
+            prompts, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD,
+            replace_control_characters=False,
+        )
+        check = tf.debugging.assert_equal(
+            tf.reduce_all(tf.equal(cleaned, prompts)), True, message="a prompt is not valid UTF-8"
+        )
+        with tf.control_dependencies([check]):
+            ids = self.graph_tokenizer.tokenize(tf.identity(prompts))
+        max_new = self._clip_new(max_new_tokens)
+        new_ids, counts = self._generate_ragged(ids, max_new, temperature, top_k, seed)
+        text_ids = tf.RaggedTensor.from_tensor(new_ids, lengths=counts)
+        completions = self.graph_tokenizer.detokenize(text_ids)
+        completions = tf.reshape(completions, [-1])  # detokenize of an empty batch keeps [0]
+        return {"completions": completions, "ids": new_ids, "num_tokens": counts}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="ids")])
+    def logits(self, ids: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"logits": tf.cast(self.model(ids), tf.float32)}
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None], tf.int32, name="ids"),
+            tf.TensorSpec([], tf.int32, name="max_new_tokens"),
+            tf.TensorSpec([], tf.float32, name="temperature"),
+            tf.TensorSpec([], tf.int32, name="top_k"),
+            tf.TensorSpec([], tf.int32, name="seed"),
+        ]
+    )
+    def generate_ids(
+        self,
+        ids: tf.Tensor,
+        max_new_tokens: tf.Tensor = tf.constant(DEFAULT_MAX_NEW_TOKENS, tf.int32),  # noqa: B008
+        temperature: tf.Tensor = tf.constant(0.0, tf.float32),  # noqa: B008
+        top_k: tf.Tensor = tf.constant(0, tf.int32),  # noqa: B008
+        seed: tf.Tensor = tf.constant(0, tf.int32),  # noqa: B008
+    ) -> dict[str, tf.Tensor]:
+        in_vocab = tf.logical_and(tf.reduce_all(ids >= 0), tf.reduce_all(ids < self.vocab_size))
+        check = tf.debugging.assert_equal(in_vocab, True, message=f"ids must be in [0, {self.vocab_size})")
+        with tf.control_dependencies([check]):
+            ragged = tf.RaggedTensor.from_tensor(tf.identity(ids))
+        new_ids, counts = self._generate_ragged(
+            ragged, self._clip_new(max_new_tokens), temperature, top_k, seed
+        )
+        return {"ids": new_ids, "num_tokens": counts}
+
+    def signatures(self) -> dict[str, Any]:
+        """The three ``tf.function``\ s, keyed by signature name (passed as functions, not concrete
+        functions, so ``tf.saved_model.save`` records the optional inputs' defaults in the SignatureDef)."""
+        return {"serving_default": self.serving_default, "logits": self.logits, "generate_ids": self.generate_ids}

@@ -1,0 +1,122 @@
+"""TFLite / LiteRT export: ``prefill`` and ``decode`` signatures with an explicit KV cache.
+
+Signatures (batch 1, TFLite builtin ops only; the cache is ``[1, n_layer, 2, block_size, n_embd]``):
+
+``prefill``
+    ``ids`` int32 ``[1, time]`` (1 ≤ time ≤ block_size; resize the input per prompt) →
+    ``logits`` float32 ``[1, vocab]`` (last position), ``cache``.
+``decode``
+    ``token`` int32 ``[1, 1]``, ``index`` int32 ``[]`` (its position), ``cache`` →
+    ``logits`` float32 ``[1, vocab]``, ``cache``.
+
+``model_int8.tflite`` is the same graph with dynamic-range int8 weights
+(``tf.lite.Optimize.DEFAULT`` without a representative dataset).
+
+Example:
+    >>> sizes = convert_tflite(model, "export/tflite", quantize="int8")
+    >>> flex_ops("export/tflite/model.tflite")
+    []
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from tfgpt.errors import ExportError
+
+FLOAT_FILE = "model.tflite"
+INT8_FILE = "model_int8.tflite"
+
+
+class TFLiteModule(tf.Module):
+    """Prefill/decode functions over a tfgpt GPT, for the TFLite converter."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__(name="tfgpt_tflite")
+        if not model.built:
+            model.build((None, None))
+        self.model = model
+        self.vars = [v.value for v in model.variables]
+        c = model.config
+        self.cache_shape = [1, int(c.n_layer), 2, int(c.block_size), int(c.n_embd)]
+        self.prefill = tf.function(
+            self._prefill, input_signature=[tf.TensorSpec([1, None], tf.int32, name="ids")]
+        )
+        self.decode = tf.function(
+            self._decode,
+            input_signature=[
+                tf.TensorSpec([1, 1], tf.int32, name="token"),
+                tf.TensorSpec([], tf.int32, name="index"),
+                tf.TensorSpec(self.cache_shape, tf.float32, name="cache"),
+            ],
+        )
+
+    def _prefill(self, ids: tf.Tensor) -> dict[str, tf.Tensor]:
+        cache = tf.zeros(self.cache_shape, tf.float32)
+        hidden, cache = self.model.hidden_states(ids, cache=cache, cache_index=tf.constant(0, tf.int32))
+        logits = self.model.logits_from_hidden(hidden[:, -1:, :])
+        return {"logits": tf.reshape(logits, [1, -1]), "cache": cache}
+
+    def _decode(self, token: tf.Tensor, index: tf.Tensor, cache: tf.Tensor) -> dict[str, tf.Tensor]:
+        hidden, cache = self.model.hidden_states(token, cache=cache, cache_index=index)
+        logits = self.model.logits_from_hidden(hidden)
+        return {"logits": tf.reshape(logits, [1, -1]), "cache": cache}
+
+
+def _convert(saved_dir: str, quantize: bool) -> bytes:
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_dir, signature_keys=["prefill", "decode"])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # fails on any Flex op
+    if quantize:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    try:
+        return converter.convert()
+    except Exception as e:  # noqa: BLE001 - the converter raises ConverterError and others
+        raise ExportError(f"TFLite conversion (builtins only) failed: {type(e).__name__}: {e}") from None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def convert_tflite(model: Any, out_dir: str | os.PathLike, quantize: str | None = "int8") -> dict[str, int]:
+    """Write ``model.tflite`` (and ``model_int8.tflite`` when ``quantize == "int8"``) into ``out_dir``.
+
+    Returns ``{file name: size in bytes}``.
+
+    Example:
+        >>> convert_tflite(model, "export/tflite")
+        {'model.tflite': 412345, 'model_int8.tflite': 123456}
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    module = TFLiteModule(model)
+    sizes: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix="tfgpt_tflite_") as tmp:
+        tf.saved_model.save(module, tmp, signatures={"prefill": module.prefill, "decode": module.decode})
+        _write_atomic(out / FLOAT_FILE, _convert(tmp, quantize=False))
+        sizes[FLOAT_FILE] = (out / FLOAT_FILE).stat().st_size
+        if quantize == "int8":
+            _write_atomic(out / INT8_FILE, _convert(tmp, quantize=True))
+            sizes[INT8_FILE] = (out / INT8_FILE).stat().st_size
+    return sizes
+
+
+def op_names(tflite_path: str | os.PathLike) -> list[str]:
+    """The distinct operator names in a ``.tflite`` file (builtin names, or the custom op name)."""
+    from tfgpt.export.tflite_runner import make_interpreter
+
+    interp = make_interpreter(tflite_path)
+    return sorted({d["op_name"] for d in interp._get_ops_details()})  # noqa: SLF001 - only way to list ops
+
+
+def flex_ops(tflite_path: str | os.PathLike) -> list[str]:
+    """Ops that are not TFLite builtins (Flex/Select TF ops, custom ops) — empty for a builtins-only model."""
+    return [name for name in op_names(tflite_path) if name.startswith("Flex") or name == "CUSTOM"]

@@ -1,0 +1,163 @@
+"""Run an exported ``.tflite`` (``prefill``/``decode`` signatures) with the LiteRT interpreter.
+
+Example:
+    >>> text = generate_tflite("export/tflite/model.tflite", "export/tokenizer", "ROMEO:", max_new_tokens=50)
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfgpt.errors import ExportError, GenerationError
+
+
+def make_interpreter(tflite_path: str | os.PathLike) -> Any:
+    """A LiteRT interpreter (``ai-edge-litert``, else ``tf.lite.Interpreter``) for ``tflite_path``."""
+    path = Path(tflite_path)
+    if not path.is_file():
+        raise ExportError(f"TFLite file not found: {path}")
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # pragma: no cover - ai-edge-litert is in the serve extra
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter  # noqa: N806
+    try:
+        return Interpreter(model_path=str(path))
+    except ValueError as e:
+        raise ExportError(f"{path} is not a valid TFLite model: {e}") from None
+
+
+def _softmax_sample(logits: np.ndarray, temperature: float, top_k: int | None, top_p: float | None,
+                    rng: np.random.Generator) -> int:
+    x = logits.astype(np.float64) / temperature
+    if top_k is not None and 0 < top_k < x.size:
+        kth = np.sort(x)[-top_k]
+        x = np.where(x < kth, -np.inf, x)
+    p = np.exp(x - x.max())
+    p /= p.sum()
+    if top_p is not None and top_p < 1.0:
+        order = np.argsort(-p, kind="stable")
+        cum_before = np.cumsum(p[order]) - p[order]
+        keep = order[cum_before < top_p]
+        mask = np.zeros_like(p)
+        mask[keep] = 1.0
+        p = p * mask / (p * mask).sum()
+    return int(rng.choice(p.size, p=p))
+
+
+class TFLiteGenerator:
+    """Greedy/sampled decoding over a tfgpt ``.tflite`` file, one prompt at a time.
+
+    Example:
+        >>> gen = TFLiteGenerator("export/tflite/model.tflite")
+        >>> gen.generate_ids([1, 2, 3], max_new_tokens=8)
+    """
+
+    def __init__(self, tflite_path: str | os.PathLike) -> None:
+        self.interpreter = make_interpreter(tflite_path)
+        signatures = self.interpreter.get_signature_list()
+        if not {"prefill", "decode"} <= set(signatures):
+            raise ExportError(f"{tflite_path} lacks prefill/decode signatures (has {sorted(signatures)})")
+        self.prefill = self.interpreter.get_signature_runner("prefill")
+        self.decode = self.interpreter.get_signature_runner("decode")
+        cache = self.decode.get_input_details()["cache"]
+        self.cache_shape = tuple(int(d) for d in cache["shape"])
+        self.block_size = self.cache_shape[3]
+        self.vocab_size = int(self.decode.get_output_details()["logits"]["shape"][-1])
+
+    def generate_ids(
+        self,
+        ids: Sequence[int],
+        max_new_tokens: int = 100,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int = 0,
+        eot_id: int | None = None,
+    ) -> list[int]:
+        """New token ids after ``ids`` (stops after ``eot_id``, which is included)."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            raise GenerationError("the prompt is empty: give at least one token")
+        if min(ids) < 0 or max(ids) >= self.vocab_size:
+            raise GenerationError(f"prompt token ids must be in [0, {self.vocab_size})")
+        if max_new_tokens < 0:
+            raise GenerationError(f"max_new_tokens must be ≥ 0, got {max_new_tokens}")
+        rng = np.random.default_rng(seed)
+        out: list[int] = []
+        if max_new_tokens == 0:
+            return out
+        context = ids[-self.block_size:]
+        if len(ids) > self.block_size:
+            warnings.warn(f"prompt has {len(ids)} tokens, more than block_size {self.block_size}: "
+                          f"keeping the last {self.block_size}", stacklevel=2)
+        result = self.prefill(ids=np.asarray([context], np.int32))
+        logits, cache = result["logits"][0], result["cache"]
+        position = len(context)
+        while len(out) < max_new_tokens:
+            if temperature is None or temperature <= 0:
+                token = int(np.argmax(logits))
+            else:
+                token = _softmax_sample(logits, temperature, top_k, top_p, rng)
+            out.append(token)
+            context.append(token)
+            if (eot_id is not None and token == eot_id) or len(out) == max_new_tokens:
+                break
+            if position >= self.block_size:  # cache full: slide the window (re-prefill the last block)
+                context = context[-self.block_size:]
+                result = self.prefill(ids=np.asarray([context], np.int32))
+            else:
+                result = self.decode(token=np.asarray([[token]], np.int32), index=np.asarray(position, np.int32),
+                                     cache=cache)
+                position += 1
+            logits, cache = result["logits"][0], result["cache"]
+        return out
+
+
+def generate_tflite(
+    tflite_path: str | os.PathLike,
+    tokenizer_dir: str | os.PathLike | None,
+    prompt: str | bytes,
+    max_new_tokens: int = 100,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+    stop: Sequence[str] | str | None = None,
+) -> str:
+    """Continue ``prompt`` with a ``.tflite`` export; returns the new text (what ``tfgpt generate
+    --tflite FILE --tokenizer DIR`` prints).
+
+    ``tokenizer_dir`` defaults to ``tokenizer/`` next to the ``tflite/`` folder of an export.
+    Sampling uses NumPy's generator seeded with ``seed`` (greedy when ``temperature`` ≤ 0).
+
+    Example:
+        >>> generate_tflite("export/tflite/model.tflite", "export/tokenizer", "ROMEO:", 20, temperature=0)
+    """
+    from tfgpt.generate.generate import _check_prompt
+    from tfgpt.tokenizers import load_tokenizer
+
+    path = Path(tflite_path)
+    if tokenizer_dir is None:
+        tokenizer_dir = path.parent.parent / "tokenizer"
+    prompt = _check_prompt(prompt)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        raise GenerationError("the prompt encodes to no tokens")
+    gen = TFLiteGenerator(path)
+    new = gen.generate_ids(ids, max_new_tokens, temperature, top_k, top_p, seed, tokenizer.eot_id)
+    if tokenizer.eot_id is not None and new and new[-1] == tokenizer.eot_id:
+        new = new[:-1]
+    text = tokenizer.decode_bytes(new).decode("utf-8", errors="replace")
+    for s in [stop] if isinstance(stop, str) else list(stop or []):
+        if s and s in text:
+            text = text[: text.index(s)]
+    return text
