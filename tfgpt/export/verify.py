@@ -1,0 +1,167 @@
+"""Checks that an export computes what the Keras model computes.
+
+SavedModel: loaded with the TF1 session loader that TensorFlow Serving's C++ loader mirrors
+(``tf.compat.v1.saved_model.loader.load``), the ``logits`` signature is within 1e-5 of the Keras
+model and greedy ``serving_default`` completions equal :func:`tfgpt.generate`; ``saved_model_cli
+run`` (a separate process) returns the same greedy ids. TFLite: prefill logits within tolerance and
+float greedy tokens equal to Keras; int8 greedy tokens compared, the first divergence reported.
+
+Example:
+    >>> figures = verify_export("export/shakespeare", model, tokenizer, info)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfgpt.errors import ExportError
+
+LOGITS_TOL = 1e-5
+VERIFY_NEW_TOKENS = 16
+
+
+def session_run(sm_dir: str | os.PathLike, signature: str, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Run one signature through ``tf.compat.v1.saved_model.loader.load`` in a fresh graph/session.
+
+    Missing inputs are filled from the SignatureDef's recorded defaults.
+
+    Example:
+        >>> session_run("export/savedmodel/m/1", "logits", {"ids": [[1, 2, 3]]})["logits"].shape
+        (1, 3, 65)
+    """
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with tf.compat.v1.Session(graph=graph) as sess:
+        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(sm_dir))
+        sig = meta.signature_def[signature]
+        feed = {}
+        for key, info in sig.inputs.items():
+            if key in feeds:
+                feed[info.name] = feeds[key]
+            elif key in sig.defaults:
+                feed[info.name] = tf.make_ndarray(sig.defaults[key])
+            else:
+                raise ExportError(f"signature {signature!r} needs input {key!r}")
+        names = sorted(sig.outputs)
+        values = sess.run([sig.outputs[k].name for k in names], feed)
+    return dict(zip(names, values, strict=True))
+
+
+def _first_divergence(a: list[int], b: list[int]) -> int | None:
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def _keras_greedy_ids(model: Any, ids: list[int], n: int, eot_id: int | None) -> list[int]:
+    from tfgpt.generate import generate_ids
+
+    out = [int(t) for t in generate_ids(model, [ids], max_new_tokens=n, temperature=0.0, eot_id=eot_id)[0]]
+    if eot_id is not None and eot_id in out:
+        out = out[: out.index(eot_id) + 1]
+    return out
+
+
+def saved_model_cli_ids(sm_dir: str | os.PathLike, ids: list[int], n: int) -> list[int]:
+    """Greedy ``generate_ids`` through ``saved_model_cli run`` (a separate process, TF1 session)."""
+    with tempfile.TemporaryDirectory(prefix="tfgpt_smcli_") as tmp:
+        ids_file = Path(tmp) / "in_ids.npy"
+        np.save(ids_file, np.asarray([ids], np.int32), allow_pickle=False)
+        exprs = f"max_new_tokens={int(n)};temperature=0.0;top_k=0;seed=0"
+        cmd = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "run", "--dir", str(sm_dir),
+               "--tag_set", "serve", "--signature_def", "generate_ids", "--inputs", f"ids={ids_file}",
+               "--input_exprs", exprs, "--outdir", tmp]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        out = Path(tmp) / "ids.npy"
+        if proc.returncode != 0 or not out.is_file():
+            raise ExportError(f"saved_model_cli run failed ({proc.returncode}): {proc.stderr.strip()[-800:]}")
+        row = np.load(out, allow_pickle=False)[0]
+    return [int(t) for t in row if t >= 0]
+
+
+def verify_savedmodel(sm_dir: Path, model: Any, tokenizer: Any, prompts: list[str],
+                      max_new_tokens: int = VERIFY_NEW_TOKENS) -> dict[str, Any]:
+    """Figures for the SavedModel; raises ExportError when a check fails."""
+    import tfgpt
+
+    encoded = [tokenizer.encode(p) for p in prompts]
+    n = min(max_new_tokens, model.config.block_size - max(len(e) for e in encoded))
+    if n < 1:
+        raise ExportError("verification prompts do not fit block_size")
+    ids = np.asarray([encoded[0]], np.int32)
+    sm_logits = session_run(sm_dir, "logits", {"ids": ids})["logits"]
+    diff = float(np.max(np.abs(sm_logits - np.asarray(model(ids)))))
+    if not diff <= LOGITS_TOL:
+        raise ExportError(f"SavedModel logits differ from Keras by {diff:.3g} (> {LOGITS_TOL})")
+    expected = [tfgpt.generate(model, tokenizer, p, max_new_tokens=n, temperature=0.0) for p in prompts]
+    got = session_run(sm_dir, "serving_default", {"prompts": np.asarray(prompts, object), "max_new_tokens": n,
+                                                  "temperature": 0.0, "top_k": 0, "seed": 0})
+    completions = [c.decode("utf-8") for c in got["completions"]]
+    if completions != expected:
+        raise ExportError(f"SavedModel greedy completions {completions!r} differ from Keras {expected!r}")
+    cli = saved_model_cli_ids(sm_dir, encoded[0], n)
+    keras_ids = _keras_greedy_ids(model, encoded[0], n, tokenizer.eot_id)
+    keras_ids = [t for t in keras_ids if t != tokenizer.eot_id]
+    if cli != keras_ids:
+        raise ExportError(f"saved_model_cli greedy ids {cli} differ from Keras {keras_ids}")
+    return {
+        "loader": "tf.compat.v1.saved_model.loader.load",
+        "logits_max_abs_diff": diff,
+        "prompts": prompts,
+        "max_new_tokens": n,
+        "greedy_completions_equal": True,
+        "saved_model_cli_greedy_ids_equal": True,
+    }
+
+
+def verify_tflite(tflite_dir: Path, model: Any, tokenizer: Any, prompts: list[str],
+                  max_new_tokens: int = VERIFY_NEW_TOKENS) -> dict[str, Any]:
+    """Figures for model.tflite (must equal Keras) and model_int8.tflite (first divergence reported)."""
+    from tfgpt.export.tflite_runner import TFLiteGenerator
+
+    figures: dict[str, Any] = {}
+    for fname in ("model.tflite", "model_int8.tflite"):
+        path = tflite_dir / fname
+        if not path.is_file():
+            continue
+        gen = TFLiteGenerator(path)
+        per_prompt = []
+        max_diff = 0.0
+        for prompt in prompts:
+            ids = tokenizer.encode(prompt)
+            n = min(max_new_tokens, model.config.block_size - len(ids))
+            ref_logits = np.asarray(model(np.asarray([ids], np.int32)))[0, -1]
+            lite_logits = gen.prefill(ids=np.asarray([ids], np.int32))["logits"][0]
+            max_diff = max(max_diff, float(np.max(np.abs(ref_logits - lite_logits))))
+            expected = _keras_greedy_ids(model, ids, n, tokenizer.eot_id)
+            got = gen.generate_ids(ids, n, temperature=0.0, eot_id=tokenizer.eot_id)
+            per_prompt.append({"prompt": prompt, "tokens": len(expected), "first_divergence": _first_divergence(got, expected)})
+        equal = all(p["first_divergence"] is None for p in per_prompt)
+        figures[fname] = {"prefill_logits_max_abs_diff": max_diff, "greedy_tokens_equal": equal, "prompts": per_prompt}
+        if fname == "model.tflite" and not equal:
+            raise ExportError(f"TFLite float greedy tokens differ from Keras: {per_prompt}")
+    return figures
+
+
+def verify_export(export_dir: str | os.PathLike, model: Any, tokenizer: Any, info: dict[str, Any]) -> dict[str, Any]:
+    """Run the checks for every format in ``info`` (the export.json being written)."""
+    from tfgpt.export.export import sample_prompts
+
+    export_dir = Path(export_dir)
+    prompts = sample_prompts(tokenizer)
+    result: dict[str, Any] = {}
+    if "savedmodel" in info:
+        result["savedmodel"] = verify_savedmodel(export_dir / info["savedmodel"]["path"], model, tokenizer, prompts)
+    if "tflite" in info:
+        result["tflite"] = verify_tflite(export_dir / "tflite", model, tokenizer, prompts)
+    return result
