@@ -1,8 +1,8 @@
 """Training benchmark: tfgpt vs a PyTorch-CPU reference and keras-hub's GPT2Backbone (XLA), side by side.
 
     .venv/bin/python benchmarks/bench_train.py --shape char-small --out bench_train.json
-    .venv/bin/python benchmarks/bench_train.py --shape shakespeare-char --steps 4
-    .venv/bin/python benchmarks/bench_train.py --shape gpt2-124m --steps 2
+    .venv/bin/python benchmarks/bench_train.py --shape shakespeare-char --iters 4
+    .venv/bin/python benchmarks/bench_train.py --shape gpt2-124m --iters 2
 
 ``char-small`` (tiny Shakespeare, vocab 65, 4 layers/4 heads/128 wide, block 64, batch 12, AdamW
 lr 1e-3, dropout 0): trains tfgpt for ``--iters`` (2000) iterations through ``train()`` and reports
