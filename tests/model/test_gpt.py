@@ -145,3 +145,16 @@ def test_jax_backend_forward_and_cached_decoding():
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["cached_err"] < 1e-4
     assert result["greedy_equal"] and result["sample_repro"]
+
+
+def test_per_layer_cache_equals_stacked_cache():
+    model = tiny()
+    ids = np.random.default_rng(2).integers(0, 50, (1, 6)).astype(np.int32)
+    stacked = model.init_cache(1, 8)
+    layers = model.init_cache(1, 8, per_layer=True)
+    assert len(layers) == 2 and tuple(layers[0].shape) == (1, 2, 8, 32)
+    a, stacked = model(ids, cache=stacked, cache_index=0)
+    b, layers = model(ids, cache=layers, cache_index=0)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    for i, layer in enumerate(layers):
+        np.testing.assert_allclose(np.asarray(stacked)[:, i], np.asarray(layer), atol=1e-6)

@@ -92,7 +92,7 @@ def generate_ids(
     pad_len = min(_bucket(length, block), max_len)
     padded = np.zeros((batch, pad_len), np.int32)
     padded[:, :length] = ids
-    cache = model.init_cache(batch, max_len)
+    cache = model.init_cache(batch, max_len, per_layer=True)
     logits, cache = decoder.prefill()(padded, cache, np.int32(length - 1))
 
     temp = np.float32(1.0 if mode.greedy else temperature)

@@ -2,8 +2,9 @@
 
 ``model(ids)`` returns logits ``[batch, time, vocab]`` (float32 even under mixed precision).
 ``model(ids, cache=cache, cache_index=i)`` runs with a static-shape KV cache
-``[batch, n_layer, 2, max_len, n_embd]`` (5-D, so TFLite can carry it) and returns
-``(logits, new_cache)``: a decode step costs one token's work. Generation and export trace this
+``[batch, n_layer, 2, max_len, n_embd]`` (5-D, so TFLite can carry it; or a list of per-layer
+``[batch, 2, max_len, n_embd]`` tensors) and returns ``(logits, new_cache)`` of the same form:
+a decode step costs one token's work. Generation and export trace this
 same path.
 """
 
@@ -94,13 +95,22 @@ class GPT(keras.Model):
 
     # -- pieces, used by generation and export -------------------------------------------
 
-    def init_cache(self, batch_size: int, max_length: int | None = None, dtype: str | None = None) -> Any:
-        """Zeros ``[batch, n_layer, 2, max_length, n_embd]`` for cached decoding."""
+    def init_cache(
+        self, batch_size: int, max_length: int | None = None, dtype: str | None = None, per_layer: bool = False
+    ) -> Any:
+        """Zeros ``[batch, n_layer, 2, max_length, n_embd]`` for cached decoding.
+
+        ``per_layer=True`` gives a list of ``n_layer`` tensors ``[batch, 2, max_length, n_embd]``
+        instead: the same values, but each layer's buffer is separate, so a compiled decode loop
+        updates each in place (one 5-D buffer makes XLA copy it once per layer per step).
+        """
         c = self.config
         max_length = max_length or c.block_size
         if max_length > c.block_size:
             raise ValueError(f"cache length {max_length} exceeds block_size {c.block_size}")
         dtype = dtype or self.dtype_policy.compute_dtype
+        if per_layer:
+            return [ops.zeros((batch_size, 2, max_length, c.n_embd), dtype=dtype) for _ in range(c.n_layer)]
         return ops.zeros((batch_size, c.n_layer, 2, max_length, c.n_embd), dtype=dtype)
 
     def hidden_states(
@@ -119,6 +129,12 @@ class GPT(keras.Model):
                 x = block(x, training=training)
             return self.ln_f(x), None
         index = 0 if cache_index is None else cache_index
+        if isinstance(cache, (list, tuple)):
+            new_caches = []
+            for block, layer_cache in zip(self.blocks, cache, strict=True):
+                x, layer_cache = block(x, cache=layer_cache, cache_index=index, training=training)
+                new_caches.append(layer_cache)
+            return self.ln_f(x), new_caches
         for i, block in enumerate(self.blocks):
             x, cache = block(x, cache=cache, cache_index=index, cache_layer=i, training=training)
         return self.ln_f(x), cache
