@@ -18,9 +18,10 @@ Signatures (all run without XLA and without ``py_function``; TF Serving's C++ lo
 Lengths: ``max_new_tokens`` is clipped to ``[0, block_size - 1]``; a prompt longer than
 ``block_size - max_new_tokens`` tokens keeps its last tokens (cropped, like ``tfgpt.generate``),
 so prompt + completion always fit one KV cache. Prompts of different token lengths in one batch
-are decoded one row at a time (``tf.map_fn``), equal lengths as one batch. Sampling uses the same
-Gumbel-max noise as :func:`tfgpt.generate` (``stateless_uniform(seed, step)``), so greedy and
-seeded outputs match it for a batch of one.
+are decoded one row at a time (``tf.map_fn``), equal lengths as one batch. Greedy output equals
+:func:`tfgpt.generate`. Sampling uses the same Gumbel-max arithmetic and ``stateless_uniform(seed,
+step)``, reproducible for a seed; it is not bit-identical to ``tfgpt.generate``, whose XLA-compiled
+loop lets the stateless RNG pick a different algorithm than TensorFlow's CPU kernel.
 
 Example:
     >>> module = ServingModule(model, tokenizer)
@@ -40,7 +41,9 @@ DEFAULT_MAX_NEW_TOKENS = 32
 SIGNATURES = ("serving_default", "logits", "generate_ids")
 
 
-def sample_tf(logits: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor, seed: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+def sample_tf(
+    logits: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor, seed: tf.Tensor, step: tf.Tensor
+) -> tf.Tensor:
     """Next ids ``[batch]`` int32: greedy when ``temperature`` ≤ 0, else top-k + Gumbel-max sampling.
 
     Same arithmetic and noise as :func:`tfgpt.generate.sampling.sample_next`, with tensor ``top_k``
@@ -129,7 +132,9 @@ class ServingModule(tf.Module):
                 tf.TensorShape([None]),
             ),
         )
-        produced = tf.cond(step > 0, lambda: tf.transpose(out.gather(tf.range(step))), lambda: tf.zeros([batch, 0], tf.int32))
+        produced = tf.cond(
+            step > 0, lambda: tf.transpose(out.gather(tf.range(step))), lambda: tf.zeros([batch, 0], tf.int32)
+        )
         new_ids = tf.pad(produced, [[0, 0], [0, max_new - step]], constant_values=-1)
         counts = tf.reduce_sum(tf.cast(new_ids >= 0, tf.int32), axis=1)
         return new_ids, counts
@@ -232,6 +237,6 @@ class ServingModule(tf.Module):
         return {"ids": new_ids, "num_tokens": counts}
 
     def signatures(self) -> dict[str, Any]:
-        """The three ``tf.function``\ s, keyed by signature name (passed as functions, not concrete
+        """The three ``tf.function`` objects, keyed by signature name (passed as functions, not concrete
         functions, so ``tf.saved_model.save`` records the optional inputs' defaults in the SignatureDef)."""
         return {"serving_default": self.serving_default, "logits": self.logits, "generate_ids": self.generate_ids}

@@ -145,9 +145,13 @@ def verify_tflite(tflite_dir: Path, model: Any, tokenizer: Any, prompts: list[st
             max_diff = max(max_diff, float(np.max(np.abs(ref_logits - lite_logits))))
             expected = _keras_greedy_ids(model, ids, n, tokenizer.eot_id)
             got = gen.generate_ids(ids, n, temperature=0.0, eot_id=tokenizer.eot_id)
-            per_prompt.append({"prompt": prompt, "tokens": len(expected), "first_divergence": _first_divergence(got, expected)})
+            per_prompt.append(
+                {"prompt": prompt, "tokens": len(expected), "first_divergence": _first_divergence(got, expected)}
+            )
         equal = all(p["first_divergence"] is None for p in per_prompt)
-        figures[fname] = {"prefill_logits_max_abs_diff": max_diff, "greedy_tokens_equal": equal, "prompts": per_prompt}
+        figures[fname] = {
+            "prefill_logits_max_abs_diff": max_diff, "greedy_tokens_equal": equal, "prompts": per_prompt
+        }
         if fname == "model.tflite" and not equal:
             raise ExportError(f"TFLite float greedy tokens differ from Keras: {per_prompt}")
     return figures
