@@ -13,6 +13,7 @@ import pytest
 
 from tfgpt.config import GPTConfig
 from tfgpt.convert import from_keras_hub, to_keras_hub
+from tfgpt.generate import generate_ids
 from tfgpt.model import GPT
 
 SHAPE = dict(vocab_size=100, block_size=32, n_layer=2, n_head=4, n_embd=64)
@@ -103,6 +104,9 @@ def test_greedy_generation_matches(model: GPT, backbone: keras_hub.models.GPT2Ba
     padding_mask[:, :prompt_len] = 1
     out = lm.generate({"token_ids": token_ids, "padding_mask": padding_mask}, stop_token_ids=None)
     np.testing.assert_array_equal(np.asarray(out["token_ids"]), expected)
+    # tfgpt's cached, compiled decode loop gives the same tokens as keras-hub's generate.
+    ours = generate_ids(model, prompt, steps, temperature=0)
+    np.testing.assert_array_equal(ours, np.asarray(out["token_ids"])[:, prompt_len:])
 
 
 def test_from_keras_hub_logits_match(backbone: keras_hub.models.GPT2Backbone, ids: np.ndarray) -> None:
