@@ -127,3 +127,21 @@ def test_prompt_longer_than_block_size_is_cropped_with_a_warning(model, tokenize
     with pytest.warns(UserWarning, match="block_size"):
         out = generate_ids(model, long_prompt, 4, temperature=0)
     np.testing.assert_array_equal(out, naive_greedy(model, long_prompt[:, -24:], 4))
+
+
+def test_padded_model_vocabulary_never_yields_unknown_ids(tokenizer):
+    keras.utils.set_random_seed(0)
+    padded = tokenizer.vocab_size + 40  # like gpt2's 50257 padded to 50304
+    m = GPT(GPTConfig(vocab_size=padded, block_size=24, n_layer=1, n_head=2, n_embd=16))
+    m.build((None, None))
+    # Make the padding ids the most likely ones: without the limit greedy would pick them.
+    emb = np.asarray(m.wte.embeddings).copy()
+    emb[tokenizer.vocab_size :] *= 50
+    m.wte.embeddings.assign(emb)
+    free = generate_ids(m, [[1, 2]], 20, temperature=1.0, seed=0)
+    assert (free >= tokenizer.vocab_size).any()
+    for kwargs in ({"temperature": 0}, {"temperature": 1.0, "top_k": 5}, {"temperature": 1.0, "top_p": 0.9}):
+        ids = generate_ids(m, [[1, 2]], 20, vocab_limit=tokenizer.vocab_size, **kwargs)
+        assert (ids < tokenizer.vocab_size).all()
+    text = generate(m, tokenizer, "hello", max_new_tokens=20, temperature=1.0)
+    assert isinstance(text, str)

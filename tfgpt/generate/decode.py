@@ -25,7 +25,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from tfgpt.generate.sampling import sample_next
+from tfgpt.generate.sampling import NEG_INF, sample_next
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,9 +35,14 @@ class SamplingMode:
     greedy: bool = True
     top_k: int | None = None
     use_top_p: bool = False
+    #: ids ≥ this are never produced (a model vocabulary padded past the tokenizer's, e.g. 50304).
+    vocab_limit: int | None = None
 
 
 def _step_token(logits: Any, mode: SamplingMode, temperature: Any, top_p: Any, seed: Any, step: Any) -> Any:
+    if mode.vocab_limit is not None:
+        ids = ops.arange(ops.shape(logits)[-1], dtype="int32")
+        logits = ops.where(ops.expand_dims(ids, 0) < mode.vocab_limit, logits, NEG_INF)
     return sample_next(
         logits,
         greedy=mode.greedy,

@@ -28,8 +28,14 @@ def _bucket(n: int, cap: int) -> int:
     return min(size, cap)
 
 
-def _check_sampling(vocab_size: int, temperature: float, top_k: int | None, top_p: float | None) -> SamplingMode:
+def _check_sampling(
+    vocab_size: int, temperature: float, top_k: int | None, top_p: float | None, vocab_limit: int | None = None
+) -> SamplingMode:
     greedy = temperature is None or temperature <= 0
+    if vocab_limit is not None:
+        if not 0 < vocab_limit <= vocab_size:
+            raise GenerationError(f"vocab_limit must be in [1, {vocab_size}], got {vocab_limit}")
+        vocab_size, vocab_limit = vocab_limit, (None if vocab_limit == vocab_size else vocab_limit)
     if top_k is not None:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise GenerationError(f"top_k must be a positive integer, got {top_k!r}")
@@ -38,11 +44,12 @@ def _check_sampling(vocab_size: int, temperature: float, top_k: int | None, top_
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise GenerationError(f"top_p must be in (0, 1], got {top_p!r}")
     if greedy:
-        return SamplingMode(greedy=True)
+        return SamplingMode(greedy=True, vocab_limit=vocab_limit)
     return SamplingMode(
         greedy=False,
         top_k=None if top_k is None or top_k == vocab_size else top_k,
         use_top_p=top_p is not None and top_p < 1.0,
+        vocab_limit=vocab_limit,
     )
 
 
@@ -58,12 +65,14 @@ def generate_ids(
     on_tokens: Callable[[np.ndarray], bool | None] | None = None,
     stream_chunk: int = 1,
     jit_compile: bool = True,
+    vocab_limit: int | None = None,
 ) -> np.ndarray:
     """Generate up to ``max_new_tokens`` ids after each row of ``prompt_ids`` (rows of equal length).
 
     Returns ``[batch, n]`` int32 new ids (rows that hit ``eot_id`` are padded with it). With
     ``on_tokens``, the loop runs ``stream_chunk`` tokens per compiled call and hands each new
     ``[batch, k]`` block to the callback; returning True from it stops generation.
+    ``vocab_limit`` keeps ids below it (the tokenizer's size when the model's vocabulary is padded).
     """
     config = model.config
     ids = np.asarray(prompt_ids, dtype=np.int32)
@@ -73,7 +82,7 @@ def generate_ids(
         raise GenerationError(f"max_new_tokens must be ≥ 0, got {max_new_tokens}")
     if ids.min() < 0 or ids.max() >= config.vocab_size:
         raise GenerationError(f"prompt token ids must be in [0, {config.vocab_size}), got {ids.min()}..{ids.max()}")
-    mode = _check_sampling(config.vocab_size, temperature, top_k, top_p)
+    mode = _check_sampling(config.vocab_size, temperature, top_k, top_p, vocab_limit)
     block = config.block_size
     if ids.shape[1] > block:
         warnings.warn(
@@ -226,6 +235,7 @@ def generate(
     generate_ids(
         model, [ids], max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
         seed=seed, eot_id=tokenizer.eot_id, on_tokens=on_tokens,
+        vocab_limit=min(tokenizer.vocab_size, model.config.vocab_size),
         stream_chunk=1 if stream is not None else 64 if stops else max(1, max_new_tokens),
         jit_compile=jit_compile,
     )
