@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fastapi import Request  # module level: FastAPI resolves the string annotations against it
 
 from tfgpt.errors import ExportError, RunDirError
 
@@ -92,6 +93,8 @@ class ExportedModel:
             if key not in inputs:
                 if key in spec["defaults"]:
                     value = spec["defaults"][key]
+                    if key == "max_new_tokens":
+                        value = min(value, self.max_new_tokens_cap)
                 else:
                     raise BadRequest(f"missing input {key!r} for signature {signature!r}")
             else:
@@ -168,10 +171,10 @@ def _nested_map(value: Any, fn: Any) -> Any:
     return [_nested_map(v, fn) for v in value] if isinstance(value, list) else fn(value)
 
 
-def _jsonable(arr: np.ndarray) -> Any:
-    if arr.dtype == object:
-        return _nested_map(arr.tolist(), lambda b: b.decode("utf-8", errors="replace"))
-    return arr.tolist()
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray | np.generic):
+        value = value.tolist()
+    return _nested_map(value, lambda x: x.decode("utf-8", errors="replace") if isinstance(x, bytes) else x)
 
 
 def parse_predict_body(body: Any) -> tuple[str, dict[str, Any], bool]:
@@ -222,7 +225,7 @@ def create_app(
         >>> app = create_app("export/shakespeare", max_new_tokens_cap=128)
         >>> uvicorn.run(app, host="127.0.0.1", port=8501)
     """
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.responses import JSONResponse, StreamingResponse
 
     model = ExportedModel(export_dir, max_new_tokens_cap=max_new_tokens_cap)
@@ -298,8 +301,7 @@ def create_app(
         out = await state.run(model.predict, signature, inputs)
         if rows:
             n = len(next(iter(out.values())))
-            preds = [{k: _jsonable(v[i]) if isinstance(v[i], np.ndarray) else _jsonable(np.asarray(v[i]))
-                      for k, v in out.items()} for i in range(n)]
+            preds = [{k: _jsonable(v[i]) for k, v in out.items()} for i in range(n)]
             return JSONResponse({"predictions": preds})
         return JSONResponse({"outputs": {k: _jsonable(v) for k, v in out.items()}})
 

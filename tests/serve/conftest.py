@@ -1,0 +1,68 @@
+"""A real ``tfgpt serve`` (uvicorn) on 127.0.0.1 over a tiny export, stopped after the tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
+
+CAP = 20
+MAX_BODY = 4096
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def serve_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from export_tiny_run import make_tiny_run
+
+    from tfgpt.export import export_run
+
+    root = tmp_path_factory.mktemp("serve")
+    run = make_tiny_run(root / "run")
+    export_run(run, root / "export", formats="savedmodel", name="tiny")
+    return root / "export"
+
+
+@pytest.fixture(scope="session")
+def server(serve_export: Path) -> Iterator[str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "tfgpt.serve.app", "--export", str(serve_export), "--port", str(port),
+           "--max-new-tokens-cap", str(CAP), "--max-body-bytes", str(MAX_BODY), "--workers", "4"]
+    # `timeout` bounds the server's life even if the test session dies.
+    proc = subprocess.Popen(["timeout", "600", *cmd], env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+            try:
+                if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start in 120 s")
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()

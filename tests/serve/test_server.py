@@ -1,0 +1,110 @@
+"""tfgpt serve over real HTTP: TF-Serving-compatible predict/status, completions (+SSE), 4xx paths."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+import tfgpt
+
+CAP = 20  # as passed to the server in conftest.py
+MAX_BODY = 4096
+
+
+@pytest.fixture(scope="module")
+def keras_model(serve_export):
+    return tfgpt.load(serve_export.parent / "run")
+
+
+def test_health_and_status(server):
+    assert requests.get(f"{server}/healthz").json() == {"status": "ok", "model": "tiny", "version": 1}
+    status = requests.get(f"{server}/v1/models/tiny").json()
+    assert status["model_version_status"][0]["state"] == "AVAILABLE"
+    assert requests.get(f"{server}/v1/models/other").status_code == 404
+    meta = requests.get(f"{server}/v1/models/tiny/metadata").json()
+    assert set(meta["signatures"]) == {"serving_default", "logits", "generate_ids"}
+
+
+def test_predict_row_and_columnar_match_keras(server, keras_model):
+    model, tok = keras_model
+    prompts = ["ROMEO:", "The quick"]
+    expected = [tfgpt.generate(model, tok, p, max_new_tokens=6, temperature=0) for p in prompts]
+    rows = requests.post(f"{server}/v1/models/tiny:predict",
+                      json={"instances": [{"prompts": p, "max_new_tokens": 6} for p in prompts]}, timeout=60)
+    assert rows.status_code == 200, rows.text
+    assert [r["completions"] for r in rows.json()["predictions"]] == expected
+    cols = requests.post(f"{server}/v1/models/tiny:predict",
+                      json={"inputs": {"prompts": prompts, "max_new_tokens": 6}}, timeout=60)
+    assert cols.json()["outputs"]["completions"] == expected
+    assert len(cols.json()["outputs"]["ids"][0]) == 6
+
+
+def test_predict_logits_and_generate_ids_signatures(server, keras_model):
+    model, _ = keras_model
+    r = requests.post(f"{server}/v1/models/tiny:predict",
+                   json={"signature_name": "logits", "instances": [[1, 2, 3]]}, timeout=60)
+    assert r.status_code == 200, r.text
+    logits = r.json()["predictions"][0]["logits"]
+    assert abs(logits[-1][0] - float(model(__import__("numpy").array([[1, 2, 3]], "int32"))[0, -1, 0])) < 1e-5
+    g = requests.post(f"{server}/v1/models/tiny:predict",
+                   json={"signature_name": "generate_ids", "inputs": {"ids": [[1, 2, 3]], "max_new_tokens": 4}})
+    assert len(g.json()["outputs"]["ids"][0]) == 4
+
+
+def test_completions_and_streaming(server, keras_model):
+    model, tok = keras_model
+    expected = tfgpt.generate(model, tok, "ROMEO:", max_new_tokens=12, temperature=0)
+    r = requests.post(f"{server}/v1/completions", json={"prompt": "ROMEO:", "max_tokens": 12}, timeout=60)
+    assert r.json()["choices"][0]["text"] == expected
+    with requests.post(f"{server}/v1/completions", json={"prompt": "ROMEO:", "max_tokens": 12, "stream": True},
+                       stream=True, timeout=60) as s:
+        assert s.headers["content-type"].startswith("text/event-stream")
+        lines = [line.decode() for line in s.iter_lines()]
+        events = [line[len("data: "):] for line in lines if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert "".join(json.loads(e)["text"] for e in events[:-1]) == expected
+
+
+BAD = [
+    ("/v1/completions", b"{not json", 400, "malformed JSON"),
+    ("/v1/completions", {"max_tokens": 3}, 400, "missing field 'prompt'"),
+    ("/v1/completions", {"prompt": 5}, 400, "'prompt' must be"),
+    ("/v1/completions", {"prompt": "ROMEO:", "max_tokens": "many"}, 400, "integers"),
+    ("/v1/completions", {"prompt": "ROMEO:", "max_tokens": CAP + 1}, 400, "above this server's cap"),
+    ("/v1/completions", {"prompt": "ROMEO:", "colour": 1}, 400, "unknown field"),
+    ("/v1/completions", {"prompt": "ROMEO: \u2603"}, 400, "not in the vocabulary"),
+    ("/v1/completions", {"prompt": "\ud800"}, 400, "not valid UTF-8"),
+    ("/v1/completions", {"prompt": ""}, 400, "no tokens"),
+    ("/v1/completions", {"prompt": "x" * MAX_BODY}, 413, "larger than"),
+    ("/v1/models/tiny:predict", {"instances": [1]}, 400, "must be"),
+    ("/v1/models/tiny:predict", {"inputs": {"prompts": [["a"]]}}, 400, "shape"),
+    ("/v1/models/tiny:predict", {"inputs": {"prompt": ["a"]}}, 400, "unknown input"),
+    ("/v1/models/tiny:predict", {"instances": [], "inputs": {}}, 400, "exactly one"),
+    ("/v1/models/tiny:predict", {"signature_name": "nope", "inputs": {"prompts": ["a"]}}, 400, "unknown signature"),
+    ("/v1/models/tiny:predict", {"signature_name": "logits", "inputs": {"ids": [[999]]}}, 400, "ids must be in"),
+    ("/v1/models/tiny:classify", {"inputs": {}}, 404, "only ':predict'"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "message"), BAD)
+def test_bad_requests_get_clear_4xx_and_server_keeps_serving(server, path, body, status, message):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()  # json.dumps escapes lone surrogates
+    r = requests.post(f"{server}{path}", data=data, headers={"content-type": "application/json"}, timeout=60)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+    assert requests.get(f"{server}/healthz").status_code == 200
+
+
+def test_concurrent_requests_all_succeed(server):
+    def one(i: int) -> int:
+        body = {"prompt": "ROMEO:", "max_tokens": 4, "temperature": 0.8, "seed": i}
+        return requests.post(f"{server}/v1/completions", json=body, timeout=120).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(one, i) for i in range(16)]
+        health = requests.get(f"{server}/healthz", timeout=30).status_code  # answered while the pool works
+        codes = [f.result() for f in futures]
+    assert codes == [200] * 16 and health == 200
