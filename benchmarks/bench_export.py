@@ -69,7 +69,7 @@ def main() -> int:
                 gen = TFLiteGenerator(f"{tmp}/tflite/{name}")
                 r = gen.prefill(ids=ids[None])
                 cache, times = r["cache"], []
-                for i in range(64):
+                for i in range(min(64, config.block_size - 17)):
                     t = time.perf_counter()
                     r = gen.decode(token=np.array([[1]], np.int32), index=np.array(16 + i, np.int32), cache=cache)
                     times.append(time.perf_counter() - t)
