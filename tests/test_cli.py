@@ -78,3 +78,12 @@ def test_chat_with_role_markers(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Model:" in out.stdout
+
+
+def test_export_command_and_its_errors(run, tmp_path):
+    out = tfgpt_cli("export", "--run", str(run), "--out", str(tmp_path / "exp"), "--format", "savedmodel")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / "exp" / "export.json").is_file()
+    assert list((tmp_path / "exp" / "savedmodel").glob("*/1/saved_model.pb"))
+    bad = tfgpt_cli("export", "--run", str(run), "--out", str(tmp_path / "exp2"), "--format", "onnx")
+    assert bad.returncode == 2 and "onnx" in bad.stderr and "Traceback" not in bad.stderr

@@ -118,6 +118,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from tfgpt.export import export_run
+
+    _json_out(export_run(args.run, args.out, formats=args.format, quantize=args.quantize, verify=args.verify,
+                         name=args.name, version=args.version, checkpoint=args.checkpoint))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from tfgpt.serve.app import serve
+
+    serve(args.export, host=args.host, port=args.port, max_new_tokens_cap=args.max_new_tokens_cap,
+          max_body_bytes=args.max_body_bytes, workers=args.workers)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from tfgpt.demo import run_demo
 
@@ -170,6 +186,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-iters", type=int, default=None)
     p.add_argument("--data", default=None, help="DATA_DIR (default: the run's)")
     p.add_argument("--checkpoint", default="final", help="final, latest, best or a checkpoint dir")
+
+    p = add("export", cmd_export, "export a run: SavedModel for TensorFlow Serving, TFLite for devices")
+    p.add_argument("--run", required=True)
+    p.add_argument("--out", required=True, help="EXPORT dir to write")
+    p.add_argument("--format", default="savedmodel,tflite", help="comma-separated: savedmodel, tflite")
+    p.add_argument("--quantize", default=None, choices=["int8"], help="also write model_int8.tflite")
+    p.add_argument("--verify", action="store_true", help="check the exports against the Keras model")
+    p.add_argument("--name", default=None, help="model name in savedmodel/<name>/<version> (default: run name)")
+    p.add_argument("--version", type=int, default=1)
+    p.add_argument("--checkpoint", default=None, help="a checkpoint instead of the run's latest weights")
+
+    p = add("serve", cmd_serve, "serve an export over HTTP (TF-Serving-compatible REST + completions)")
+    p.add_argument("--export", required=True, help="EXPORT dir (from tfgpt export)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--max-new-tokens-cap", type=int, default=256)
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    p.add_argument("--workers", type=int, default=2, help="threads running the model")
 
     p = add("demo", cmd_demo, "prepare the bundled corpus, train char-small, sample, export")
     p.add_argument("--out", default="demo-out")

@@ -59,13 +59,24 @@ def run_demo(out: str | Path = "demo-out", steps: int = 2000, export: bool = Tru
     print("\n", flush=True)
     exported = None
     if export:
-        try:
-            from tfgpt.export import export_run
-        except ImportError:
-            print("[4/4] export is not available in this build; skipping", flush=True)
+        from tfgpt.export import export_run
+
+        export_dir = out / "export"
+        if (export_dir / "export.json").is_file():
+            print(f"[4/4] {export_dir} already exists; keeping it (delete it to export again)", flush=True)
         else:
-            print(f"[4/4] exporting to {out / 'export'} (SavedModel for TF Serving + TFLite)", flush=True)
-            exported = export_run(run_dir, out / "export", verify=True)
+            print(f"[4/4] exporting to {export_dir} (SavedModel for TF Serving + TFLite)", flush=True)
+            exported = export_run(run_dir, export_dir, formats=("savedmodel", "tflite"), quantize="int8",
+                                  verify=True)
+            cli = Path(sys.executable).parent / "tfgpt"
+            checks = exported.get("verification", {})
+            sm = checks.get("savedmodel", {})
+            tfl = checks.get("tflite", {}).get("model.tflite", {})
+            print(f"      verified: SavedModel logits max |diff| {sm.get('logits_max_abs_diff')}, greedy equal "
+                  f"{sm.get('greedy_completions_equal')}; TFLite greedy equal {tfl.get('greedy_tokens_equal')}",
+                  flush=True)
+            print(f"      SavedModel: {export_dir}/savedmodel  TFLite: {export_dir}/tflite", flush=True)
+            print(f"      serve it: {cli} serve --export {export_dir} --port 8501", flush=True)
     venv_tb = Path(sys.executable).parent / "tensorboard"
     tb = str(venv_tb) if venv_tb.exists() else "tensorboard"
     print(f"TensorBoard: {tb} --logdir {run_dir / 'logs'}   (then open http://localhost:6006)")
