@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -45,6 +46,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench_export_") as tmp:
         module = ServingModule(model, tok)
         tf.saved_model.save(module, f"{tmp}/sm", signatures=module.signatures())
+        result["savedmodel_bytes"] = sum(f.stat().st_size for f in Path(f"{tmp}/sm").rglob("*") if f.is_file())
         fn = tf.saved_model.load(f"{tmp}/sm").signatures["serving_default"]
         sm = {}
         for n in a.new_tokens:
@@ -75,6 +77,7 @@ def main() -> int:
                     times.append(time.perf_counter() - t)
                     cache = r["cache"]
                 result[f"tflite_decode_ms_per_token[{name}]"] = 1000 * statistics.median(times)
+    result["loadavg_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result, indent=2))
     if a.out:
         Path(a.out).write_text(json.dumps(result, indent=2) + "\n")

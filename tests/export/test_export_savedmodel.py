@@ -155,3 +155,10 @@ def test_export_bad_input(tmp_path, tiny_run):
         export_run(empty, tmp_path / "e")
     assert not (tmp_path / "e").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".e.")]  # no temp dirs left behind
+
+
+def test_variables_are_saved_once(exported, loaded):
+    model, _ = loaded  # the module tracks the model's variables once (not again under model/...)
+    keys = [k for k, _ in tf.train.list_variables(str(_sm(exported) / "variables" / "variables"))]
+    keys = [k for k in keys if k != "_CHECKPOINTABLE_OBJECT_GRAPH"]
+    assert len(keys) == len(model.variables), keys

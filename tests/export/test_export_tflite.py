@@ -79,3 +79,23 @@ def test_runner_bad_input(exported, tmp_path):
 
     with pytest.raises(GenerationError, match="not valid UTF-8"):
         generate_tflite(out / "tflite" / "model.tflite", out / "tokenizer", b"\xff", 5)
+
+
+def test_no_cache_sized_constant_in_the_files(exported):
+    """The prefill's zero cache is filled at run time, not stored as a constant buffer."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    out, info = exported
+    cache = tuple(info["tflite"]["cache_shape"])
+    shapes = {cache, (1, *cache[2:]), cache[:1] + cache[2:]}
+    for name in ("model.tflite", "model_int8.tflite"):
+        data = (out / "tflite" / name).read_bytes()
+        fb = schema.Model.GetRootAsModel(data, 0)
+        for s in range(fb.SubgraphsLength()):
+            graph = fb.Subgraphs(s)
+            for t in range(graph.TensorsLength()):
+                tensor = graph.Tensors(t)
+                shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
+                if shape in shapes and tensor.Buffer():
+                    buf = fb.Buffers(tensor.Buffer())
+                    assert buf.DataLength() == 0 and buf.Size() <= 1, (name, tensor.Name(), shape)

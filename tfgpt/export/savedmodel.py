@@ -33,6 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 import tensorflow as tf
+from tensorflow.python.trackable.data_structures import NoDependency
 
 from tfgpt.generate.sampling import NEG_INF, stateless_uniform
 from tfgpt.model.attention import cache_update_mode
@@ -82,7 +83,9 @@ class ServingModule(tf.Module):
         super().__init__(name="tfgpt_serving")
         if not model.built:
             model.build((None, None))
-        self.model = model
+        # Not tracked: Keras variables would be saved a second time under model/..., doubling
+        # the variables file and the memory a loader restores; self.vars holds them once.
+        self.model = NoDependency(model)
         # TF1 session loader (TF Serving) needs the variables tracked by the module itself.
         self.vars = [v.value for v in model.variables]
         self.graph_tokenizer = tokenizer.graph_tokenizer()
@@ -100,36 +103,43 @@ class ServingModule(tf.Module):
         self, ids: tf.Tensor, max_new: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor, seed: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor]:
         """``ids`` ``[b, p]`` (equal lengths, p + max_new ≤ block_size) → new ids ``[b, max_new]``
-        (-1 past the end), counts ``[b]``."""
+        (-1 past the end), counts ``[b]``.
+
+        The KV cache is one ``[b, 2, p + max_new, n_embd]`` tensor per layer (sized to this request,
+        not to block_size), so each step's ``tensor_scatter_nd_update`` touches one layer's buffer
+        rather than the whole model's; prefill projects only the last position to logits.
+        """
         model = self.model
         batch, length = tf.shape(ids)[0], tf.shape(ids)[1]
-        cache = tf.zeros([batch, self.n_layer, 2, length + max_new, self.n_embd], self.cache_dtype)
+        caches = [
+            tf.zeros([batch, 2, length + max_new, self.n_embd], self.cache_dtype) for _ in range(self.n_layer)
+        ]
         with cache_update_mode("scatter"):
-            logits, cache = model(ids, cache=cache, cache_index=tf.constant(0, tf.int32))
-        logits = logits[:, -1, :]
+            hidden, caches = model.hidden_states(ids, cache=caches, cache_index=tf.constant(0, tf.int32))
+        logits = model.logits_from_hidden(hidden[:, -1:, :])[:, -1, :]
         out = tf.TensorArray(tf.int32, size=max_new, element_shape=tf.TensorShape([None]))
         done = tf.zeros([batch], tf.bool)
         eot = tf.constant(self.eot_id, tf.int32)
 
-        def cond(step, logits, cache, out, done):
+        def cond(step, logits, caches, out, done):
             return tf.logical_and(step < max_new, tf.logical_not(tf.reduce_all(done)))
 
-        def body(step, logits, cache, out, done):
+        def body(step, logits, caches, out, done):
             token = sample_tf(logits, temperature, top_k, seed, step)
             done = tf.logical_or(done, tf.equal(token, eot))
             out = out.write(step, tf.where(done, -1, token))
             with cache_update_mode("scatter"):
-                new_logits, cache = model(
-                    tf.maximum(token, 0)[:, None], cache=cache, cache_index=length + step
+                new_logits, caches = model(
+                    tf.maximum(token, 0)[:, None], cache=list(caches), cache_index=length + step
                 )
-            return step + 1, new_logits[:, -1, :], cache, out, done
+            return step + 1, new_logits[:, -1, :], caches, out, done
 
+        layer_shape = tf.TensorShape([None, 2, None, self.n_embd])
         step, _, _, out, _ = tf.while_loop(
-            cond, body, (tf.constant(0, tf.int32), logits, cache, out, done),
+            cond, body, (tf.constant(0, tf.int32), logits, caches, out, done),
             shape_invariants=(
-                tf.TensorShape([]), tf.TensorShape([None, self.vocab_size]),
-                tf.TensorShape([None, self.n_layer, 2, None, self.n_embd]), tf.TensorShape(None),
-                tf.TensorShape([None]),
+                tf.TensorShape([]), tf.TensorShape([None, self.vocab_size]), [layer_shape] * self.n_layer,
+                tf.TensorShape(None), tf.TensorShape([None]),
             ),
         )
         produced = tf.cond(

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
+from tensorflow.python.trackable.data_structures import NoDependency
 
 from tfgpt.errors import ExportError
 
@@ -40,10 +41,13 @@ class TFLiteModule(tf.Module):
         super().__init__(name="tfgpt_tflite")
         if not model.built:
             model.build((None, None))
-        self.model = model
+        # Not tracked: Keras variables would be saved a second time under model/..., doubling
+        # the variables file and the memory a loader restores; self.vars holds them once.
+        self.model = NoDependency(model)
         self.vars = [v.value for v in model.variables]
         c = model.config
         self.cache_shape = [1, int(c.n_layer), 2, int(c.block_size), int(c.n_embd)]
+        self.layer_cache_shape = [1, 2, int(c.block_size), int(c.n_embd)]
         self.prefill = tf.function(
             self._prefill, input_signature=[tf.TensorSpec([1, None], tf.int32, name="ids")]
         )
@@ -57,15 +61,22 @@ class TFLiteModule(tf.Module):
         )
 
     def _prefill(self, ids: tf.Tensor) -> dict[str, tf.Tensor]:
-        cache = tf.zeros(self.cache_shape, tf.float32)
-        hidden, cache = self.model.hidden_states(ids, cache=cache, cache_index=tf.constant(0, tf.int32))
+        # A zero cache filled at run time: ``tf.zeros`` would be constant-folded into a
+        # [1, n_layer, 2, block_size, n_embd] float buffer stored in the file (75 MB for gpt2, in
+        # the int8 file too). ``x * 0.0`` is not folded (IEEE: inf/NaN), so FILL stays an op.
+        zero = tf.cast(ids[0, 0], tf.float32) * 0.0
+        caches = [tf.fill(self.layer_cache_shape, zero) for _ in range(self.cache_shape[1])]
+        hidden, caches = self.model.hidden_states(ids, cache=caches, cache_index=tf.constant(0, tf.int32))
         logits = self.model.logits_from_hidden(hidden[:, -1:, :])
-        return {"logits": tf.reshape(logits, [1, -1]), "cache": cache}
+        return {"logits": tf.reshape(logits, [1, -1]), "cache": tf.stack(caches, axis=1)}
 
     def _decode(self, token: tf.Tensor, index: tf.Tensor, cache: tf.Tensor) -> dict[str, tf.Tensor]:
-        hidden, cache = self.model.hidden_states(token, cache=cache, cache_index=index)
+        # Per-layer caches inside the graph: each layer's DYNAMIC_UPDATE_SLICE then writes its own
+        # [1, 2, block, n_embd] slice instead of the whole 5-D cache (n_layer full copies a step).
+        caches = tf.unstack(cache, axis=1)
+        hidden, caches = self.model.hidden_states(token, cache=caches, cache_index=index)
         logits = self.model.logits_from_hidden(hidden)
-        return {"logits": tf.reshape(logits, [1, -1]), "cache": cache}
+        return {"logits": tf.reshape(logits, [1, -1]), "cache": tf.stack(caches, axis=1)}
 
 
 def _convert(saved_dir: str, quantize: bool) -> bytes:
