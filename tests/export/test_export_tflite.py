@@ -99,3 +99,18 @@ def test_no_cache_sized_constant_in_the_files(exported):
                 if shape in shapes and tensor.Buffer():
                     buf = fb.Buffers(tensor.Buffer())
                     assert buf.DataLength() == 0 and buf.Size() <= 1, (name, tensor.Name(), shape)
+
+
+def test_decode_takes_a_cropped_cache(exported):
+    """decode accepts any cache length ≤ block_size; the runner crops to prompt + new tokens (rounded)."""
+    out, _ = exported
+    for name in ("model.tflite", "model_int8.tflite"):
+        gen = TFLiteGenerator(out / "tflite" / name)
+        assert gen.dynamic_cache and gen.cache_length(5, 3) == min(32, 64) and gen.cache_length(20, 100) == 32
+        r = gen.prefill(ids=np.array([[1, 2, 3, 4]], np.int32))
+        full = gen.decode(token=np.array([[3]], np.int32), index=np.array(4, np.int32), cache=r["cache"])
+        short = gen.decode(token=np.array([[3]], np.int32), index=np.array(4, np.int32),
+                           cache=np.ascontiguousarray(r["cache"][:, :, :, :8]))
+        assert short["cache"].shape[3] == 8
+        np.testing.assert_allclose(short["logits"], full["logits"], atol=1e-5)
+        np.testing.assert_array_equal(short["cache"], full["cache"][:, :, :, :8])

@@ -215,7 +215,8 @@ def export_run(
                 "signatures": {
                     "prefill": {"inputs": {"ids": "int32 [1, time]"},
                                 "outputs": {"logits": "float32 [1, vocab]", "cache": "float32 cache"}},
-                    "decode": {"inputs": {"token": "int32 [1, 1]", "index": "int32 []", "cache": "float32 cache"},
+                    "decode": {"inputs": {"token": "int32 [1, 1]", "index": "int32 []",
+                                          "cache": "float32 cache, dim 3 any length <= block_size"},
                                "outputs": {"logits": "float32 [1, vocab]", "cache": "float32 cache"}},
                 },
                 "cache_shape": [1, model.config.n_layer, 2, model.config.block_size, model.config.n_embd],

@@ -1,13 +1,15 @@
 """TFLite / LiteRT export: ``prefill`` and ``decode`` signatures with an explicit KV cache.
 
-Signatures (batch 1, TFLite builtin ops only; the cache is ``[1, n_layer, 2, block_size, n_embd]``):
+Signatures (batch 1, TFLite builtin ops only; prefill returns the cache as ``[1, n_layer, 2,
+block_size, n_embd]``; decode takes it with any length ≤ block_size in dim 3, so a runner can crop it
+to the positions a request needs — decode reads and copies the whole cache every step):
 
 ``prefill``
     ``ids`` int32 ``[1, time]`` (1 ≤ time ≤ block_size; resize the input per prompt) →
     ``logits`` float32 ``[1, vocab]`` (last position), ``cache``.
 ``decode``
-    ``token`` int32 ``[1, 1]``, ``index`` int32 ``[]`` (its position), ``cache`` →
-    ``logits`` float32 ``[1, vocab]``, ``cache``.
+    ``token`` int32 ``[1, 1]``, ``index`` int32 ``[]`` (its position, < the cache length), ``cache``
+    ``[1, n_layer, 2, length, n_embd]`` → ``logits`` float32 ``[1, vocab]``, ``cache`` (same length).
 
 ``model_int8.tflite`` is the same graph with dynamic-range int8 weights
 (``tf.lite.Optimize.DEFAULT`` without a representative dataset).
@@ -56,7 +58,7 @@ class TFLiteModule(tf.Module):
             input_signature=[
                 tf.TensorSpec([1, 1], tf.int32, name="token"),
                 tf.TensorSpec([], tf.int32, name="index"),
-                tf.TensorSpec(self.cache_shape, tf.float32, name="cache"),
+                tf.TensorSpec(self.cache_shape[:3] + [None] + self.cache_shape[4:], tf.float32, name="cache"),
             ],
         )
 

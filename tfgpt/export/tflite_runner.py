@@ -52,6 +52,13 @@ def _softmax_sample(logits: np.ndarray, temperature: float, top_k: int | None, t
     return int(rng.choice(p.size, p=p))
 
 
+CACHE_ROUND = 64
+
+
+def _crop_cache(cache: np.ndarray, length: int) -> np.ndarray:
+    return cache if cache.shape[3] == length else np.ascontiguousarray(cache[:, :, :, :length])
+
+
 class TFLiteGenerator:
     """Greedy/sampled decoding over a tfgpt ``.tflite`` file, one prompt at a time.
 
@@ -67,10 +74,23 @@ class TFLiteGenerator:
             raise ExportError(f"{tflite_path} lacks prefill/decode signatures (has {sorted(signatures)})")
         self.prefill = self.interpreter.get_signature_runner("prefill")
         self.decode = self.interpreter.get_signature_runner("decode")
-        cache = self.decode.get_input_details()["cache"]
+        cache = self.prefill.get_output_details()["cache"]  # static: [1, n_layer, 2, block_size, n_embd]
         self.cache_shape = tuple(int(d) for d in cache["shape"])
         self.block_size = self.cache_shape[3]
+        # decode takes a cache of any length ≤ block_size (dim 3 is dynamic in files exported since
+        # 2026-11-23; older files need the full block).
+        sig = self.decode.get_input_details()["cache"].get("shape_signature", [])
+        self.dynamic_cache = len(sig) == 5 and int(sig[3]) == -1
         self.vocab_size = int(self.decode.get_output_details()["logits"]["shape"][-1])
+
+    def cache_length(self, n_context: int, max_new_tokens: int) -> int:
+        """Cache positions decode needs for ``n_context`` prompt tokens and ``max_new_tokens`` new ones:
+        rounded up to a multiple of :data:`CACHE_ROUND`, at most block_size (decode reads and copies
+        the whole cache every step, so a short request should not carry a full-block cache)."""
+        if not self.dynamic_cache:
+            return self.block_size
+        need = n_context + max(max_new_tokens, 1)
+        return min(self.block_size, -(-need // CACHE_ROUND) * CACHE_ROUND)
 
     def generate_ids(
         self,
@@ -98,8 +118,9 @@ class TFLiteGenerator:
         if len(ids) > self.block_size:
             warnings.warn(f"prompt has {len(ids)} tokens, more than block_size {self.block_size}: "
                           f"keeping the last {self.block_size}", stacklevel=2)
+        cache_len = self.cache_length(len(context), max_new_tokens)
         result = self.prefill(ids=np.asarray([context], np.int32))
-        logits, cache = result["logits"][0], result["cache"]
+        logits, cache = result["logits"][0], _crop_cache(result["cache"], cache_len)
         position = len(context)
         while len(out) < max_new_tokens:
             if temperature is None or temperature <= 0:
@@ -113,6 +134,7 @@ class TFLiteGenerator:
             if position >= self.block_size:  # cache full: slide the window (re-prefill the last block)
                 context = context[-self.block_size:]
                 result = self.prefill(ids=np.asarray([context], np.int32))
+                result["cache"] = _crop_cache(result["cache"], cache_len)
             else:
                 result = self.decode(token=np.asarray([[token]], np.int32), index=np.asarray(position, np.int32),
                                      cache=cache)
