@@ -152,9 +152,19 @@ def test_per_layer_cache_equals_stacked_cache():
     ids = np.random.default_rng(2).integers(0, 50, (1, 6)).astype(np.int32)
     stacked = model.init_cache(1, 8)
     layers = model.init_cache(1, 8, per_layer=True)
-    assert len(layers) == 2 and tuple(layers[0].shape) == (1, 2, 8, 32)
+    assert len(layers) == 2 and tuple(layers[0].shape) == (1, 2, 2, 8, 16)  # heads-first
+    flat = [np.zeros((1, 2, 8, 32), np.float32) for _ in range(2)]
     a, stacked = model(ids, cache=stacked, cache_index=0)
     b, layers = model(ids, cache=layers, cache_index=0)
+    c, flat = model(ids, cache=flat, cache_index=0)
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
-    for i, layer in enumerate(layers):
-        np.testing.assert_allclose(np.asarray(stacked)[:, i], np.asarray(layer), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(c), atol=1e-6)
+    for i, (layer, flat_layer) in enumerate(zip(layers, flat, strict=True)):
+        heads_first = np.asarray(stacked)[:, i].reshape(1, 2, 8, 2, 16).transpose(0, 1, 3, 2, 4)
+        np.testing.assert_allclose(heads_first, np.asarray(layer), atol=1e-6)
+        np.testing.assert_allclose(np.asarray(stacked)[:, i], np.asarray(flat_layer), atol=1e-6)
+    # one more decode step on each form agrees too
+    nxt = np.array([[7]], np.int32)
+    a2, _ = model(nxt, cache=stacked, cache_index=6)
+    b2, _ = model(nxt, cache=layers, cache_index=6)
+    np.testing.assert_allclose(np.asarray(a2), np.asarray(b2), atol=1e-5)

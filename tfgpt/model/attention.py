@@ -83,7 +83,8 @@ class CausalSelfAttention(keras.layers.Layer):
 
     Call args:
         x: ``[batch, time, width]``.
-        cache: optional ``[batch, 2, max_len, width]`` keys/values of earlier positions, or the
+        cache: optional keys/values of earlier positions: ``[batch, 2, max_len, width]``, or
+            heads-first ``[batch, 2, heads, max_len, head_dim]`` (fastest for decoding), or the
             model-level ``[batch, n_layer, 2, max_len, width]`` cache with ``cache_layer`` set.
         cache_index: int scalar, where this chunk's first position goes in the cache.
         cache_layer: this layer's slot in a model-level cache (updated in place, never copied).
@@ -151,6 +152,8 @@ class CausalSelfAttention(keras.layers.Layer):
         qkv = self.c_attn(x)
         q, k, v = ops.split(qkv, 3, axis=-1)
         start: Any = 0
+        if cache is not None and cache_layer is None and len(cache.shape) == 5:
+            return self._call_heads_major(q, k, v, cache, cache_index, training)
         if cache is not None:
             start = 0 if cache_index is None else cache_index
             index = ops.cast(start, "int32")
@@ -172,22 +175,60 @@ class CausalSelfAttention(keras.layers.Layer):
                     new_cache = ops.slice_update(cache, (zero, layer, zero, index, zero), ops.expand_dims(kv, 1))
                 k_all, v_all = new_cache[:, cache_layer, 0], new_cache[:, cache_layer, 1]
             k, v = ops.cast(k_all, q.dtype), ops.cast(v_all, q.dtype)
-        k_len = ops.shape(k)[1]
-        q = ops.reshape(q, (batch, q_len, self.num_heads, self.head_dim))
-        k = ops.reshape(k, (batch, k_len, self.num_heads, self.head_dim))
-        v = ops.reshape(v, (batch, k_len, self.num_heads, self.head_dim))
-        q = q * ops.cast(1.0 / math.sqrt(self.head_dim), q.dtype)
-        scores = ops.cast(ops.einsum("bqhd,bkhd->bhqk", q, k), "float32")
-        mask = causal_mask(q_len, k_len, start)
-        scores = scores + (mask - 1.0) * (-MASK_VALUE)
-        probs = ops.softmax(scores, axis=-1)
-        probs = self.attn_dropout(ops.cast(probs, v.dtype), training=training)
-        y = ops.einsum("bhqk,bkhd->bqhd", probs, v)
+        y = self._attend(self._heads(q), self._heads(k), self._heads(v), start, "bthd", training)
         y = ops.reshape(y, (batch, q_len, self.width))
         y = self.resid_dropout(self.c_proj(y), training=training)
         if cache is not None:
             return y, new_cache
         return y
+
+    def _heads(self, t: Any) -> Any:
+        """``[batch, time, width]`` → ``[batch, time, heads, head_dim]`` (a free reshape)."""
+        return ops.reshape(t, (ops.shape(t)[0], ops.shape(t)[1], self.num_heads, self.head_dim))
+
+    def _attend(self, q: Any, k: Any, v: Any, start: Any, layout: str, training: bool | None) -> Any:
+        """Masked softmax attention; ``layout`` "bthd" (time before heads) or "bhtd" (heads first).
+
+        Returns ``[batch, q_time, heads, head_dim]`` for "bthd", ``[batch, heads, q_time, head_dim]``
+        for "bhtd".
+        """
+        scores_eq, out_eq = {
+            "bthd": ("bqhd,bkhd->bhqk", "bhqk,bkhd->bqhd"),
+            "bhtd": ("bhqd,bhkd->bhqk", "bhqk,bhkd->bhqd"),
+        }[layout]
+        time_axis = 1 if layout == "bthd" else 2
+        q_len, k_len = ops.shape(q)[time_axis], ops.shape(k)[time_axis]
+        q = q * ops.cast(1.0 / math.sqrt(self.head_dim), q.dtype)
+        scores = ops.cast(ops.einsum(scores_eq, q, k), "float32")
+        mask = causal_mask(q_len, k_len, start)
+        scores = scores + (mask - 1.0) * (-MASK_VALUE)
+        probs = ops.softmax(scores, axis=-1)
+        probs = self.attn_dropout(ops.cast(probs, v.dtype), training=training)
+        return ops.einsum(out_eq, probs, v)
+
+    def _call_heads_major(self, q: Any, k: Any, v: Any, cache: Any, cache_index: Any, training: bool | None) -> Any:
+        """Cached attention over a per-layer ``[batch, 2, heads, max_len, head_dim]`` cache.
+
+        Keys and values are stored heads-first, so each decode step attends with plain batched
+        matrix products over the cache; the ``[batch, time, heads, head_dim]`` layout would make
+        XLA transpose the whole cache every step.
+        """
+        if _CACHE_UPDATE_MODE != "slice":
+            raise ValueError("the heads-major per-layer cache supports cache_update_mode('slice') only")
+        batch, q_len = ops.shape(q)[0], ops.shape(q)[1]
+        start = 0 if cache_index is None else cache_index
+        index = ops.cast(start, "int32")
+        zero = ops.zeros((), "int32")
+        to_heads_first = (0, 2, 1, 3)
+        kv = ops.stack(
+            [ops.transpose(self._heads(k), to_heads_first), ops.transpose(self._heads(v), to_heads_first)], axis=1
+        )
+        new_cache = ops.slice_update(cache, (zero, zero, zero, index, zero), ops.cast(kv, cache.dtype))
+        qh = ops.transpose(self._heads(q), to_heads_first)
+        kh, vh = ops.cast(new_cache[:, 0], q.dtype), ops.cast(new_cache[:, 1], q.dtype)
+        y = self._attend(qh, kh, vh, start, "bhtd", training)
+        y = ops.reshape(ops.transpose(y, to_heads_first), (batch, q_len, self.width))
+        return self.resid_dropout(self.c_proj(y), training=training), new_cache
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape

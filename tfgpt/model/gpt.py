@@ -1,11 +1,11 @@
 """The GPT ``keras.Model``: token + position embeddings, Transformer blocks, final LayerNorm, head.
 
 ``model(ids)`` returns logits ``[batch, time, vocab]`` (float32 even under mixed precision).
-``model(ids, cache=cache, cache_index=i)`` runs with a static-shape KV cache
-``[batch, n_layer, 2, max_len, n_embd]`` (5-D, so TFLite can carry it; or a list of per-layer
-``[batch, 2, max_len, n_embd]`` tensors) and returns ``(logits, new_cache)`` of the same form:
-a decode step costs one token's work. Generation and export trace this
-same path.
+``model(ids, cache=cache, cache_index=i)`` runs with a static-shape KV cache and returns
+``(logits, new_cache)`` of the same form: ``[batch, n_layer, 2, max_len, n_embd]`` (5-D, so TFLite
+can carry it), or a list of per-layer ``[batch, 2, max_len, n_embd]`` or heads-first
+``[batch, 2, n_head, max_len, head_dim]`` tensors (what generation uses). A decode step costs one
+token's work. Generation and export trace this same path.
 """
 
 from __future__ import annotations
@@ -100,9 +100,10 @@ class GPT(keras.Model):
     ) -> Any:
         """Zeros ``[batch, n_layer, 2, max_length, n_embd]`` for cached decoding.
 
-        ``per_layer=True`` gives a list of ``n_layer`` tensors ``[batch, 2, max_length, n_embd]``
-        instead: the same values, but each layer's buffer is separate, so a compiled decode loop
-        updates each in place (one 5-D buffer makes XLA copy it once per layer per step).
+        ``per_layer=True`` gives a list of ``n_layer`` heads-first tensors
+        ``[batch, 2, n_head, max_length, head_dim]`` instead: the same values, but each layer's
+        buffer is separate, so a compiled decode loop updates each in place (one 5-D buffer makes
+        XLA copy it once per layer per step), and attention reads it without transposes.
         """
         c = self.config
         max_length = max_length or c.block_size
@@ -110,7 +111,8 @@ class GPT(keras.Model):
             raise ValueError(f"cache length {max_length} exceeds block_size {c.block_size}")
         dtype = dtype or self.dtype_policy.compute_dtype
         if per_layer:
-            return [ops.zeros((batch_size, 2, max_length, c.n_embd), dtype=dtype) for _ in range(c.n_layer)]
+            shape = (batch_size, 2, c.n_head, max_length, c.head_dim)
+            return [ops.zeros(shape, dtype=dtype) for _ in range(c.n_layer)]
         return ops.zeros((batch_size, c.n_layer, 2, max_length, c.n_embd), dtype=dtype)
 
     def hidden_states(
