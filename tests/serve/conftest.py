@@ -40,7 +40,7 @@ def serve_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def server(serve_export: Path) -> Iterator[str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "tfgpt.serve.app", "--export", str(serve_export), "--port", str(port),
+    cmd = [sys.executable, "-m", "tfgpt", "serve", "--export", str(serve_export), "--port", str(port),
            "--max-new-tokens-cap", str(CAP), "--max-body-bytes", str(MAX_BODY), "--workers", "4"]
     # `timeout` bounds the server's life even if the test session dies.
     proc = subprocess.Popen(["timeout", "600", *cmd], env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
