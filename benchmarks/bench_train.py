@@ -6,9 +6,10 @@
 
 ``char-small`` (tiny Shakespeare, vocab 65, 4 layers/4 heads/128 wide, block 64, batch 12, AdamW
 lr 1e-3, dropout 0): trains tfgpt for ``--iters`` (2000) iterations through ``train()`` and reports
-val loss and tokens/s; then times ``--speed-steps`` steps of the same model in PyTorch (nanoGPT-style,
-``pip install torch==2.13.0``; skipped if absent) and in keras-hub ``GPT2Backbone`` + tied head with
-``jit_compile=True``. Other shapes time a few steps of tfgpt only and report MFU and peak RSS.
+val loss and tokens/s; then times ``--speed-steps`` steps of the same model in keras-hub ``GPT2Backbone``
++ tied head with ``jit_compile=True``, and in PyTorch (nanoGPT-style, ``pip install torch==2.13.0``;
+skipped if absent) in a separate process with ``--threads`` threads (and 1 thread; ``--torch-compile``
+adds a ``torch.compile`` run). Other shapes time a few steps of tfgpt only and report MFU and peak RSS.
 Prints one JSON object (and writes it to ``--out``).
 """
 
@@ -104,7 +105,7 @@ def _tokens_per_step(shape: str) -> int:
 
 # -- PyTorch reference (nanoGPT's model, same shape) ------------------------------------------------
 
-def bench_torch(vocab: int, steps: int, threads: int) -> dict[str, Any]:
+def bench_torch(vocab: int, steps: int, threads: int, compile_model: bool = False) -> dict[str, Any]:
     try:
         import torch
         from torch import nn
@@ -145,17 +146,18 @@ def bench_torch(vocab: int, steps: int, threads: int) -> dict[str, Any]:
             return F.cross_entropy(logits.view(-1, vocab), targets.view(-1))
 
     model = GPTRef()
+    fwd = torch.compile(model) if compile_model else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
     train_ids, _, _ = char_data()
     data = [(torch.from_numpy(x).long(), torch.from_numpy(y).long()) for x, y in batches(train_ids, B, T, steps + 10)]
 
     def step(x: Any, y: Any) -> float:
-        loss = model(x, y)
+        loss = fwd(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     for x, y in data[:10]:
         step(x, y)
@@ -164,7 +166,19 @@ def bench_torch(vocab: int, steps: int, threads: int) -> dict[str, Any]:
         loss = step(x, y)
     dt = time.perf_counter() - t0
     return {"tokens_per_sec": steps * B * T / dt, "steps": steps, "final_loss": loss, "torch": torch.__version__,
-            "threads": threads}
+            "threads": threads, "compile": compile_model, "load_avg": __import__("os").getloadavg()[0]}
+
+
+def bench_torch_subprocess(steps: int, threads: int, compile_model: bool = False) -> dict[str, Any]:
+    """:func:`bench_torch` in a fresh process (no TensorFlow thread pools or memory beside it)."""
+    import subprocess
+
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--torch-only", "--speed-steps", str(steps),
+           "--threads", str(threads)] + (["--torch-compile"] if compile_model else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode:
+        return {"skipped": f"torch run failed: {proc.stderr.strip().splitlines()[-1:]}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # -- keras-hub GPT2Backbone with XLA ----------------------------------------------------------------
@@ -203,11 +217,19 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=None, help="tfgpt iterations (char-small: 2000)")
     ap.add_argument("--speed-steps", type=int, default=500, help="timed steps of the torch / keras-hub runs")
     ap.add_argument("--skip-torch", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the CPU count)")
+    ap.add_argument("--torch-compile", action="store_true", help="also time torch.compile (a separate figure)")
+    ap.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--skip-keras-hub", action="store_true")
     ap.add_argument("--set", action="append", default=[], help="extra tfgpt overrides, section.key=value")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     import os
+
+    threads = args.threads or os.cpu_count() or 1
+    if args.torch_only:  # the child process of bench_torch_subprocess
+        print(json.dumps(bench_torch(char_data()[2], args.speed_steps, threads, args.torch_compile)))
+        return
 
     import tensorflow as tf
 
@@ -222,9 +244,13 @@ def main() -> None:
         if not args.skip_keras_hub:
             result["keras_hub_gpt2_xla"] = bench_keras_hub(vocab, args.speed_steps)
         if not args.skip_torch:
-            result["torch_cpu"] = bench_torch(vocab, args.speed_steps, threads=os.cpu_count() or 1)
+            result["torch_cpu"] = bench_torch_subprocess(args.speed_steps, threads)
+            if threads > 1:  # on a shared machine one thread can beat two (OpenMP spin-waits)
+                result["torch_cpu_1thread"] = bench_torch_subprocess(args.speed_steps, 1)
+            if args.torch_compile:
+                result["torch_cpu_compile"] = bench_torch_subprocess(args.speed_steps, threads, compile_model=True)
         ours = result["tfgpt"]["tokens_per_sec"]
-        for key in ("torch_cpu", "keras_hub_gpt2_xla"):
+        for key in ("torch_cpu", "torch_cpu_1thread", "torch_cpu_compile", "keras_hub_gpt2_xla"):
             other = result.get(key, {}).get("tokens_per_sec")
             if other:
                 result[f"speedup_vs_{key}"] = ours / other

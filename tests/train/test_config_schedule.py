@@ -62,10 +62,28 @@ def test_schedule_shape():
     assert again.get_config() == s.get_config()
 
 
+def test_schedule_linear_and_wsd():
+    lin = WarmupCosine(1e-3, warmup_steps=10, decay_steps=110, min_lr=0.0, shape="linear")
+    assert lin.value(10) == pytest.approx(1e-3) and lin.value(60) == pytest.approx(5e-4)
+    assert lin.value(110) == 0.0
+    wsd = WarmupCosine(1e-3, warmup_steps=10, decay_steps=110, min_lr=1e-4, shape="wsd", cooldown=0.3)
+    assert [wsd.value(s) for s in (10, 50, 80)] == pytest.approx([1e-3] * 3)  # stable until 70% of the span
+    assert wsd.value(95) == pytest.approx(1e-4 + 0.5 * 9e-4)  # half way down the cooldown
+    assert wsd.value(110) == pytest.approx(1e-4)
+    again = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(wsd))
+    assert again.get_config() == wsd.get_config()
+    with pytest.raises(ValueError, match="shape"):
+        WarmupCosine(1e-3, 1, 10, shape="step")
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        resolve_config({"train": {"lr_schedule": "step"}})
+    with pytest.raises(ConfigError, match="lr_cooldown"):
+        resolve_config({"train": {"lr_cooldown": 0.0}})
+
+
 @settings(max_examples=30, deadline=None)
-@given(st.integers(0, 50), st.integers(1, 500), st.integers(0, 1000))
-def test_schedule_matches_python(warmup, span, step):
-    s = WarmupCosine(6e-4, warmup, warmup + span, 6e-5)
+@given(st.integers(0, 50), st.integers(1, 500), st.integers(0, 1000), st.sampled_from(["cosine", "linear", "wsd"]))
+def test_schedule_matches_python(warmup, span, step, shape):
+    s = WarmupCosine(6e-4, warmup, warmup + span, 6e-5, shape=shape, cooldown=0.25)
     assert float(s(step)) == pytest.approx(s.value(step), rel=1e-5, abs=1e-9)
     assert 0 < s.value(step) <= 6e-4 + 1e-12
 

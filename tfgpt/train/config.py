@@ -37,12 +37,14 @@ class TrainConfig:
         batch_size: sequences per micro-batch, across all replicas (the global micro-batch).
         grad_accum_steps: micro-batches summed into one optimizer step.
         learning_rate, min_lr: peak and floor learning rate of the warmup + cosine schedule.
-        warmup_steps: linear warmup length; lr_decay_steps: where the cosine reaches ``min_lr``
+        warmup_steps: linear warmup length; lr_decay_steps: where the decay reaches ``min_lr``
             (default ``max_steps``).
+        lr_schedule: the decay shape after warmup: "cosine" (nanoGPT), "linear", or "wsd"
+            (hold the peak, then linear to ``min_lr`` over the last ``lr_cooldown`` fraction).
         weight_decay, beta1, beta2, epsilon: AdamW; no decay on biases, norms and embeddings.
         grad_clip: global-norm clipping threshold (0 disables).
         precision: "float32", "mixed_bfloat16", "mixed_float16" (with loss scaling) or "auto"
-            (mixed_float16 on GPU, mixed_bfloat16 on a CPU with native bf16, else float32).
+            (mixed_float16 on GPU, float32 on CPU: XLA CPU measured slower in bf16).
         jit_compile: compile the train step with XLA (what makes the CPU step fast).
         steps_per_execution: optimizer steps per compiled call (reduced to divide the intervals).
         gradient_checkpointing: recompute block activations in the backward pass (saves memory).
@@ -62,6 +64,8 @@ class TrainConfig:
     min_lr: float = 1e-4
     warmup_steps: int = 100
     lr_decay_steps: int | None = None
+    lr_schedule: Literal["cosine", "linear", "wsd"] = "cosine"
+    lr_cooldown: float = 0.2
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99
@@ -99,6 +103,10 @@ class TrainConfig:
             raise ConfigError(
                 f"train.lr_decay_steps ({self.lr_decay_steps}) must exceed warmup_steps ({self.warmup_steps})"
             )
+        if self.lr_schedule not in ("cosine", "linear", "wsd"):
+            raise ConfigError(f"train.lr_schedule must be cosine, linear or wsd, got {self.lr_schedule!r}")
+        if not 0 < self.lr_cooldown <= 1:
+            raise ConfigError(f"train.lr_cooldown must be in (0, 1], got {self.lr_cooldown}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ConfigError("train.beta1 and train.beta2 must be in [0, 1)")
 

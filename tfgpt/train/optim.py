@@ -15,23 +15,46 @@ import keras
 
 from tfgpt.train.config import TrainConfig
 
+SHAPES = ("cosine", "linear", "wsd")
+
 
 @keras.saving.register_keras_serializable(package="tfgpt")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup from ``peak/warmup`` to ``peak`` over ``warmup_steps``, then a cosine to ``min_lr``.
+    """Linear warmup from ``peak/warmup`` to ``peak`` over ``warmup_steps``, then a decay to ``min_lr``.
 
     At step ``s`` (0-based, the optimizer's ``iterations`` before the update), as nanoGPT:
     ``s < warmup``: ``peak * (s + 1) / (warmup + 1)``; ``s >= decay_steps``: ``min_lr``;
-    otherwise ``min_lr + 0.5 * (1 + cos(pi * r)) * (peak - min_lr)`` with
-    ``r = (s - warmup) / (decay_steps - warmup)``.
+    otherwise ``min_lr + f(r) * (peak - min_lr)`` with ``r = (s - warmup) / (decay_steps - warmup)``
+    and, by ``shape``:
+
+    * ``"cosine"`` (default, nanoGPT): ``f(r) = 0.5 * (1 + cos(pi * r))``;
+    * ``"linear"``: ``f(r) = 1 - r``;
+    * ``"wsd"`` (warmup-stable-decay): ``f = 1`` until the last ``cooldown`` fraction of the
+      decay span, then linear to 0 (``f(r) = min(1, (1 - r) / cooldown)``).
     """
 
-    def __init__(self, peak_lr: float, warmup_steps: int, decay_steps: int, min_lr: float = 0.0) -> None:
+    def __init__(
+        self, peak_lr: float, warmup_steps: int, decay_steps: int, min_lr: float = 0.0,
+        shape: str = "cosine", cooldown: float = 0.2,
+    ) -> None:
         super().__init__()
+        if shape not in SHAPES:
+            raise ValueError(f"schedule shape must be one of {SHAPES}, got {shape!r}")
+        if not 0.0 < cooldown <= 1.0:
+            raise ValueError(f"cooldown must be in (0, 1], got {cooldown}")
         self.peak_lr = float(peak_lr)
         self.warmup_steps = int(warmup_steps)
         self.decay_steps = int(decay_steps)
         self.min_lr = float(min_lr)
+        self.shape = shape
+        self.cooldown = float(cooldown)
+
+    def _factor(self, ratio: Any, cos: Any, minimum: Any) -> Any:
+        if self.shape == "linear":
+            return 1.0 - ratio
+        if self.shape == "wsd":
+            return minimum(1.0, (1.0 - ratio) / self.cooldown)
+        return 0.5 * (1.0 + cos(math.pi * ratio))
 
     def __call__(self, step: Any) -> Any:
         ops = keras.ops
@@ -41,8 +64,8 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         span = float(max(self.decay_steps - self.warmup_steps, 1))
         warm_lr = peak * (s + 1.0) / (warm + 1.0)
         ratio = ops.clip((s - warm) / span, 0.0, 1.0)
-        cos_lr = floor + 0.5 * (1.0 + ops.cos(math.pi * ratio)) * (peak - floor)
-        return ops.where(s < warm, warm_lr, cos_lr)
+        decay_lr = floor + self._factor(ratio, ops.cos, ops.minimum) * (peak - floor)
+        return ops.where(s < warm, warm_lr, decay_lr)
 
     def value(self, step: int) -> float:
         """The schedule in plain Python (for tests and plots)."""
@@ -50,17 +73,19 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
             return self.peak_lr * (step + 1) / (self.warmup_steps + 1)
         span = max(self.decay_steps - self.warmup_steps, 1)
         ratio = min(max((step - self.warmup_steps) / span, 0.0), 1.0)
-        return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (self.peak_lr - self.min_lr)
+        return self.min_lr + self._factor(ratio, math.cos, min) * (self.peak_lr - self.min_lr)
 
     def get_config(self) -> dict[str, Any]:
         return dict(
-            peak_lr=self.peak_lr, warmup_steps=self.warmup_steps, decay_steps=self.decay_steps, min_lr=self.min_lr
+            peak_lr=self.peak_lr, warmup_steps=self.warmup_steps, decay_steps=self.decay_steps, min_lr=self.min_lr,
+            shape=self.shape, cooldown=self.cooldown,
         )
 
 
 def make_schedule(cfg: TrainConfig) -> WarmupCosine:
     """The schedule a :class:`TrainConfig` describes."""
-    return WarmupCosine(cfg.learning_rate, cfg.warmup_steps, cfg.decay_steps, cfg.min_lr)
+    return WarmupCosine(cfg.learning_rate, cfg.warmup_steps, cfg.decay_steps, cfg.min_lr,
+                        shape=cfg.lr_schedule, cooldown=cfg.lr_cooldown)
 
 
 def no_decay_variables(model: keras.Model) -> list[Any]:

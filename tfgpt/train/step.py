@@ -57,13 +57,18 @@ class GPTTrainer(keras.Model):
         grad_accum_steps: micro-batches per optimizer step; the batch size given to ``fit`` is
             ``micro_batch * grad_accum_steps`` (per replica it must divide by it too).
         grad_clip: global-norm clipping threshold (0 disables).
+        fuse_steps: with ``jit_compile`` and ``steps_per_execution`` > 1 on one replica, run the
+            steps of one execution in a single XLA loop (see :meth:`make_train_function`).
 
     ``train_step`` returns ``{"loss", "grad_norm", "lr"}``, already averaged over replicas;
     ``test_step`` returns ``{"loss"}``.
     """
 
-    def __init__(self, gpt: GPT, grad_accum_steps: int = 1, grad_clip: float = 1.0, **kwargs: Any) -> None:
+    def __init__(
+        self, gpt: GPT, grad_accum_steps: int = 1, grad_clip: float = 1.0, fuse_steps: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        self.fuse_steps = bool(fuse_steps)
         self.gpt = gpt
         self.grad_accum_steps = int(grad_accum_steps)
         self.grad_clip = float(grad_clip)
@@ -130,6 +135,62 @@ class GPTTrainer(keras.Model):
         self.optimizer.apply(grads, variables)
         return {"loss": loss_sum, "grad_norm": grad_norm, "lr": lr}
 
+    # -- steps_per_execution > 1 under XLA: the whole run of steps in one compiled loop ------
+
+    def _fusable(self) -> bool:
+        strat = self.distribute_strategy
+        return (
+            self.fuse_steps and bool(self.jit_compile) and not self.run_eagerly and self.steps_per_execution > 1
+            and strat.num_replicas_in_sync == 1
+            and not isinstance(strat, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy))
+        )
+
+    def make_train_function(self, force: bool = False) -> Any:
+        """Keras' train function, or with XLA and ``steps_per_execution`` N > 1 a fused one.
+
+        Keras runs N steps as a graph ``while_loop`` calling the XLA step N times (an executor
+        round trip, an iterator ``get_next`` and an ``Optional`` per step). The fused function
+        fetches the N batches first and runs all N optimizer steps in one XLA computation; the
+        logs are those of the last step, as with Keras. Used on single-replica strategies only.
+        """
+        if self.train_function is not None and not force:
+            return self.train_function
+        if not self._fusable():
+            return super().make_train_function(force)
+        n = int(self.steps_per_execution)
+        strat = self.distribute_strategy
+
+        @tf.function(jit_compile=True, reduce_retracing=True)
+        @tf.autograph.experimental.do_not_convert
+        def run_steps(xs: Any, ys: Any) -> dict[str, Any]:
+            def body(i: Any, logs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+                out = strat.run(self.train_step, args=((xs[i], ys[i]),))
+                return i + 1, {k: tf.cast(v, tf.float32) for k, v in out.items()}
+
+            zeros = {k: tf.zeros((), tf.float32) for k in ("loss", "grad_norm", "lr")}
+            _, logs = tf.while_loop(lambda i, _: i < n, body, (tf.constant(0), zeros), parallel_iterations=1)
+            return logs
+
+        @tf.function
+        @tf.autograph.experimental.do_not_convert
+        def fetch(iterator: Any) -> tuple[Any, Any]:
+            x_spec, y_spec = iterator.element_spec
+
+            def body(i: Any, xa: Any, ya: Any) -> tuple[Any, Any, Any]:
+                x, y = iterator.get_next()
+                return i + 1, xa.write(i, x), ya.write(i, y)
+
+            arrays = (tf.TensorArray(x_spec.dtype, size=n), tf.TensorArray(y_spec.dtype, size=n))
+            _, xa, ya = tf.while_loop(lambda i, *_: i < n, body, (tf.constant(0), *arrays))
+            return xa.stack(), ya.stack()
+
+        def function(iterator: Any) -> dict[str, Any]:
+            xs, ys = fetch(iterator)
+            return run_steps(xs, ys)
+
+        self.train_function = function
+        return function
+
     def test_step(self, data: Any) -> dict[str, Any]:
         x, y = data
         loss = token_cross_entropy(self.gpt(x, training=False), y)
@@ -144,6 +205,7 @@ class GPTTrainer(keras.Model):
             "gpt": keras.saving.serialize_keras_object(self.gpt),
             "grad_accum_steps": self.grad_accum_steps,
             "grad_clip": self.grad_clip,
+            "fuse_steps": self.fuse_steps,
         }
 
     @classmethod
