@@ -116,3 +116,15 @@ def test_fused_steps_match_keras_loop():
     np.testing.assert_allclose(h0["lr"], h1["lr"], rtol=1e-6)
     for a, b in zip(w0, w1, strict=True):
         np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+def test_gradient_checkpointing_gives_the_same_training(tmp_path, source):
+    """Recomputing block activations in the backward pass changes memory, not the numbers."""
+    cfg = tiny_config(max_steps=6, checkpoint_interval=6, eval_interval=6)
+    plain = train(cfg, run_dir=tmp_path / "plain", source=source, progress=False)
+    remat = train(cfg, run_dir=tmp_path / "remat", source=source, progress=False,
+                  overrides=["train.gradient_checkpointing=true"])
+    a, b = train_records(tmp_path / "plain"), train_records(tmp_path / "remat")
+    assert sorted(a) == sorted(b)
+    assert max(abs(a[s]["loss"] - b[s]["loss"]) for s in a) <= 1e-4
+    assert abs(plain["loss"] - remat["loss"]) <= 1e-4

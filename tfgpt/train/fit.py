@@ -108,9 +108,22 @@ def _load_tokenizer(path: Path) -> Any:
 
 
 def _apply_remat(gpt: GPT) -> None:
-    """Recompute each Transformer block in the backward pass (gradient checkpointing)."""
+    """Recompute each Transformer block in the backward pass (gradient checkpointing).
+
+    ``keras.remat`` (``tf.custom_gradient`` on TensorFlow) accepts keyword arguments only in eager
+    mode, so the rematerialised function takes the activations alone; cached decoding (no
+    gradients) calls the block as before.
+    """
     for block in gpt.blocks:
-        block.call = keras.remat(block.call)
+        plain_call = block.call
+
+        def remat_call(x: Any, cache: Any = None, cache_index: Any = None, cache_layer: Any = None,
+                       training: bool | None = None, _call: Any = plain_call) -> Any:
+            if cache is not None:
+                return _call(x, cache=cache, cache_index=cache_index, cache_layer=cache_layer, training=training)
+            return keras.remat(lambda h: _call(h, training=training))(x)
+
+        block.call = remat_call
 
 
 def train(
