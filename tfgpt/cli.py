@@ -49,7 +49,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         top_p=args.top_p, seed=args.seed, stop=args.stop,
     )
     if args.tflite:
-        from tfgpt.export.tflite_runner import generate_tflite  # type: ignore[import-not-found]
+        from tfgpt.export.tflite_runner import generate_tflite
 
         text = generate_tflite(args.tflite, args.tokenizer, prompt, **sampling)
         print(text)

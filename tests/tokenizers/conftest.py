@@ -35,6 +35,37 @@ ADVERSARIAL = [
     "\x00\x01 control",
 ]
 
+#: Pieces that hypothesis strings are built from (whitespace runs, contractions, specials, scripts).
+TRICKY_PIECES = [
+    " ",
+    "  ",
+    "\n",
+    "\n\n",
+    "\t",
+    "\r\n",
+    "\u00a0",
+    "\u3000",
+    "\x85",
+    "'s",
+    "'ll",
+    "'",
+    "ve",
+    "a",
+    "Z",
+    "é",
+    "e\u0301",
+    "1",
+    "42",
+    "!",
+    "?!",
+    "<|endoftext|>",
+    "日本",
+    "😀",
+    "६",
+    "\u2028",
+    "\v",
+]
+
 
 @pytest.fixture(scope="session")
 def gpt2_dir(shared_data: Path) -> Path:

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ADVERSARIAL, hf_reference
+from conftest import ADVERSARIAL, TRICKY_PIECES, hf_reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,36 +18,7 @@ from tfgpt.tokenizers import BPETokenizer, load_tokenizer
 UNICODE_TEXT = st.text(alphabet=st.characters(exclude_categories=("Cs", "Cn")), max_size=60)
 #: Text biased towards whitespace, contractions, digits and special tokens.
 TRICKY_TEXT = st.lists(
-    st.sampled_from(
-        [
-            " ",
-            "  ",
-            "\n",
-            "\n\n",
-            "\t",
-            "\r\n",
-            "\u00a0",
-            "\u3000",
-            "\x85",
-            "'s",
-            "'ll",
-            "'",
-            "ve",
-            "a",
-            "Z",
-            "é",
-            "e\u0301",
-            "1",
-            "42",
-            "!",
-            "?!",
-            "<|endoftext|>",
-            "日本",
-            "😀",
-            "६",
-            "\u2028",
-        ]
-    ),
+    st.sampled_from(TRICKY_PIECES),
     max_size=25,
 ).map("".join)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ADVERSARIAL
+from conftest import ADVERSARIAL, TRICKY_PIECES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,37 +15,7 @@ from tfgpt.tokenizers import BPETokenizer, CharTokenizer
 
 UNICODE_TEXT = st.text(alphabet=st.characters(exclude_categories=("Cs", "Cn")), max_size=40)
 TRICKY_TEXT = st.lists(
-    st.sampled_from(
-        [
-            " ",
-            "  ",
-            "\n",
-            "\n\n",
-            "\t",
-            "\r\n",
-            "\u00a0",
-            "\u3000",
-            "\x85",
-            "\u2028",
-            "\v",
-            "'s",
-            "'ll",
-            "'",
-            "ve",
-            "a",
-            "Z",
-            "é",
-            "e\u0301",
-            "1",
-            "42",
-            "!",
-            "?!",
-            "<|endoftext|>",
-            "日本",
-            "😀",
-            "६",
-        ]
-    ),
+    st.sampled_from(TRICKY_PIECES),
     max_size=25,
 ).map("".join)
 BATCH = st.lists(st.one_of(UNICODE_TEXT, TRICKY_TEXT), min_size=1, max_size=30)

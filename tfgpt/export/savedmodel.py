@@ -40,6 +40,13 @@ from tfgpt.model.attention import cache_update_mode
 
 DEFAULT_MAX_NEW_TOKENS = 32
 SIGNATURES = ("serving_default", "logits", "generate_ids")
+#: The optional scalar inputs shared by ``serving_default`` and ``generate_ids``.
+SAMPLING_SPECS = (
+    tf.TensorSpec([], tf.int32, name="max_new_tokens"),
+    tf.TensorSpec([], tf.float32, name="temperature"),
+    tf.TensorSpec([], tf.int32, name="top_k"),
+    tf.TensorSpec([], tf.int32, name="seed"),
+)
 
 
 def sample_tf(
@@ -183,15 +190,7 @@ class ServingModule(tf.Module):
 
     # -- signatures ------------------------------------------------------------------------
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None], tf.string, name="prompts"),
-            tf.TensorSpec([], tf.int32, name="max_new_tokens"),
-            tf.TensorSpec([], tf.float32, name="temperature"),
-            tf.TensorSpec([], tf.int32, name="top_k"),
-            tf.TensorSpec([], tf.int32, name="seed"),
-        ]
-    )
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="prompts"), *SAMPLING_SPECS])
     def serving_default(
         self,
         prompts: tf.Tensor,
@@ -220,15 +219,7 @@ class ServingModule(tf.Module):
     def logits(self, ids: tf.Tensor) -> dict[str, tf.Tensor]:
         return {"logits": tf.cast(self.model(ids), tf.float32)}
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, None], tf.int32, name="ids"),
-            tf.TensorSpec([], tf.int32, name="max_new_tokens"),
-            tf.TensorSpec([], tf.float32, name="temperature"),
-            tf.TensorSpec([], tf.int32, name="top_k"),
-            tf.TensorSpec([], tf.int32, name="seed"),
-        ]
-    )
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="ids"), *SAMPLING_SPECS])
     def generate_ids(
         self,
         ids: tf.Tensor,
