@@ -26,6 +26,8 @@ from tfgpt.config import GPTConfig, from_dict, read_yaml
 from tfgpt.errors import ConfigError
 
 Precision = Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"]
+#: The decay shapes ``train.lr_schedule`` accepts (see :class:`tfgpt.train.optim.WarmupCosine`).
+LR_SCHEDULES = ("cosine", "linear", "wsd")
 
 
 @dataclasses.dataclass
@@ -103,7 +105,7 @@ class TrainConfig:
             raise ConfigError(
                 f"train.lr_decay_steps ({self.lr_decay_steps}) must exceed warmup_steps ({self.warmup_steps})"
             )
-        if self.lr_schedule not in ("cosine", "linear", "wsd"):
+        if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"train.lr_schedule must be cosine, linear or wsd, got {self.lr_schedule!r}")
         if not 0 < self.lr_cooldown <= 1:
             raise ConfigError(f"train.lr_cooldown must be in (0, 1], got {self.lr_cooldown}")

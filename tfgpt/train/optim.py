@@ -13,9 +13,7 @@ from typing import Any
 
 import keras
 
-from tfgpt.train.config import TrainConfig
-
-SHAPES = ("cosine", "linear", "wsd")
+from tfgpt.train.config import LR_SCHEDULES, TrainConfig
 
 
 @keras.saving.register_keras_serializable(package="tfgpt")
@@ -38,8 +36,8 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         shape: str = "cosine", cooldown: float = 0.2,
     ) -> None:
         super().__init__()
-        if shape not in SHAPES:
-            raise ValueError(f"schedule shape must be one of {SHAPES}, got {shape!r}")
+        if shape not in LR_SCHEDULES:
+            raise ValueError(f"schedule shape must be one of {LR_SCHEDULES}, got {shape!r}")
         if not 0.0 < cooldown <= 1.0:
             raise ValueError(f"cooldown must be in (0, 1], got {cooldown}")
         self.peak_lr = float(peak_lr)
