@@ -67,3 +67,17 @@ def test_yaml_preset_key_and_bad_files(tmp_path):
         read_yaml(p)
     with pytest.raises(ConfigError, match="not found"):
         read_yaml(tmp_path / "missing.yaml")
+
+
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  preset: char-small\n  layer_norm_epsilon: 1e-6\n  dropout: 2E-1\n")
+    cfg = load_model_config(p)
+    assert (cfg.layer_norm_epsilon, cfg.dropout) == (1e-6, 0.2)
+    assert read_yaml(p)["model"]["dropout"] == 0.2
+    p.write_text("model:\n  dropout: '1e-1'\n")  # quoted: text, still refused
+    with pytest.raises(ConfigError, match=r"c.yaml: model: key 'dropout' must be float, got str '1e-1'"):
+        load_model_config(p)
+    p.write_text("model:\n  dropout: e-1\n")
+    with pytest.raises(ConfigError, match="'dropout' must be float, got str 'e-1'"):
+        load_model_config(p)

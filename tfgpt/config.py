@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tempfile
 import types
 import typing
@@ -172,13 +173,68 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
         raise ConfigError(f"{where}: {e}") from None
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``6e-4`` (an exponent without a dot) as a float.
+
+    PyYAML follows YAML 1.1, whose floats need a dot, so ``learning_rate: 6e-4`` would be the
+    string ``"6e-4"``; YAML 1.2 (and nanoGPT users) read it as a number. Config files and
+    ``--set`` values both go through this loader, so the two accept the same numbers.
+    """
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml_text(text: str) -> Any:
+    """Parse YAML text with :class:`ConfigLoader` (safe: no Python objects)."""
+    return yaml.load(text, Loader=ConfigLoader)
+
+
+def _accepts_str(annotation: Any) -> bool:
+    if annotation is str:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return any(isinstance(a, str) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts_str(a) for a in typing.get_args(annotation))
+    return False
+
+
+def parse_scalar(raw: str, annotation: Any = Any) -> Any:
+    """A ``key=value`` override's value for a field annotated ``annotation``.
+
+    A field that takes text gets the raw text (``ROMEO:``, ``yes`` and ``1.`` stay strings; ``null``
+    gives None where the field allows it); any other field gets the YAML scalar, read as config
+    files are (``1e-3`` is a float, ``false`` a bool).
+
+    Example:
+        >>> parse_scalar("1e-3", float), parse_scalar("ROMEO:", str), parse_scalar("yes", bool)
+        (0.001, 'ROMEO:', True)
+    """
+    if _accepts_str(annotation):
+        if raw.strip() in ("null", "Null", "NULL", "~") and _type_ok(None, annotation):
+            return None
+        return raw
+    if not raw.strip():
+        return ""
+    try:
+        return load_yaml_text(raw)
+    except yaml.YAMLError:
+        return raw
+
+
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML mapping with ``yaml.safe_load``; errors name the file."""
+    """Read a YAML mapping with :class:`ConfigLoader` (safe_load + ``6e-4`` floats); errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml_text(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if data is None:

@@ -49,6 +49,31 @@ def test_overrides_and_strict_keys():
         resolve_config({"train": {"min_lr": 1.0, "learning_rate": 0.1}})
 
 
+def test_file_and_set_read_values_alike(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: {preset: char-small}\ntrain:\n  learning_rate: 6e-4\n  min_lr: 6E-5\n"
+                   "  epsilon: 1.0e-9\n  sample_prompt: 'x'\n")
+    _, t, _ = resolve_config(cfg)
+    assert (t.learning_rate, t.min_lr, t.epsilon) == (6e-4, 6e-5, 1e-9)
+    _, t2, _ = resolve_config(cfg, ["train.learning_rate=6e-4", "min_lr=6E-5", "train.epsilon=1.0e-9"])
+    assert t2 == t
+    cfg.write_text("train:\n  learning_rate: fast\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: train: key 'learning_rate' must be float, got str 'fast'"):
+        resolve_config(cfg)
+    # text fields keep the raw text; other fields are YAML scalars
+    m, t, d = resolve_config({"data": {"dir": "x"}}, ["train.sample_prompt=ROMEO:", "data.tokenizer=yes",
+                                                       "train.memory_check=off", "train.jit_compile=no",
+                                                       "data.dir=null", "model.norm=post"])
+    assert (t.sample_prompt, d.tokenizer, t.memory_check, t.jit_compile, d.dir, m.norm) == (
+        "ROMEO:", "yes", "off", False, None, "post")
+    for prompt in ("1.", "Hello: world", "[a, b]", "null", "", " two words "):
+        assert resolve_config({}, [f"train.sample_prompt={prompt}"])[1].sample_prompt == prompt
+    with pytest.raises(ConfigError, match="learning_rate must be a finite number"):
+        resolve_config({}, ["train.learning_rate=.inf"])
+    with pytest.raises(ConfigError, match="eval_batch_size must be positive"):
+        resolve_config({}, ["train.eval_batch_size=0"])
+
+
 def test_schedule_shape():
     s = WarmupCosine(1e-3, warmup_steps=10, decay_steps=110, min_lr=1e-4)
     lrs = [float(s(i)) for i in range(130)]

@@ -15,14 +15,14 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from tfgpt.config import GPTConfig, from_dict, read_yaml
+from tfgpt.config import GPTConfig, from_dict, parse_scalar, read_yaml
 from tfgpt.errors import ConfigError
 
 Precision = Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"]
@@ -95,8 +95,10 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
         for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "epsilon"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ConfigError(f"train.{name} must be a finite number >= 0, got {getattr(self, name)}")
+        if self.eval_batch_size is not None and self.eval_batch_size <= 0:
+            raise ConfigError(f"train.eval_batch_size must be positive (or null), got {self.eval_batch_size}")
         if self.min_lr > self.learning_rate:
             raise ConfigError(f"train.min_lr ({self.min_lr}) exceeds train.learning_rate ({self.learning_rate})")
         if self.warmup_steps < 0 or self.sample_tokens < 0:
@@ -166,49 +168,53 @@ def _model_from_section(section: Any, where: str) -> GPTConfig:
     return from_dict(GPTConfig, section, where=where)
 
 
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """``"train.max_steps=10"`` → ``(["train", "max_steps"], 10)``; values are parsed as YAML scalars."""
+_SECTION_TYPES: dict[str, Any] = {"model": GPTConfig, "train": TrainConfig, "data": DataConfig}
+
+
+def _field_hints(section: str) -> dict[str, Any]:
+    hints = typing.get_type_hints(_SECTION_TYPES[section])
+    return {**hints, "preset": str} if section == "model" else hints
+
+
+def _split_override(item: str) -> tuple[str, str, str]:
+    """``"lr=1"``/``"train.lr=1"`` → ``(section, key, raw value)``, checking the key exists."""
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.max_steps=100")
     key, raw = item.split("=", 1)
-    key = key.strip()
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    if isinstance(value, str):  # YAML 1.1 reads "1e30" as a string
-        try:
-            value = float(value) if any(c in value for c in ".eE") else int(value)
-        except ValueError:
-            pass
-    return key.split("."), value
+    path = key.strip().split(".")
+    if len(path) == 1:
+        owners = [s for s in SECTIONS if path[0] in _field_hints(s)]
+        if len(owners) != 1:
+            raise ConfigError(
+                f"--set {item!r}: {'ambiguous' if owners else 'unknown'} key {path[0]!r}; "
+                f"write it as section.key with section in {', '.join(SECTIONS)}"
+            )
+        path = [owners[0], path[0]]
+    if len(path) != 2 or path[0] not in SECTIONS:
+        raise ConfigError(f"--set {item!r}: key must be section.key with section in {', '.join(SECTIONS)}")
+    section, key = path
+    if key not in _field_hints(section):
+        raise ConfigError(
+            f"--set {item!r}: unknown key {key!r} in {section}; valid keys: {', '.join(sorted(_field_hints(section)))}"
+        )
+    return section, key, raw
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"train.max_steps=10"`` → ``(["train", "max_steps"], 10)``; ``"max_steps=10"`` names its section.
+
+    The value is the raw text for a text field, else a YAML scalar read as config files are
+    (:func:`tfgpt.config.parse_scalar`); unknown keys are refused, naming the valid ones.
+    """
+    section, key, raw = _split_override(item)
+    return [section, key], parse_scalar(raw, _field_hints(section)[key])
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply ``section.key=value`` (or a bare ``key=value`` naming a unique field) to a config dict."""
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
-    fields = {
-        "model": set(GPTConfig.__dataclass_fields__) | {"preset"},
-        "train": set(TrainConfig.__dataclass_fields__),
-        "data": set(DataConfig.__dataclass_fields__),
-    }
     for item in overrides:
-        path, value = parse_override(item)
-        if len(path) == 1:
-            owners = [s for s in SECTIONS if path[0] in fields[s]]
-            if len(owners) != 1:
-                raise ConfigError(
-                    f"--set {item!r}: {'ambiguous' if owners else 'unknown'} key {path[0]!r}; "
-                    f"write it as section.key with section in {', '.join(SECTIONS)}"
-                )
-            path = [owners[0], path[0]]
-        if len(path) != 2 or path[0] not in SECTIONS:
-            raise ConfigError(f"--set {item!r}: key must be section.key with section in {', '.join(SECTIONS)}")
-        section, key = path
-        if key not in fields[section]:
-            raise ConfigError(
-                f"--set {item!r}: unknown key {key!r} in {section}; valid keys: {', '.join(sorted(fields[section]))}"
-            )
+        (section, key), value = parse_override(item)
         current = data.get(section) or {}
         if not isinstance(current, dict):
             raise ConfigError(f"config section {section!r} must be a mapping")
