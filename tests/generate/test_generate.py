@@ -64,6 +64,27 @@ def test_seed_reproducibility_and_variation(model):
     assert (a != c).any()
 
 
+def test_seeds_beyond_int32_wrap_instead_of_overflowing(model):
+    prompt = np.array([[1, 2, 3]], np.int32)
+    big = generate_ids(model, prompt, 12, temperature=1.0, seed=2**31 + 5)  # e.g. `seed + turn` in a chat
+    np.testing.assert_array_equal(big, generate_ids(model, prompt, 12, temperature=1.0, seed=-(2**31) + 5))
+    np.testing.assert_array_equal(
+        generate_ids(model, prompt, 12, temperature=1.0, seed=2**32 + 7),
+        generate_ids(model, prompt, 12, temperature=1.0, seed=7),
+    )
+    with pytest.raises(GenerationError, match="seed"):
+        generate_ids(model, prompt, 3, temperature=1.0, seed=1.5)
+
+
+def test_vanishing_temperature_samples_greedily(model):
+    prompt = np.array([[1, 2, 3]], np.int32)
+    greedy = generate_ids(model, prompt, 10, temperature=0)
+    # 1e-50 is 0 in float32: logits / T would be inf/NaN and argmax would return token 0
+    np.testing.assert_array_equal(generate_ids(model, prompt, 10, temperature=1e-50, seed=3), greedy)
+    with pytest.raises(GenerationError, match="temperature"):
+        generate_ids(model, prompt, 3, temperature=float("nan"))
+
+
 def test_no_retrace_per_token_or_per_call(model):
     from tfgpt.generate.decode import Decoder
 

@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import codecs
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,6 +19,9 @@ from tfgpt.errors import GenerationError
 from tfgpt.generate.decode import Decoder, SamplingMode
 
 MIN_BUCKET = 16
+#: Temperatures below this sample as greedy: logits / T would overflow float32 as T → 0, and
+#: already at 1e-5 a logit gap of 0.001 outweighs the Gumbel noise.
+MIN_TEMPERATURE = 1e-5
 
 
 def _bucket(n: int, cap: int) -> int:
@@ -31,7 +35,9 @@ def _bucket(n: int, cap: int) -> int:
 def _check_sampling(
     vocab_size: int, temperature: float, top_k: int | None, top_p: float | None, vocab_limit: int | None = None
 ) -> SamplingMode:
-    greedy = temperature is None or temperature <= 0
+    if temperature is not None and not math.isfinite(temperature):
+        raise GenerationError(f"temperature must be a finite number, got {temperature!r}")
+    greedy = temperature is None or temperature < MIN_TEMPERATURE
     if vocab_limit is not None:
         if not 0 < vocab_limit <= vocab_size:
             raise GenerationError(f"vocab_limit must be in [1, {vocab_size}], got {vocab_limit}")
@@ -51,6 +57,17 @@ def _check_sampling(
         use_top_p=top_p is not None and top_p < 1.0,
         vocab_limit=vocab_limit,
     )
+
+
+def seed32(seed: int) -> np.int32:
+    """``seed`` as the int32 the stateless sampler takes: any Python int, wrapped modulo 2**32.
+
+    Seeds in the int32 range map to themselves; larger ones (``seed + turn`` in a chat, a
+    64-bit seed from a caller) wrap instead of overflowing.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise GenerationError(f"seed must be an integer, got {seed!r}")
+    return np.array(int(seed) % 2**32, np.uint32).view(np.int32)[()]
 
 
 def generate_ids(
@@ -106,7 +123,7 @@ def generate_ids(
 
     temp = np.float32(1.0 if mode.greedy else temperature)
     p = np.float32(1.0 if top_p is None else top_p)
-    seed_t = np.int32(seed)
+    seed_t = seed32(seed)
     eot = np.int32(-1 if eot_id is None else eot_id)
     done = np.zeros((batch,), bool)
     pieces: list[np.ndarray] = []
@@ -214,9 +231,10 @@ def generate(
 ) -> str:
     """Continue ``prompt`` with up to ``max_new_tokens`` tokens and return the new text.
 
-    ``temperature`` ≤ 0 means greedy. Sampling is reproducible for a ``seed``. Generation stops
-    at the tokenizer's end-of-text token or at the first ``stop`` string (not included). When
-    the text outgrows ``block_size`` the context is cropped to the last ``block_size`` tokens.
+    ``temperature`` ≤ 0 (or below ``MIN_TEMPERATURE``) means greedy. Sampling is reproducible for a
+    ``seed``. Generation stops at the tokenizer's end-of-text token or at the first ``stop`` string
+    (not included). When the text outgrows ``block_size`` the context is cropped to the last
+    ``block_size`` tokens.
     ``stream`` receives text deltas as they are produced.
 
     Example:
