@@ -28,11 +28,11 @@ def chat(
 ) -> int:
     """Read lines from ``stdin`` until EOF or ``/quit``; stream replies to ``stdout``."""
     import tfgpt
+    from tfgpt.errors import TokenizerError
 
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     model, tokenizer = tfgpt.load(run_dir)
-    from tfgpt.errors import TokenizerError
 
     try:  # role markers only when the vocabulary can spell them (a small char vocabulary may not)
         tokenizer.encode(USER + BOT)
@@ -50,6 +50,7 @@ def chat(
         if not line or line.strip() in ("/quit", "/exit"):
             stdout.write("\n")
             return 0
+        before = history
         history += f"{user}{line.rstrip()}\n{bot}"
         stdout.write(bot)
 
@@ -57,10 +58,15 @@ def chat(
             stdout.write(delta)
             stdout.flush()
 
-        reply = tfgpt.generate(
-            model, tokenizer, history, max_new_tokens=max_new_tokens, temperature=temperature,
-            top_k=top_k, top_p=top_p, seed=seed + turn, stop=stops, stream=emit,
-        )
+        try:
+            reply = tfgpt.generate(
+                model, tokenizer, history, max_new_tokens=max_new_tokens, temperature=temperature,
+                top_k=top_k, top_p=top_p, seed=seed + turn, stop=stops, stream=emit,
+            )
+        except TokenizerError as e:  # a character the vocabulary lacks: drop the line, keep the chat
+            history = before
+            stdout.write(f"\n[not sent: {e}]\n")
+            continue
         history += reply + "\n"
         stdout.write("\n")
         turn += 1

@@ -1,0 +1,28 @@
+"""tfgpt chat: a line the vocabulary cannot spell is dropped with a message; the chat goes on."""
+
+import io
+
+import keras
+
+from tfgpt.config import GPTConfig
+from tfgpt.generate.chat import chat
+from tfgpt.model import GPT
+from tfgpt.runs import save_run
+from tfgpt.tokenizers import CharTokenizer
+
+
+def test_unknown_character_skips_the_line_and_keeps_the_conversation(tmp_path):
+    tok = CharTokenizer.train(["hello there, how are you\n"])
+    keras.utils.set_random_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16))
+    run = save_run(tmp_path / "run", model, tok)
+    out = io.StringIO()
+    lines = io.StringIO("zebra \u00e9\nhello\n/quit\n")
+    code = chat(str(run), max_new_tokens=4, temperature=0, stdin=lines, stdout=out)
+    text = out.getvalue()
+    assert code == 0
+    assert "[not sent:" in text and "'z'" in text
+    # the second line was answered: a reply follows it and the prompt comes back twice more
+    assert text.count("You: ") == 3
+    after = text.split("[not sent:", 1)[1]
+    assert "\n" in after and len(after.split("You: ")[1].strip()) > 0
