@@ -102,3 +102,15 @@ def test_resume_with_data_dir(run, data_dir, tmp_path):
     shutil.copytree(run[0], run_dir)
     out = train(None, run_dir=run_dir, resume=True, progress=False, overrides=["train.max_steps=12"])
     assert (out["start_step"], out["step"]) == (8, 12)
+
+
+@pytest.mark.parametrize("iters", ["-1", "0"])
+def test_eval_refuses_non_positive_iters(run, iters, capsys):
+    from tfgpt.cli import main
+
+    assert main(["eval", "--run", str(run[0]), "--eval-iters", iters]) == 2
+    err = capsys.readouterr().err
+    assert f"--eval-iters must be a positive number of batches, got {iters}" in err and "Traceback" not in err
+    with pytest.raises(ConfigError, match="--eval-iters"):
+        evaluate_run(run[0], eval_iters=int(iters))
+    assert evaluate_run(run[0], eval_iters=1)["batches"] == 1

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfgpt.errors import RunDirError
+from tfgpt.errors import ConfigError, RunDirError
 from tfgpt.train.data import Source, check_data_dir, data_dir_source
 from tfgpt.train.step import token_cross_entropy
 
@@ -38,6 +38,8 @@ class LossEstimator:
         self, model: keras.Model, source: Source, splits: Sequence[str], eval_iters: int,
         batch_size: int, block_size: int, seed: int, jit_compile: bool = True,
     ) -> None:
+        if eval_iters <= 0 or batch_size <= 0:
+            raise ConfigError(f"eval_iters and batch_size must be positive, got {eval_iters} and {batch_size}")
         self.model = model
         self.batches = {
             split: [(x, y) for x, y in source(split, batch_size, block_size, seed + EVAL_SEED_OFFSET).take(eval_iters)]
@@ -84,6 +86,10 @@ def evaluate_run(
     """
     from tfgpt.train.fit import load_run_model
 
+    if eval_iters is not None and eval_iters <= 0:
+        raise ConfigError(f"--eval-iters must be a positive number of batches, got {eval_iters}")
+    if batch_size is not None and batch_size <= 0:
+        raise ConfigError(f"batch_size must be positive, got {batch_size}")
     run_dir = Path(run_dir)
     model, (_, tcfg, dcfg), step = load_run_model(run_dir, checkpoint)
     data_dir = data_dir if data_dir is not None else dcfg.dir
@@ -91,8 +97,8 @@ def evaluate_run(
         raise RunDirError(f"{run_dir}/config.yaml names no data dir; pass data_dir")
     check_data_dir(data_dir)
     source = data_dir_source(data_dir, shuffle=dcfg.shuffle)
-    iters = eval_iters or tcfg.eval_iters
-    bs = batch_size or tcfg.eval_batch_size or tcfg.batch_size
+    iters = eval_iters if eval_iters is not None else tcfg.eval_iters
+    bs = batch_size if batch_size is not None else tcfg.eval_batch_size or tcfg.batch_size
     est = LossEstimator(model, source, [split], iters, bs, model.config.block_size, tcfg.seed,
                         jit_compile=tcfg.jit_compile)
     loss = est()[split]
