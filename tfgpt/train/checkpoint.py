@@ -35,6 +35,12 @@ def step_dir_name(step: int) -> str:
     return f"step-{step:06d}"
 
 
+def step_of_dir(name: str) -> int | None:
+    """The step of a ``step-NNNNNN`` dir name (any number of digits), or None for other names."""
+    digits = name.removeprefix("step-")
+    return int(digits) if name.startswith("step-") and digits.isascii() and digits.isdigit() else None
+
+
 def rng_variables(model: keras.Model) -> list[Any]:
     """Model state that is not in ``model.weights``: the dropout seed generators."""
     weight_ids = {id(v) for v in model.weights}
@@ -140,7 +146,8 @@ def prune_checkpoints(ckpt_dir: str | os.PathLike, keep: int) -> None:
     """Delete all but the newest ``keep`` step dirs, never the ones latest/best point at."""
     ckpt_dir = Path(ckpt_dir)
     protected = {p["dir"] for p in (read_pointer(ckpt_dir, "latest"), read_pointer(ckpt_dir, "best")) if p}
-    steps = sorted(p for p in ckpt_dir.glob("step-*") if p.is_dir())
+    steps = sorted((p for p in ckpt_dir.glob("step-*") if p.is_dir() and step_of_dir(p.name) is not None),
+                   key=lambda p: step_of_dir(p.name) or 0)
     for path in steps[:-keep] if keep > 0 else steps:
         if path.name not in protected:
             shutil.rmtree(path, ignore_errors=True)
