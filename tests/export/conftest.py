@@ -27,3 +27,16 @@ def loaded(tiny_run: Path):
     import tfgpt
 
     return tfgpt.load(tiny_run)
+
+
+@pytest.fixture(scope="session")
+def special_exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A verified SavedModel export of a run whose char tokenizer has a special token (TF-Text ops in the graph)."""
+    from export_tiny_run import EOT
+
+    from tfgpt.export import export_run
+
+    root = tmp_path_factory.mktemp("export_special")
+    run = make_tiny_run(root / "run", special_tokens=[EOT])
+    info = export_run(run, root / "export", formats="savedmodel", verify=True, name="special")
+    return root / "export", info

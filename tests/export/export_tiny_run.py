@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 TEXT = "ROMEO: hello world, the quick brown fox!\nThe Hello JULIET: what light"
+EOT = "<|endoftext|>"
 
 
-def make_tiny_run(run_dir: Path, block_size: int = 32, seed: int = 0) -> Path:
-    """A run dir with a 2-layer, 32-wide GPT whose weights are large enough to give varied greedy tokens."""
+def make_tiny_run(
+    run_dir: Path, block_size: int = 32, seed: int = 0, special_tokens: Sequence[str] = (), vocab_pad: int = 0
+) -> Path:
+    """A run dir with a 2-layer, 32-wide GPT whose weights are large enough to give varied greedy tokens.
+
+    ``special_tokens`` (e.g. ``[EOT]``) puts TF-Text ops in the exported in-graph tokenizer;
+    ``vocab_pad`` pads the model's vocabulary past the tokenizer's, with the padded rows of the tied
+    embedding scaled up so that unmasked sampling would pick them.
+    """
     import keras
 
     from tfgpt.config import GPTConfig
@@ -18,11 +27,16 @@ def make_tiny_run(run_dir: Path, block_size: int = 32, seed: int = 0) -> Path:
     from tfgpt.runs import save_run
     from tfgpt.tokenizers import CharTokenizer
 
-    tok = CharTokenizer.train([TEXT])
+    tok = CharTokenizer.train([TEXT], special_tokens=tuple(special_tokens))
     keras.utils.set_random_seed(seed)
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=block_size, n_layer=2, n_head=2, n_embd=32))
+    vocab = tok.vocab_size + vocab_pad
+    model = GPT(GPTConfig(vocab_size=vocab, block_size=block_size, n_layer=2, n_head=2, n_embd=32))
     model.build((None, None))
     rng = np.random.default_rng(seed)
     for v in model.variables:
         v.assign(rng.normal(0.0, 0.3, v.shape).astype("float32"))
+    if vocab_pad:
+        emb = np.asarray(model.wte.embeddings).copy()
+        emb[tok.vocab_size:] *= 50.0
+        model.wte.embeddings.assign(emb)
     return save_run(run_dir, model, tok)

@@ -39,13 +39,17 @@ def test_export_json_records_source_formats_and_figures(exported, tiny_run):
     assert (out / "tokenizer" / "tokenizer.json").is_file()
 
 
-def test_graph_has_no_xla_or_python_ops(exported):
+def _graph_ops(sm_dir: Path) -> set[str]:
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
-    proto.ParseFromString((_sm(exported) / "saved_model.pb").read_bytes())
+    proto.ParseFromString((sm_dir / "saved_model.pb").read_bytes())
     graph = proto.meta_graphs[0].graph_def
-    ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+    return {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+
+
+def test_graph_has_no_xla_or_python_ops(exported):
+    ops = _graph_ops(_sm(exported))
     assert not [o for o in ops if o.startswith("Xla") or "PyFunc" in o], ops
     assert "TensorScatterUpdate" in ops  # the non-XLA KV-cache write
 
@@ -113,6 +117,17 @@ def test_generate_ids_signature_and_saved_model_cli(exported, loaded):
     expected = tfgpt.generate_ids(model, [ids], max_new_tokens=8, temperature=0)[0].tolist()
     assert got["ids"][0].tolist() == expected
     assert saved_model_cli_ids(_sm(exported), ids, 8) == expected
+
+
+def test_verify_runs_saved_model_cli_on_an_export_with_tf_text_ops(special_exported):
+    out, info = special_exported
+    sm = _sm(special_exported)
+    assert "RegexSplitWithOffsets" in _graph_ops(sm)  # a fresh saved_model_cli process must register TF-Text
+    assert info["verification"]["savedmodel"]["saved_model_cli_greedy_ids_equal"]
+    model, tok = tfgpt.load(out.parent / "run")
+    ids = tok.encode("ROMEO:")
+    expected = tfgpt.generate_ids(model, [ids], max_new_tokens=6, temperature=0)[0].tolist()
+    assert saved_model_cli_ids(sm, ids, 6) == expected
 
 
 def test_long_prompt_is_cropped_to_fit_the_cache(exported, loaded):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -37,11 +38,11 @@ def serve_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "export"
 
 
-@pytest.fixture(scope="session")
-def server(serve_export: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def start_server(export: Path, *args: str) -> Iterator[str]:
+    """``python -m tfgpt serve`` on a free port in a fresh process; yields its base URL, stops it after."""
     port = free_port()
-    cmd = [sys.executable, "-m", "tfgpt", "serve", "--export", str(serve_export), "--port", str(port),
-           "--max-new-tokens-cap", str(CAP), "--max-body-bytes", str(MAX_BODY), "--workers", "4"]
+    cmd = [sys.executable, "-m", "tfgpt", "serve", "--export", str(export), "--port", str(port), *args]
     # `timeout` bounds the server's life even if the test session dies.
     proc = subprocess.Popen(["timeout", "600", *cmd], env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -66,3 +67,23 @@ def server(serve_export: Path) -> Iterator[str]:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def server(serve_export: Path) -> Iterator[str]:
+    with start_server(serve_export, "--max-new-tokens-cap", str(CAP), "--max-body-bytes", str(MAX_BODY),
+                      "--workers", "4") as base:
+        yield base
+
+
+@pytest.fixture(scope="session")
+def special_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An export whose char tokenizer has a special token: its in-graph tokenizer uses TF-Text ops."""
+    from export_tiny_run import EOT, make_tiny_run
+
+    from tfgpt.export import export_run
+
+    root = tmp_path_factory.mktemp("serve_special")
+    run = make_tiny_run(root / "run", special_tokens=[EOT])
+    export_run(run, root / "export", formats="savedmodel", name="special")
+    return root / "export"

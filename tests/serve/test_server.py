@@ -108,3 +108,21 @@ def test_concurrent_requests_all_succeed(server):
         health = requests.get(f"{server}/healthz", timeout=30).status_code  # answered while the pool works
         codes = [f.result() for f in futures]
     assert codes == [200] * 16 and health == 200
+
+
+def test_serves_an_export_whose_tokenizer_uses_tf_text_ops(special_export):
+    from conftest import start_server
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString(next(special_export.glob("savedmodel/*/*/saved_model.pb")).read_bytes())
+    graph = proto.meta_graphs[0].graph_def
+    ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+    assert "RegexSplitWithOffsets" in ops  # the server process must register TF-Text ops to load this
+
+    model, tok = tfgpt.load(special_export.parent / "run")
+    expected = tfgpt.generate(model, tok, "ROMEO:", max_new_tokens=6, temperature=0)
+    with start_server(special_export) as base:  # a fresh process: nothing imported tensorflow_text before
+        r = requests.post(f"{base}/v1/completions", json={"prompt": "ROMEO:", "max_tokens": 6}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["text"] == expected

@@ -25,6 +25,12 @@ from tfgpt.errors import ExportError
 
 LOGITS_TOL = 1e-5
 VERIFY_NEW_TOKENS = 16
+#: ``saved_model_cli`` itself, in a fresh interpreter that first registers the TF-Text ops (TF Serving
+#: links them in; a plain ``python -m ...saved_model_cli`` cannot load an in-graph BPE/special-token tokenizer).
+SAVED_MODEL_CLI = (
+    "import sys, tensorflow_text; from tensorflow.python.tools import saved_model_cli; "
+    "sys.argv[0] = 'saved_model_cli'; saved_model_cli.main()"
+)
 
 
 def session_run(sm_dir: str | os.PathLike, signature: str, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -37,6 +43,7 @@ def session_run(sm_dir: str | os.PathLike, signature: str, feeds: dict[str, Any]
         (1, 3, 65)
     """
     import tensorflow as tf
+    import tensorflow_text  # noqa: F401 - registers the TF-Text ops of in-graph tokenizers
 
     graph = tf.Graph()
     with tf.compat.v1.Session(graph=graph) as sess:
@@ -72,12 +79,13 @@ def _keras_greedy_ids(model: Any, ids: list[int], n: int, eot_id: int | None) ->
 
 
 def saved_model_cli_ids(sm_dir: str | os.PathLike, ids: list[int], n: int) -> list[int]:
-    """Greedy ``generate_ids`` through ``saved_model_cli run`` (a separate process, TF1 session)."""
+    """Greedy ``generate_ids`` through ``saved_model_cli run`` (a separate process, TF1 session, TF-Text ops
+    registered as in TF Serving)."""
     with tempfile.TemporaryDirectory(prefix="tfgpt_smcli_") as tmp:
         ids_file = Path(tmp) / "in_ids.npy"
         np.save(ids_file, np.asarray([ids], np.int32), allow_pickle=False)
         exprs = f"max_new_tokens={int(n)};temperature=0.0;top_k=0;seed=0"
-        cmd = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "run", "--dir", str(sm_dir),
+        cmd = [sys.executable, "-c", SAVED_MODEL_CLI, "run", "--dir", str(sm_dir),
                "--tag_set", "serve", "--signature_def", "generate_ids", "--inputs", f"ids={ids_file}",
                "--input_exprs", exprs, "--outdir", tmp]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,

@@ -62,6 +62,7 @@ class ExportedModel:
 
     def __init__(self, export_dir: str | os.PathLike, max_new_tokens_cap: int = DEFAULT_MAX_NEW_TOKENS_CAP) -> None:
         import tensorflow as tf
+        import tensorflow_text  # noqa: F401 - registers the TF-Text ops of in-graph tokenizers (BPE, specials)
 
         from tfgpt.export.export import load_export_info, signature_specs
 
