@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +171,36 @@ def test_export_bad_input(tmp_path, tiny_run):
         export_run(empty, tmp_path / "e")
     assert not (tmp_path / "e").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".e.")]  # no temp dirs left behind
+
+
+def test_export_refuses_to_replace_what_is_not_an_export(tmp_path, tiny_run):
+    run = tmp_path / "runs" / "victim"
+    shutil.copytree(tiny_run, run)
+    before = sorted(p.name for p in run.iterdir())
+    for out in (run, run.parent, tmp_path):
+        with pytest.raises(ExportError, match="is or contains the run dir"):
+            export_run(run, out, formats="savedmodel")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(ExportError, match=r"other is not empty and holds no export.json"):
+        export_run(run, other, formats="savedmodel")
+    (tmp_path / "file").write_text("keep me")
+    with pytest.raises(ExportError, match="exists and is not a directory"):
+        export_run(run, tmp_path / "file", formats="savedmodel")
+    assert sorted(p.name for p in run.iterdir()) == before
+    assert (other / "notes.txt").read_text() == "keep me" and (tmp_path / "file").read_text() == "keep me"
+
+
+def test_export_replaces_a_previous_export(tmp_path, tiny_run):
+    out = tmp_path / "e"
+    out.mkdir()  # an empty dir is fine too
+    export_run(tiny_run, out, formats="savedmodel", name="first")
+    (out / "stale.txt").write_text("from the first export")
+    info = export_run(tiny_run, out, formats="savedmodel", name="second")
+    assert json.loads((out / "export.json").read_text()) == info and info["name"] == "second"
+    assert not (out / "stale.txt").exists() and (out / "savedmodel" / "second" / "1" / "saved_model.pb").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e"]  # no temp dirs left behind
 
 
 def test_variables_are_saved_once(exported, loaded):

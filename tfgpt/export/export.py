@@ -8,7 +8,8 @@ Export dir layout::
     EXPORT/export.json                       what was exported, from which run and checkpoint, verification
 
 The whole dir is built in a temporary sibling and renamed into place (an existing export at
-``out`` is replaced only once the new one is complete).
+``out`` is replaced only once the new one is complete). ``out`` must be absent, empty or a previous
+export (it holds ``export.json``), and must not be or contain the run dir.
 
 Example:
     >>> info = export_run("runs/shakespeare", "export/shakespeare", quantize="int8", verify=True)
@@ -145,6 +146,18 @@ def _save_savedmodel(model: Any, tokenizer: Any, sm_dir: Path, name: str) -> dic
     return {"signatures": signature_specs(sm_dir), "warmup": f"assets.extra/{WARMUP_FILE}", "xla": False}
 
 
+def _check_out(run_dir: Path, out: Path) -> None:
+    """Refuse an ``out`` that replacing would destroy anything but a previous export."""
+    run, target = run_dir.resolve(), out.resolve()
+    if target == run or target in run.parents:
+        raise ExportError(f"export dir {out} is or contains the run dir {run_dir}: choose another --out")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"export dir {out} exists and is not a directory: choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not (out / EXPORT_JSON).is_file():
+        raise ExportError(f"export dir {out} is not empty and holds no {EXPORT_JSON} (not a previous export): "
+                          f"refusing to replace it; choose another --out or remove it")
+
+
 def export_run(
     run_dir: str | os.PathLike,
     out: str | os.PathLike,
@@ -178,10 +191,11 @@ def export_run(
     name = name or default_name(run_dir)
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise ExportError(f"model name {name!r} may only hold letters, digits, '_' and '-'")
+    out = Path(out)
+    _check_out(Path(run_dir), out)
     model, tokenizer = tfgpt.load(run_dir, checkpoint=checkpoint)
     weights = weights_path(run_dir, checkpoint)
 
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
