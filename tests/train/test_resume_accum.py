@@ -94,6 +94,42 @@ def test_nan_loss_stops_and_keeps_last_good(tmp_path, source):
     assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.is_dir()) == ["step-000004"]
 
 
+def test_fp16_overflow_steps_count_and_resume_exactly(tmp_path, source, monkeypatch):
+    """mixed_float16 steps whose gradients overflow (skipped updates) still count: the run reaches
+    max_steps, logs, evaluates and checkpoints on schedule, and resumes exactly (fused XLA loop too)."""
+
+    class HighScale(keras.optimizers.LossScaleOptimizer):  # a real loss-scale optimizer, started too high
+        def __init__(self, inner, **kwargs):
+            super().__init__(inner, initial_scale=2.0**20, **kwargs)
+
+    monkeypatch.setattr(keras.optimizers, "LossScaleOptimizer", HighScale)
+    cfg = tiny_config(max_steps=12, lr_decay_steps=12, precision="mixed_float16", checkpoint_interval=4)
+    full = train(cfg, run_dir=tmp_path / "full", source=source, progress=False)
+    assert full["step"] == 12 and full["precision"] == "mixed_float16"
+    records = train_records(tmp_path / "full")
+    assert sorted(records) == list(range(1, 13))
+    assert not np.isfinite(records[1]["grad_norm"]) and np.isfinite(records[12]["grad_norm"])
+    with np.load(tmp_path / "full/checkpoints/step-000004/train_state.npz") as state:
+        scale = [state[f"opt_{i}"] for i, p in enumerate(state["opt_paths"]) if p.endswith("dynamic_scale")]
+    assert 0 < float(scale[0]) < 2.0**20  # some updates did overflow and were skipped
+    evals = [json.loads(x)["step"] for x in (tmp_path / "full/metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["kind"] == "eval"]
+    assert evals == [4, 8, 12]
+    fused = ["train.steps_per_execution=4", "train.log_interval=4"]
+    part = train(cfg, run_dir=tmp_path / "part", source=source, progress=False,
+                 overrides=["train.max_steps=8", *fused])
+    assert part["step"] == 8 and part["steps_per_execution"] == 4
+    assert json.loads((tmp_path / "part/checkpoints/latest.json").read_text()) == {"step": 8, "dir": "step-000008"}
+    resumed = train(None, run_dir=tmp_path / "part", source=source, progress=False, resume=True,
+                    overrides=["train.max_steps=12"])
+    assert (resumed["start_step"], resumed["step"]) == (8, 12)
+    again = train_records(tmp_path / "part")
+    assert sorted(again) == [4, 8, 12]
+    for step in (4, 8, 12):
+        assert again[step]["loss"] == pytest.approx(records[step]["loss"], abs=1e-4), step
+        assert again[step]["lr"] == pytest.approx(records[step]["lr"], rel=1e-6), step
+
+
 def test_fused_steps_match_keras_loop():
     """With XLA and steps_per_execution 4, the fused loop trains exactly as Keras' per-step loop."""
     ids, _ = char_tokens(20000)

@@ -9,6 +9,8 @@
   breaks Keras' own ``gradient_accumulation_steps`` under ``MirroredStrategy``);
 * the loss of each replica is scaled by ``1 / (accum * replicas)`` and the gradients are summed
   across replicas *before* clipping, so global-norm clipping sees the true global gradient;
+* every call advances ``optimizer.iterations`` by exactly one, also when a mixed_float16
+  loss-scale optimizer skips an update whose gradients overflowed;
 * the same ``train_step`` runs inside ``model.fit`` (default and mirrored strategies) and inside
   the custom ``strategy.run`` loop used for ``MultiWorkerMirroredStrategy``.
 
@@ -132,7 +134,14 @@ class GPTTrainer(keras.Model):
             # The Keras optimizer sums gradients across replicas again: hand it each replica's share.
             grads = [g / replicas for g in grads]
         lr = tf.cast(self.optimizer.learning_rate, tf.float32)
+        step_before = None
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            step_before = tf.identity(self.optimizer.iterations.value)
         self.optimizer.apply(grads, variables)
+        if step_before is not None:
+            # The loss-scale optimizer skips an overflowing update and its step count with it; a train
+            # step still counts as one step, so the schedule, logs, checkpoints and data position agree.
+            self.optimizer.iterations.assign(step_before + 1)
         return {"loss": loss_sum, "grad_norm": grad_norm, "lr": lr}
 
     # -- steps_per_execution > 1 under XLA: the whole run of steps in one compiled loop ------
