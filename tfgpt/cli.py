@@ -185,7 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val", choices=["train", "val"])
     p.add_argument("--eval-iters", type=int, default=None)
     p.add_argument("--data", default=None, help="DATA_DIR (default: the run's)")
-    p.add_argument("--checkpoint", default="final", help="final, latest, best or a checkpoint dir")
+    p.add_argument("--checkpoint", default="final",
+                   help="final (the newest weights, as generate uses), latest, best, a step dir name "
+                        "(step-000500) or a checkpoint dir path")
 
     p = add("export", cmd_export, "export a run: SavedModel for TensorFlow Serving, TFLite for devices")
     p.add_argument("--run", required=True)

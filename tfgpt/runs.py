@@ -29,6 +29,7 @@ MODEL_KERAS = "model.keras"
 CHECKPOINTS = "checkpoints"
 LATEST_JSON = "latest.json"
 WEIGHTS_H5 = "model.weights.h5"
+STATE_JSON = "state.json"
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
@@ -68,6 +69,29 @@ def weights_path(run_dir: str | os.PathLike, checkpoint: str | None = None) -> P
     return max(candidates, key=lambda p: p.stat().st_mtime_ns)
 
 
+def weights_step(run_dir: str | os.PathLike, path: str | os.PathLike) -> int | None:
+    """The training step of the weights at ``path`` (as :func:`weights_path` returns), None if unknown.
+
+    A checkpoint's step is in its ``state.json``. Training writes ``model.keras`` right after its
+    final checkpoint, so a run's ``model.keras`` has the latest checkpoint's step.
+    """
+    path = Path(path)
+    if path.name == WEIGHTS_H5:
+        state = path.parent / STATE_JSON
+        try:
+            step = json.loads(state.read_text(encoding="utf-8")).get("step") if state.is_file() else None
+        except (ValueError, AttributeError) as e:
+            raise RunDirError(f"{state}: unreadable checkpoint state ({e})") from None
+        return int(step) if isinstance(step, int) else None
+    if path.resolve() == (Path(run_dir) / MODEL_KERAS).resolve():
+        pointer = Path(run_dir) / CHECKPOINTS / LATEST_JSON
+        try:
+            return int(json.loads(pointer.read_text(encoding="utf-8"))["step"]) if pointer.is_file() else None
+        except (ValueError, KeyError, TypeError) as e:
+            raise RunDirError(f"{pointer}: unreadable checkpoint pointer ({e})") from None
+    return None
+
+
 def check_run_dir(run_dir: str | os.PathLike) -> Path:
     """Raise a clear RunDirError unless ``run_dir`` has config.yaml and tokenizer/."""
     run = Path(run_dir)
@@ -86,14 +110,19 @@ def load_model(run_dir: str | os.PathLike, checkpoint: str | None = None) -> GPT
         config = load_model_config(run / CONFIG_YAML)
     except ConfigError as e:
         raise RunDirError(str(e)) from None
-    path = weights_path(run, checkpoint)
+    return load_weights_file(weights_path(run, checkpoint), config, run / CONFIG_YAML)
+
+
+def load_weights_file(path: str | os.PathLike, config: GPTConfig, config_path: str | os.PathLike) -> GPT:
+    """A GPT of ``config`` from a ``.keras`` file or a weights file; errors name the file."""
+    path = Path(path)
     try:
         if path.name.endswith(".keras"):
             model = keras.saving.load_model(path, safe_mode=True, compile=False)
             if not isinstance(model, GPT):
                 raise RunDirError(f"{path} holds a {type(model).__name__}, not a tfgpt GPT model")
             if model.config != config:
-                raise RunDirError(f"{path} does not match the model in {run / CONFIG_YAML}")
+                raise RunDirError(f"{path} does not match the model in {config_path}")
             return model
         model = GPT(config)
         model.build((None, None))

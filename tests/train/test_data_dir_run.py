@@ -97,11 +97,47 @@ def test_bad_input(run, data_dir, tmp_path):
         train(huge, data_dir=tmp_path / "missing", run_dir=tmp_path / "r6", overrides=["train.memory_check=error"])
 
 
-def test_resume_with_data_dir(run, data_dir, tmp_path):
-    run_dir = tmp_path / "copy"
+@pytest.fixture(scope="module")
+def resumed(run, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("resumed") / "copy"
     shutil.copytree(run[0], run_dir)
-    out = train(None, run_dir=run_dir, resume=True, progress=False, overrides=["train.max_steps=12"])
-    assert (out["start_step"], out["step"]) == (8, 12)
+    return run_dir, train(None, run_dir=run_dir, resume=True, progress=False, overrides=["train.max_steps=12"])
+
+
+def test_resume_with_data_dir(resumed):
+    assert (resumed[1]["start_step"], resumed[1]["step"]) == (8, 12)
+
+
+def test_eval_scores_the_weights_load_uses(run, resumed, tmp_path):
+    """A stale model.keras (older than the latest checkpoint, as after an interrupted resume) is not
+    what eval scores; an explicit checkpoint may be a step dir name or a path, its step from its state."""
+    import os
+
+    import numpy as np
+
+    import tfgpt
+    from tfgpt.runs import weights_path
+
+    run_dir = tmp_path / "stale"
+    shutil.copytree(resumed[0], run_dir)
+    shutil.copy(run[0] / "model.keras", run_dir / "model.keras")  # the step-8 model
+    old = (run_dir / "checkpoints/step-000012/model.weights.h5").stat().st_mtime - 60
+    os.utime(run_dir / "model.keras", (old, old))
+    at8 = evaluate_run(run[0], eval_iters=1)
+    assert (at8["step"], at8["weights"]) == (8, str(run[0] / "model.keras"))
+    out = evaluate_run(run_dir, eval_iters=1)
+    assert out["step"] == 12 and out["weights"] == str(weights_path(run_dir))
+    assert out["loss"] == evaluate_run(run_dir, eval_iters=1, checkpoint="latest")["loss"] != at8["loss"]
+    model, _ = tfgpt.load(run_dir)
+    ids = np.arange(16, dtype="int32")[None]
+    scored = tfgpt.load(run_dir, checkpoint="step-000012")[0]
+    np.testing.assert_array_equal(np.asarray(model(ids)), np.asarray(scored(ids)))
+    elsewhere = shutil.copytree(run_dir / "checkpoints/step-000008", tmp_path / "saved-ckpt")
+    for ckpt in (str(elsewhere), "step-000008", str(elsewhere / "model.weights.h5")):
+        got = evaluate_run(run_dir, eval_iters=1, checkpoint=ckpt)
+        assert got["step"] == 8 and got["loss"] == pytest.approx(at8["loss"], abs=1e-6), ckpt
+    with pytest.raises(RunDirError, match="checkpoint not found"):
+        evaluate_run(run_dir, checkpoint=str(tmp_path / "nowhere"))
 
 
 @pytest.mark.parametrize("iters", ["-1", "0"])

@@ -3,7 +3,7 @@
 Example:
     >>> result = evaluate_run("runs/shakespeare-char", split="val")  # doctest: +SKIP
     >>> sorted(result)  # doctest: +SKIP
-    ['batches', 'loss', 'perplexity', 'run_dir', 'split', 'step', 'tokens']
+    ['batches', 'loss', 'perplexity', 'run_dir', 'split', 'step', 'tokens', 'weights']
 """
 
 from __future__ import annotations
@@ -78,11 +78,13 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Loss and perplexity of a trained run on ``split`` of its data dir.
 
-    ``checkpoint``: "final" (``model.keras``, else the latest checkpoint), "latest", "best", or a
-    step dir name. ``eval_iters``/``batch_size`` default to the run's ``train:`` settings; the data
-    dir defaults to the run's ``data.dir``.
+    ``checkpoint``: "final" (the weights :func:`tfgpt.load` uses: the newer of ``model.keras`` and
+    the latest checkpoint), "latest", "best", a step dir name, or a checkpoint dir or weights file
+    path. ``eval_iters``/``batch_size`` default to the run's ``train:`` settings; the data dir
+    defaults to the run's ``data.dir``.
 
-    Returns ``{"run_dir", "split", "step", "loss", "perplexity", "tokens", "batches"}``.
+    Returns ``{"run_dir", "split", "step", "weights", "loss", "perplexity", "tokens", "batches"}``;
+    ``step`` is that of the weights scored (None if unknown), ``weights`` their file.
     """
     from tfgpt.train.fit import load_run_model
 
@@ -91,7 +93,7 @@ def evaluate_run(
     if batch_size is not None and batch_size <= 0:
         raise ConfigError(f"batch_size must be positive, got {batch_size}")
     run_dir = Path(run_dir)
-    model, (_, tcfg, dcfg), step = load_run_model(run_dir, checkpoint)
+    model, (_, tcfg, dcfg), step, weights = load_run_model(run_dir, checkpoint)
     data_dir = data_dir if data_dir is not None else dcfg.dir
     if data_dir is None:
         raise RunDirError(f"{run_dir}/config.yaml names no data dir; pass data_dir")
@@ -103,6 +105,6 @@ def evaluate_run(
                         jit_compile=tcfg.jit_compile)
     loss = est()[split]
     return {
-        "run_dir": str(run_dir), "split": split, "step": step, "loss": loss,
+        "run_dir": str(run_dir), "split": split, "step": step, "weights": str(weights), "loss": loss,
         "perplexity": perplexity(loss), "tokens": est.tokens_per_split, "batches": iters,
     }

@@ -341,32 +341,26 @@ def _custom_loop(
 
 def load_run_model(
     run_dir: str | os.PathLike, checkpoint: str = "final"
-) -> tuple[GPT, tuple[GPTConfig, TrainConfig, DataConfig], int | None]:
-    """The GPT of a run (``model.keras`` or a checkpoint), its configs and its step (None if unknown)."""
+) -> tuple[GPT, tuple[GPTConfig, TrainConfig, DataConfig], int | None, Path]:
+    """The GPT of a run, its configs, its step (None if unknown) and the weights file loaded.
+
+    ``checkpoint``: "final" (the weights :func:`tfgpt.load` uses: the newer of ``model.keras`` and
+    the latest checkpoint), "latest", "best", a step dir name, or a checkpoint dir or weights file path.
+    """
+    from tfgpt.runs import load_weights_file, weights_path, weights_step
+
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise RunDirError(f"{run_dir} is not a run dir (no config.yaml)")
     cfgs = resolve_config(run_dir / "config.yaml")
-    model_cfg = cfgs[0]
-    ckpt_dir = run_dir / "checkpoints"
-    if checkpoint == "final" and (run_dir / "model.keras").is_file():
-        model = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
-        latest = read_pointer(ckpt_dir, "latest")
-        return model, cfgs, (latest["step"] if latest else None)
-    if checkpoint in ("final", "latest", "best"):
-        pointer = read_pointer(ckpt_dir, "latest" if checkpoint == "final" else checkpoint)
+    if checkpoint in ("latest", "best"):
+        pointer = read_pointer(run_dir / "checkpoints", checkpoint)
         if pointer is None:
-            raise RunDirError(f"{run_dir}: no model.keras and no {checkpoint} checkpoint")
-        name, step = pointer["dir"], int(pointer["step"])
-    else:
-        name, step = checkpoint, None
-    path = ckpt_dir / name
-    if not (path / "model.weights.h5").is_file():
-        raise RunDirError(f"checkpoint {path} not found or incomplete")
-    model = GPT(model_cfg, name="gpt")
-    model.build((None, model_cfg.block_size))
-    model.load_weights(str(path / "model.weights.h5"))
-    return model, cfgs, step
+            raise RunDirError(f"{run_dir}: no {checkpoint} checkpoint (checkpoints/{checkpoint}.json not found)")
+        checkpoint = str(pointer["dir"])
+    path = weights_path(run_dir, None if checkpoint == "final" else checkpoint)
+    model = load_weights_file(path, cfgs[0], run_dir / "config.yaml")
+    return model, cfgs, weights_step(run_dir, path), path
 
 
 def write_summary(path: str | os.PathLike, summary: dict[str, Any]) -> None:
