@@ -86,10 +86,22 @@ BAD = [
     ("/v1/models/tiny:predict", {"signature_name": "nope", "inputs": {"prompts": ["a"]}}, 400, "unknown signature"),
     ("/v1/models/tiny:predict", {"signature_name": "logits", "inputs": {"ids": [[999]]}}, 400, "ids must be in"),
     ("/v1/models/tiny:classify", {"inputs": {}}, 404, "only ':predict'"),
+    ("/v1/completions", {"prompt": "ROMEO:", "max_tokens": 3_000_000_000}, 400, "'max_new_tokens' is out of the int32"),
+    ("/v1/completions", {"prompt": "ROMEO:", "seed": 2**31}, 400, "'seed' is out of the int32 range"),
+    ("/v1/completions", {"prompt": "ROMEO:", "top_k": 10**30}, 400, "'top_k' is out of the int32 range"),
+    ("/v1/completions", {"prompt": "ROMEO:", "temperature": 10**400}, 400, "'temperature' is out of the float32"),
+    ("/v1/completions", b'{"prompt": "ROMEO:", "temperature": NaN}', 400, "'temperature' is out of the float32"),
+    ("/v1/models/tiny:predict", {"signature_name": "logits", "inputs": {"ids": [[1, 2], [3]]}}, 400,
+     "'ids' is ragged"),
+    ("/v1/models/tiny:predict", {"signature_name": "logits", "inputs": {"ids": [[2**40]]}}, 400,
+     "'ids' is out of the int32 range"),
+    ("/v1/completions", b"[" * 4000, 400, "nested more than"),  # json.loads: RecursionError
+    ("/v1/models/tiny:predict", {"instances": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]},
+     400, "nested more than"),
 ]
 
 
-@pytest.mark.parametrize(("path", "body", "status", "message"), BAD)
+@pytest.mark.parametrize(("path", "body", "status", "message"), BAD, ids=[f"{b[2]}-{b[3]}" for b in BAD])
 def test_bad_requests_get_clear_4xx_and_server_keeps_serving(server, path, body, status, message):
     data = body if isinstance(body, bytes) else json.dumps(body).encode()  # json.dumps escapes lone surrogates
     r = requests.post(f"{server}{path}", data=data, headers={"content-type": "application/json"}, timeout=60)

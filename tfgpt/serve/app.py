@@ -11,8 +11,9 @@ Endpoints:
   "top_k": int, "seed": int, "stream": bool}``; with ``stream`` the reply is server-sent events,
   one ``data: {"text": ...}`` event per decoded piece, then ``data: [DONE]``.
 
-Bad requests get a 4xx with ``{"error": "..."}`` (malformed JSON, missing fields, wrong types or
-shapes, ``max_new_tokens`` above the cap, bodies over ``max_body_bytes``); the model runs in a
+Bad requests get a 4xx with ``{"error": "..."}`` (malformed or too deeply nested JSON, missing
+fields, wrong types, ragged lists or shapes, numbers out of the input's dtype range, ``max_new_tokens``
+above the cap, bodies over ``max_body_bytes``); the model runs in a
 worker thread pool, so the event loop keeps serving while requests compute.
 
 Example:
@@ -38,6 +39,8 @@ from tfgpt.errors import ExportError, RunDirError
 DEFAULT_MAX_NEW_TOKENS_CAP = 256
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_WORKERS = 2
+#: Deepest JSON nesting a request may have (TF Serving bodies need 4: object, list, object, 2-D list).
+MAX_JSON_DEPTH = 32
 
 
 class BadRequest(ExportError):
@@ -122,9 +125,12 @@ class ExportedModel:
             if not _is_nested_of(value, kind, len(shape)):
                 what = "numbers" if kind is float else "integers"
                 raise BadRequest(f"input {key!r} must be {_describe(shape)} of {what}")
+            leaves = _leaves(key, value, len(shape))
+            limits = np.finfo(dtype) if kind is float else np.iinfo(dtype)
+            lo, hi = kind(limits.min), kind(limits.max)
+            if not all(lo <= v <= hi for v in leaves):  # also rejects NaN, which json.loads accepts
+                raise BadRequest(f"input {key!r} is out of the {dtype} range [{lo}, {hi}]")
             arr = np.asarray(value, dtype=_np_dtype(dtype))
-            if kind is int and np.any(np.asarray(value) != arr):
-                raise BadRequest(f"input {key!r} is out of the {dtype} range")
         if arr.ndim != len(shape) or any(s not in (-1, d) for s, d in zip(shape, arr.shape, strict=True)):
             raise BadRequest(f"input {key!r} has shape {list(arr.shape)}, expected {_describe(shape)}")
         if arr.ndim == 2 and 0 in arr.shape:
@@ -166,6 +172,29 @@ def _is_nested_of(value: Any, kind: type, depth: int) -> bool:
             return isinstance(value, int) and not isinstance(value, bool)
         return isinstance(value, kind)
     return isinstance(value, list) and all(_is_nested_of(v, kind, depth - 1) for v in value)
+
+
+def _leaves(key: str, value: Any, depth: int) -> list[Any]:
+    """The scalars of a ``depth``-deep nested list (checked by :func:`_is_nested_of`); 400 if it is ragged."""
+    level = [value]
+    for _ in range(depth):
+        if len({len(v) for v in level}) > 1:
+            raise BadRequest(f"input {key!r} is ragged: its lists at one depth must have equal lengths")
+        level = [x for v in level for x in v]
+    return level
+
+
+def _json_depth(value: Any) -> int:
+    """How deeply lists/objects nest in a parsed JSON value (iterative: no recursion limit)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        deepest = max(deepest, d)
+        if isinstance(v, list):
+            stack.extend((x, d + 1) for x in v)
+        elif isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values())
+    return deepest
 
 
 def _nested_map(value: Any, fn: Any) -> Any:
@@ -247,9 +276,14 @@ def create_app(
             if len(raw) > max_body_bytes:
                 raise BadRequest(f"request body is larger than {max_body_bytes} bytes", status=413)
         try:
-            return json.loads(raw)
+            body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             raise BadRequest(f"malformed JSON: {e}") from None
+        except RecursionError:
+            raise BadRequest(f"JSON nested more than {MAX_JSON_DEPTH} levels deep") from None
+        if _json_depth(body) > MAX_JSON_DEPTH:
+            raise BadRequest(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
+        return body
 
     @app.exception_handler(BadRequest)
     async def bad_request(_: Request, exc: BadRequest) -> JSONResponse:
