@@ -74,6 +74,16 @@ def test_file_and_set_read_values_alike(tmp_path):
         resolve_config({}, ["train.eval_batch_size=0"])
 
 
+def test_relative_data_dir_config_dir_first(tmp_path, monkeypatch):
+    (tmp_path / "cfg" / "d").mkdir(parents=True)
+    (tmp_path / "cwd" / "d").mkdir(parents=True)
+    (tmp_path / "cwd" / "only-here").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    for name, expected in (("d", tmp_path / "cfg" / "d"), ("only-here", "only-here")):
+        (tmp_path / "cfg" / "c.yaml").write_text(f"data: {{dir: {name}}}\n")
+        assert resolve_config(tmp_path / "cfg" / "c.yaml")[2].dir == str(expected)
+
+
 def test_schedule_shape():
     s = WarmupCosine(1e-3, warmup_steps=10, decay_steps=110, min_lr=1e-4)
     lrs = [float(s(i)) for i in range(130)]

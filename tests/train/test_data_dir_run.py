@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -36,7 +37,12 @@ def run(data_dir, tmp_path_factory):
     cfg = tiny_config(max_steps=8, sample_tokens=8, steps_per_execution=4, log_interval=4)
     cfg["model"]["vocab_size"] = _vocab(data_dir)
     cfg["data"] = {"tokenizer": "char"}
-    summary = train(cfg, data_dir=data_dir, run_dir=run_dir, progress=False)
+    cwd = os.getcwd()
+    os.chdir(data_dir.parent)  # a data dir given relative to the working directory ...
+    try:
+        summary = train(cfg, data_dir=data_dir.name, run_dir=run_dir, progress=False)
+    finally:
+        os.chdir(cwd)  # ... is stored absolute, so eval/resume work from anywhere (tests below)
     return run_dir, summary
 
 
@@ -111,8 +117,6 @@ def test_resume_with_data_dir(resumed):
 def test_eval_scores_the_weights_load_uses(run, resumed, tmp_path):
     """A stale model.keras (older than the latest checkpoint, as after an interrupted resume) is not
     what eval scores; an explicit checkpoint may be a step dir name or a path, its step from its state."""
-    import os
-
     import numpy as np
 
     import tfgpt

@@ -133,8 +133,9 @@ class DataConfig:
     """Where the tokens come from.
 
     Attributes:
-        dir: a DATA_DIR built by ``tfgpt prepare`` (``--data`` overrides it); relative paths are
-            resolved against the config file's directory first, then the working directory.
+        dir: a DATA_DIR built by ``tfgpt prepare`` (``--data`` overrides it); a relative path is
+            resolved against the config file's directory if it exists there, else against the
+            working directory. A run's ``config.yaml`` stores the absolute path.
         tokenizer: expected tokenizer type ("char", "bpe", "gpt2"); checked against the data dir.
         train_split, val_split: split names in the data dir.
         shuffle: random windows (True) or a sequential sweep.
@@ -257,7 +258,7 @@ def resolve_config(
     train = from_dict(TrainConfig, data.get("train"), where=f"{where}: train")
     dcfg = from_dict(DataConfig, data.get("data"), where=f"{where}: data")
     if dcfg.dir is not None and base is not None and not Path(dcfg.dir).is_absolute():
-        candidate = base / dcfg.dir
-        if candidate.exists() and not Path(dcfg.dir).exists():
+        candidate = base / dcfg.dir  # the config file's directory first, then the working directory
+        if candidate.exists():
             dcfg = dataclasses.replace(dcfg, dir=str(candidate))
     return model, train, dcfg

@@ -206,6 +206,8 @@ def train(
         if dcfg.dir is None:
             raise DataError("no data dir: pass --data DATA_DIR or set data.dir in the config")
         check_data_dir(dcfg.dir, dcfg.tokenizer)
+        # the run's config.yaml must name the data wherever eval/resume run from
+        dcfg = dataclasses.replace(dcfg, dir=os.path.abspath(dcfg.dir))
         source = data_dir_source(dcfg.dir, shuffle=dcfg.shuffle)
         tok_dir = Path(dcfg.dir) / "tokenizer"
         tokenizer = _load_tokenizer(tok_dir)
