@@ -119,3 +119,14 @@ def test_find_cut_prefers_newline_between_words() -> None:
     text = "word " * 30 + "end\nNext line here and more"
     cut = _find_cut(text, len(text) - 5)
     assert text[:cut].endswith("end\n")
+
+
+def test_jsonl_bom_skipped_and_lone_surrogates_named(tmp_path: Path) -> None:
+    (tmp_path / "bom.jsonl").write_bytes(b'\xef\xbb\xbf{"text": "first"}\r\n{"text": "second \\ud83d\\ude00"}\r\n')
+    assert _docs([tmp_path / "bom.jsonl"]) == ["first", "second \U0001f600"]
+    long = "word " * 40
+    for i, doc in enumerate((long, "short")):  # the long one is read in pieces (segment_chars=50)
+        path = tmp_path / f"bad{i}.jsonl"
+        path.write_text('{"text": "fine"}\n' + json.dumps({"text": doc + "\ud83d" + doc}) + "\n")
+        with pytest.raises(DataError, match=rf"bad{i}\.jsonl:2: field 'text' holds a lone surrogate '\\ud83d'"):
+            _docs([path], segment_chars=50)

@@ -3,7 +3,8 @@
 Supported inputs (files, directories searched recursively, and glob patterns):
 
 * ``.txt`` (and ``.text``, or any explicitly named file of unknown type): one document per file;
-* ``.jsonl``: one document per line, taken from a string field (``text`` by default);
+* ``.jsonl``: one document per line, taken from a string field (``text`` by default; a leading
+  UTF-8 BOM is skipped, a lone surrogate escape is a :class:`DataError` naming the line);
 * ``.gz`` / ``.xz`` / ``.bz2`` compressed versions of the above;
 * ``.tar`` archives (``.tar.gz``/``.tgz``/``.tar.xz``/``.txz``/``.tar.bz2``) whose members are any of
   the above, nested: OpenWebText's ``.tar`` of ``.xz``-compressed tars of ``.txt`` documents works.
@@ -50,6 +51,9 @@ _KNOWN = _TEXT_SUFFIXES | {".jsonl", ".tar"} | set(_COMPRESSED) | set(_TAR_SUFFI
 # A safe place to cut a long document: after a newline preceded by a non-space character and
 # followed by a printable ASCII character (pre-tokenisation and cleaning are local there).
 _CUT_RE = re.compile(r"\S\r?\n(?=[!-~])")
+
+# UTF-16 surrogates: a JSON string can hold one alone ("\ud83d" unpaired), which UTF-8 text cannot.
+_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 
 _invalid_bytes = [0]
 
@@ -244,6 +248,8 @@ def _find_cut(buf: str, limit: int) -> int:
 
 def _jsonl_docs(f: IO[bytes], where: str, text_field: str) -> Iterator[str]:
     for lineno, line in enumerate(f, 1):
+        if lineno == 1 and line.startswith(codecs.BOM_UTF8):
+            line = line[len(codecs.BOM_UTF8):]
         if not line.strip():
             continue
         text = line.decode("utf-8", errors="tfgpt_count_replace")
@@ -256,6 +262,9 @@ def _jsonl_docs(f: IO[bytes], where: str, text_field: str) -> Iterator[str]:
         value = obj[text_field]
         if not isinstance(value, str):
             raise DataError(f"{where}:{lineno}: field {text_field!r} is {type(value).__name__}, not a string")
+        if "\\u" in text and (bad := _SURROGATE_RE.search(value)):
+            raise DataError(f"{where}:{lineno}: field {text_field!r} holds a lone surrogate {bad.group()!r} "
+                            "(an unpaired \\uXXXX escape, not text); fix or drop the line")
         yield value
 
 
