@@ -45,6 +45,36 @@ def test_random_windows_are_source_windows(char_dir: Path) -> None:
             assert tokens[pos // 4 + 64] == yrow[-1] or hay.count(row.tobytes()) > 1
 
 
+def test_random_windows_stay_inside_one_unit_with_small_shards(tmp_path: Path, shared_data: Path) -> None:
+    """Shards smaller than a window are grouped with their neighbours into units; a round joins units
+    that are not neighbours in the stream, and no window may cross from one into another."""
+    from tfgpt.data.prepare import prepare
+
+    out = tmp_path / "small"
+    prepare([str(shared_data / "the-verdict.txt")], str(out), "char", val_fraction=0.1, workers=0,
+            shard_tokens=30, progress=False, command=["test"])
+    shards = load_manifest(out)["splits"]["train"]["shards"]
+    block = 40
+    layout = random_stream_layout(shards, block, 8)
+    assert len(layout["units"]) > 50 and max(len(u) for u in layout["units"]) > 1
+    bounds = np.cumsum([0] + [s["tokens"] for s in shards])
+    unit_of = np.zeros(bounds[-1], np.int64)
+    for i, unit in enumerate(layout["units"]):
+        unit_of[bounds[unit[0]]:bounds[unit[-1] + 1]] = i
+    tokens = read_split_tokens(out, "train").astype(np.int32)
+    hay = tokens.tobytes()
+    for sim in (1, 4):
+        for x, y in _batches(lm_dataset(out, "train", block, 8, seed=0, shards_in_memory=sim), 30):
+            for row, yrow in zip(x, y, strict=True):
+                window = np.concatenate([row, yrow[-1:]]).tobytes()
+                pos = hay.find(window)
+                while pos > 0 and pos % 4:  # a match must start on a token
+                    pos = hay.find(window, pos + 1)
+                assert pos >= 0, "window is not a slice of the token stream"
+                pos //= 4
+                assert unit_of[pos] == unit_of[pos + block], "window crosses from one unit into another"
+
+
 def test_deterministic_for_a_seed(char_dir: Path) -> None:
     a = _batches(lm_dataset(char_dir, "train", 32, 4, seed=7), 5)
     b = _batches(lm_dataset(char_dir, "train", 32, 4, seed=7), 5)

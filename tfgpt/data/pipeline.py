@@ -6,10 +6,12 @@ one token.
 * ``shuffle=True`` (training): random windows, like nanoGPT's ``get_batch``, with flat memory. The
   stream is made of *rounds*: each epoch visits the shards in a seeded random order, ``shards_in_memory``
   at a time (read in parallel with ``interleave``, the next round prefetched while the current one is
-  served); a round draws ``batches_per_round`` batches of window starts uniformly over the concatenated
-  tokens of its shards with a stateless RNG seeded by ``(seed, round)``. Batch ``N`` of the stream
-  depends only on (seed, shards, block_size, batch_size, N), so ``start_step=N`` resumes the exact
-  stream without replaying it. ``repeat=False`` stops after one epoch (≈ tokens / block_size windows).
+  served); a round draws ``batches_per_round`` batches of window starts uniformly over the windows that
+  lie inside one *unit* (consecutive shards holding at least ``block_size + 1`` tokens), so every
+  window is a contiguous slice of the token stream, with a stateless RNG seeded by ``(seed, round)``.
+  Batch ``N`` of the stream depends only on (seed, shards, block_size, batch_size, N), so
+  ``start_step=N`` resumes the exact stream without replaying it. ``repeat=False`` stops after one
+  epoch (≈ tokens / block_size windows).
 * ``shuffle=False`` (evaluation): sequential non-overlapping windows (stride ``block_size``) over the
   split's shards in order; the last partial batch is kept unless ``repeat``.
 
@@ -159,6 +161,7 @@ def _random_windows(shards: list[dict[str, Any]], dtype: tf.DType, block_size: i
                     seed: int, repeat: bool, start_step: int, shards_in_memory: int) -> tf.data.Dataset:
     layout = random_stream_layout(shards, block_size, batch_size, shards_in_memory)
     units = tf.ragged.constant(layout["units"], dtype=tf.int64)
+    unit_tokens = tf.constant([sum(shards[i]["tokens"] for i in u) for u in layout["units"]], tf.int64)
     n_units = len(layout["units"])
     groups = layout["groups_per_epoch"]
     bounds = tf.constant(layout["group_bounds"], tf.int64)
@@ -194,9 +197,17 @@ def _random_windows(shards: list[dict[str, Any]], dtype: tf.DType, block_size: i
                              deterministic=True)
                  .batch(k).get_single_element())
         tokens = tf.io.decode_raw(tf.strings.reduce_join(blobs), dtype)
-        n = tf.size(tokens, out_type=tf.int64)
-        starts = tf.random.stateless_uniform([bpr, batch_size], seed=tf.stack([seed_t + 1, r]), minval=0,
-                                             maxval=n - block_size, dtype=tf.int64)
+        # The round's units lie side by side in ``tokens`` but are not neighbours in the stream: draw
+        # one of the round's window starts that stay inside a unit, uniformly (a unit with
+        # probability proportional to its usable length, then a start inside it).
+        lengths = tf.gather(unit_tokens, members)
+        usable = lengths - block_size
+        usable_end = tf.cumsum(usable)
+        draws = tf.random.stateless_uniform([bpr, batch_size], seed=tf.stack([seed_t + 1, r]), minval=0,
+                                            maxval=usable_end[-1], dtype=tf.int64)
+        unit = tf.searchsorted(usable_end, tf.reshape(draws, [-1]), side="right")
+        shift = tf.gather(tf.cumsum(lengths, exclusive=True) - (usable_end - usable), unit)
+        starts = draws + tf.reshape(shift, [bpr, batch_size])
         offset = tf.where(r == first_round, tf.constant(first_offset, tf.int64), tf.constant(0, tf.int64))
         return tokens, starts[offset:]
 
