@@ -30,13 +30,14 @@ def loaded(tiny_run: Path):
 
 
 @pytest.fixture(scope="session")
-def special_exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """A verified SavedModel export of a run whose char tokenizer has a special token (TF-Text ops in the graph)."""
+def padded_exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A verified SavedModel + TFLite export of a run whose char tokenizer has a special token (TF-Text ops in
+    the graph) and whose model vocabulary is padded 40 ids past the tokenizer's (the padded ids win argmax)."""
     from export_tiny_run import EOT
 
     from tfgpt.export import export_run
 
-    root = tmp_path_factory.mktemp("export_special")
-    run = make_tiny_run(root / "run", special_tokens=[EOT])
-    info = export_run(run, root / "export", formats="savedmodel", verify=True, name="special")
+    root = tmp_path_factory.mktemp("export_padded")
+    run = make_tiny_run(root / "run", special_tokens=[EOT], vocab_pad=40)
+    info = export_run(run, root / "export", formats="savedmodel,tflite", verify=True, name="padded")
     return root / "export", info

@@ -120,15 +120,34 @@ def test_generate_ids_signature_and_saved_model_cli(exported, loaded):
     assert saved_model_cli_ids(_sm(exported), ids, 8) == expected
 
 
-def test_verify_runs_saved_model_cli_on_an_export_with_tf_text_ops(special_exported):
-    out, info = special_exported
-    sm = _sm(special_exported)
+def test_verify_runs_saved_model_cli_on_an_export_with_tf_text_ops(padded_exported):
+    out, info = padded_exported
+    sm = _sm(padded_exported)
     assert "RegexSplitWithOffsets" in _graph_ops(sm)  # a fresh saved_model_cli process must register TF-Text
     assert info["verification"]["savedmodel"]["saved_model_cli_greedy_ids_equal"]
     model, tok = tfgpt.load(out.parent / "run")
     ids = tok.encode("ROMEO:")
-    expected = tfgpt.generate_ids(model, [ids], max_new_tokens=6, temperature=0)[0].tolist()
-    assert saved_model_cli_ids(sm, ids, 6) == expected
+    expected = tfgpt.generate_ids(model, [ids], max_new_tokens=6, temperature=0, vocab_limit=tok.vocab_size)
+    assert saved_model_cli_ids(sm, ids, 6) == expected[0].tolist()
+
+
+def test_padded_vocabulary_ids_are_never_produced(padded_exported):
+    out, _ = padded_exported
+    model, tok = tfgpt.load(out.parent / "run")
+    prompts = ["ROMEO:", "hello"]
+    for p in prompts:  # unmasked, the padded ids would win: this test can fail
+        assert int(np.argmax(model(np.array([tok.encode(p)], np.int32))[0, -1])) >= tok.vocab_size
+    expected = [tfgpt.generate(model, tok, p, max_new_tokens=8, temperature=0) for p in prompts]
+    feeds = {"prompts": np.array(prompts, object), "max_new_tokens": 8}
+    assert [c.decode() for c in session_run(_sm(padded_exported), "serving_default", feeds)["completions"]] == expected
+    for seed in range(3):
+        sampled = {**feeds, "temperature": 1.0, "seed": seed}
+        ids = session_run(_sm(padded_exported), "serving_default", sampled)["ids"]
+        assert ids.max() < tok.vocab_size and (ids >= 0).sum() > 0
+        ids = session_run(_sm(padded_exported), "generate_ids", {"ids": np.array([tok.encode("hello")], np.int32),
+                                                                "max_new_tokens": 8, "temperature": 1.0,
+                                                                "top_k": tok.vocab_size + 10, "seed": seed})["ids"]
+        assert ids.max() < tok.vocab_size
 
 
 def test_long_prompt_is_cropped_to_fit_the_cache(exported, loaded):

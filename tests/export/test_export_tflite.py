@@ -56,6 +56,24 @@ def test_float_greedy_equals_keras_and_int8_reported(exported, loaded):
         assert p["first_divergence"] is None or 0 <= p["first_divergence"] < p["tokens"]
 
 
+def test_runner_never_produces_padded_vocabulary_ids(padded_exported):
+    out, info = padded_exported
+    model, tok = tfgpt.load(out.parent / "run")
+    path = out / "tflite" / "model.tflite"
+    for prompt in ["ROMEO:", "hello"]:
+        text = generate_tflite(path, None, prompt, 8, temperature=0)
+        assert text == tfgpt.generate(model, tok, prompt, max_new_tokens=8, temperature=0)
+    assert info["verification"]["tflite"]["model.tflite"]["greedy_tokens_equal"] is True
+    gen = TFLiteGenerator(path)
+    assert gen.vocab_size == tok.vocab_size + 40
+    assert max(gen.generate_ids(tok.encode("hello"), 4, temperature=0)) >= tok.vocab_size  # unmasked
+    for seed in range(3):
+        ids = gen.generate_ids(tok.encode("hello"), 8, temperature=1.0, seed=seed, vocab_limit=tok.vocab_size)
+        assert max(ids) < tok.vocab_size
+    with pytest.raises(tfgpt.errors.GenerationError, match="vocab_limit must be in"):
+        gen.generate_ids([1], 2, vocab_limit=0)
+
+
 def test_runner_slides_past_block_size_and_samples(exported, loaded):
     out, _ = exported
     path = out / "tflite" / "model.tflite"

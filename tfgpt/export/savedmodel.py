@@ -15,6 +15,9 @@ Signatures (all run without XLA and without ``py_function``; TF Serving's C++ lo
     ``ids`` int32 ``[batch, time]`` (rows of equal length) + the optional scalars above →
     ``ids`` int32 ``[batch, max_new_tokens]`` (-1 past the end), ``num_tokens`` int32 ``[batch]``.
 
+Both decoding signatures only produce ids the tokenizer knows: when the model's vocabulary is
+padded past the tokenizer's, the padded ids' logits are masked (as :func:`tfgpt.generate` does).
+
 Lengths: ``max_new_tokens`` is clipped to ``[0, block_size - 1]``; a prompt longer than
 ``block_size - max_new_tokens`` tokens keeps its last tokens (cropped, like ``tfgpt.generate``),
 so prompt + completion always fit one KV cache. Prompts of different token lengths in one batch
@@ -50,21 +53,26 @@ SAMPLING_SPECS = (
 
 
 def sample_tf(
-    logits: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor, seed: tf.Tensor, step: tf.Tensor
+    logits: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor, seed: tf.Tensor, step: tf.Tensor,
+    vocab_limit: int | None = None,
 ) -> tf.Tensor:
     """Next ids ``[batch]`` int32: greedy when ``temperature`` ≤ 0, else top-k + Gumbel-max sampling.
 
     Same arithmetic and noise as :func:`tfgpt.generate.sampling.sample_next`, with tensor ``top_k``
-    (0 or ≥ vocab: off) and branches as ``tf.cond`` (no XLA needed).
+    (0 or ≥ vocab: off) and branches as ``tf.cond`` (no XLA needed). ``vocab_limit`` (static): ids ≥ it
+    are never picked (a model vocabulary padded past the tokenizer's), as in ``tfgpt.generate``.
     """
     logits = tf.cast(logits, tf.float32)
+    if vocab_limit is not None and (logits.shape[-1] is None or vocab_limit < logits.shape[-1]):
+        keep = tf.range(tf.shape(logits)[-1]) < vocab_limit
+        logits = tf.where(keep[None, :], logits, tf.constant(NEG_INF, tf.float32))
 
     def greedy() -> tf.Tensor:
         return tf.argmax(logits, axis=-1, output_type=tf.int32)
 
     def sampled() -> tf.Tensor:
         x = logits / tf.cast(temperature, tf.float32)
-        vocab = tf.shape(x)[-1]
+        vocab = tf.shape(x)[-1] if vocab_limit is None else tf.minimum(tf.shape(x)[-1], vocab_limit)
         k = tf.cast(top_k, tf.int32)
 
         def filtered() -> tf.Tensor:
@@ -102,6 +110,8 @@ class ServingModule(tf.Module):
         self.n_layer = int(c.n_layer)
         self.n_embd = int(c.n_embd)
         self.eot_id = -1 if tokenizer.eot_id is None else int(tokenizer.eot_id)
+        # The model's vocabulary may be padded past the tokenizer's (e.g. 50304): never sample those ids.
+        self.vocab_limit = min(int(tokenizer.vocab_size), self.vocab_size)
         self.cache_dtype = model.dtype_policy.compute_dtype
 
     # -- the decode loop (plain TF control flow; the cache write traced in "scatter" mode) -----
@@ -132,7 +142,7 @@ class ServingModule(tf.Module):
             return tf.logical_and(step < max_new, tf.logical_not(tf.reduce_all(done)))
 
         def body(step, logits, caches, out, done):
-            token = sample_tf(logits, temperature, top_k, seed, step)
+            token = sample_tf(logits, temperature, top_k, seed, step, self.vocab_limit)
             done = tf.logical_or(done, tf.equal(token, eot))
             out = out.write(step, tf.where(done, -1, token))
             with cache_update_mode("scatter"):

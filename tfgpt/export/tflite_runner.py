@@ -101,8 +101,13 @@ class TFLiteGenerator:
         top_p: float | None = None,
         seed: int = 0,
         eot_id: int | None = None,
+        vocab_limit: int | None = None,
     ) -> list[int]:
-        """New token ids after ``ids`` (stops after ``eot_id``, which is included)."""
+        """New token ids after ``ids`` (stops after ``eot_id``, which is included).
+
+        ``vocab_limit``: ids ≥ it are never produced (pass the tokenizer's size when the model's
+        vocabulary is padded past it, as :func:`tfgpt.generate` does).
+        """
         ids = [int(i) for i in ids]
         if not ids:
             raise GenerationError("the prompt is empty: give at least one token")
@@ -110,6 +115,9 @@ class TFLiteGenerator:
             raise GenerationError(f"prompt token ids must be in [0, {self.vocab_size})")
         if max_new_tokens < 0:
             raise GenerationError(f"max_new_tokens must be ≥ 0, got {max_new_tokens}")
+        limit = self.vocab_size if vocab_limit is None else int(vocab_limit)
+        if not 0 < limit <= self.vocab_size:
+            raise GenerationError(f"vocab_limit must be in [1, {self.vocab_size}], got {vocab_limit}")
         rng = np.random.default_rng(seed)
         out: list[int] = []
         if max_new_tokens == 0:
@@ -123,6 +131,7 @@ class TFLiteGenerator:
         logits, cache = result["logits"][0], _crop_cache(result["cache"], cache_len)
         position = len(context)
         while len(out) < max_new_tokens:
+            logits = logits[:limit]  # the ids past the tokenizer's vocabulary are never picked
             if temperature is None or temperature <= 0:
                 token = int(np.argmax(logits))
             else:
@@ -175,7 +184,8 @@ def generate_tflite(
     if not ids:
         raise GenerationError("the prompt encodes to no tokens")
     gen = TFLiteGenerator(path)
-    new = gen.generate_ids(ids, max_new_tokens, temperature, top_k, top_p, seed, tokenizer.eot_id)
+    new = gen.generate_ids(ids, max_new_tokens, temperature, top_k, top_p, seed, tokenizer.eot_id,
+                           vocab_limit=min(tokenizer.vocab_size, gen.vocab_size))
     if tokenizer.eot_id is not None and new and new[-1] == tokenizer.eot_id:
         new = new[:-1]
     text = tokenizer.decode_bytes(new).decode("utf-8", errors="replace")

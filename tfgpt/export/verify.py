@@ -69,10 +69,13 @@ def _first_divergence(a: list[int], b: list[int]) -> int | None:
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
-def _keras_greedy_ids(model: Any, ids: list[int], n: int, eot_id: int | None) -> list[int]:
+def _keras_greedy_ids(model: Any, ids: list[int], n: int, tokenizer: Any) -> list[int]:
+    """Greedy ids from :func:`tfgpt.generate_ids`, limited to the tokenizer's vocabulary as ``tfgpt.generate``."""
     from tfgpt.generate import generate_ids
 
-    out = [int(t) for t in generate_ids(model, [ids], max_new_tokens=n, temperature=0.0, eot_id=eot_id)[0]]
+    eot_id, limit = tokenizer.eot_id, min(tokenizer.vocab_size, model.config.vocab_size)
+    out = [int(t) for t in generate_ids(model, [ids], max_new_tokens=n, temperature=0.0, eot_id=eot_id,
+                                        vocab_limit=limit)[0]]
     if eot_id is not None and eot_id in out:
         out = out[: out.index(eot_id) + 1]
     return out
@@ -118,7 +121,7 @@ def verify_savedmodel(sm_dir: Path, model: Any, tokenizer: Any, prompts: list[st
     if completions != expected:
         raise ExportError(f"SavedModel greedy completions {completions!r} differ from Keras {expected!r}")
     cli = saved_model_cli_ids(sm_dir, encoded[0], n)
-    keras_ids = _keras_greedy_ids(model, encoded[0], n, tokenizer.eot_id)
+    keras_ids = _keras_greedy_ids(model, encoded[0], n, tokenizer)
     keras_ids = [t for t in keras_ids if t != tokenizer.eot_id]
     if cli != keras_ids:
         raise ExportError(f"saved_model_cli greedy ids {cli} differ from Keras {keras_ids}")
@@ -151,8 +154,9 @@ def verify_tflite(tflite_dir: Path, model: Any, tokenizer: Any, prompts: list[st
             ref_logits = np.asarray(model(np.asarray([ids], np.int32)))[0, -1]
             lite_logits = gen.prefill(ids=np.asarray([ids], np.int32))["logits"][0]
             max_diff = max(max_diff, float(np.max(np.abs(ref_logits - lite_logits))))
-            expected = _keras_greedy_ids(model, ids, n, tokenizer.eot_id)
-            got = gen.generate_ids(ids, n, temperature=0.0, eot_id=tokenizer.eot_id)
+            expected = _keras_greedy_ids(model, ids, n, tokenizer)
+            got = gen.generate_ids(ids, n, temperature=0.0, eot_id=tokenizer.eot_id,
+                                   vocab_limit=min(tokenizer.vocab_size, gen.vocab_size))
             per_prompt.append(
                 {"prompt": prompt, "tokens": len(expected), "first_divergence": _first_divergence(got, expected)}
             )
