@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -220,6 +221,21 @@ def test_export_replaces_a_previous_export(tmp_path, tiny_run):
     assert json.loads((out / "export.json").read_text()) == info and info["name"] == "second"
     assert not (out / "stale.txt").exists() and (out / "savedmodel" / "second" / "1" / "saved_model.pb").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e"]  # no temp dirs left behind
+
+
+def test_export_files_get_the_umask_modes_not_owner_only(exported):
+    out, _ = exported
+    umask = os.umask(0)
+    os.umask(umask)
+    if umask & 0o044:
+        pytest.skip(f"umask {umask:o} makes files owner-only anyway")
+    dirs = [out, *(p for p in out.rglob("*") if p.is_dir())]
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert {out / "tflite" / "model.tflite", out / "tflite" / "model_int8.tflite", out / "export.json"} <= set(files)
+    assert {p.relative_to(out).as_posix(): oct(p.stat().st_mode & 0o777) for p in dirs
+            if p.stat().st_mode & 0o777 != 0o777 & ~umask} == {}
+    assert {p.relative_to(out).as_posix(): oct(p.stat().st_mode & 0o777) for p in files
+            if p.stat().st_mode & 0o777 != 0o666 & ~umask} == {}
 
 
 def test_variables_are_saved_once(exported, loaded):
