@@ -87,3 +87,10 @@ def special_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = make_tiny_run(root / "run", special_tokens=[EOT])
     export_run(run, root / "export", formats="savedmodel", name="special")
     return root / "export"
+
+
+@pytest.fixture(scope="session")
+def special_server(special_export: Path) -> Iterator[str]:
+    """``tfgpt serve`` over :func:`special_export` in a fresh process (which must register the TF-Text ops)."""
+    with start_server(special_export) as base:
+        yield base

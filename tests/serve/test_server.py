@@ -122,8 +122,7 @@ def test_concurrent_requests_all_succeed(server):
     assert codes == [200] * 16 and health == 200
 
 
-def test_serves_an_export_whose_tokenizer_uses_tf_text_ops(special_export):
-    from conftest import start_server
+def test_serves_an_export_whose_tokenizer_uses_tf_text_ops(special_export, special_server):
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
@@ -134,7 +133,6 @@ def test_serves_an_export_whose_tokenizer_uses_tf_text_ops(special_export):
 
     model, tok = tfgpt.load(special_export.parent / "run")
     expected = tfgpt.generate(model, tok, "ROMEO:", max_new_tokens=6, temperature=0)
-    with start_server(special_export) as base:  # a fresh process: nothing imported tensorflow_text before
-        r = requests.post(f"{base}/v1/completions", json={"prompt": "ROMEO:", "max_tokens": 6}, timeout=60)
+    r = requests.post(f"{special_server}/v1/completions", json={"prompt": "ROMEO:", "max_tokens": 6}, timeout=60)
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["text"] == expected
