@@ -68,6 +68,25 @@ def test_completions_and_streaming(server, keras_model):
     assert "".join(json.loads(e)["text"] for e in events[:-1]) == expected
 
 
+def _stream(server: str, body: dict) -> tuple[int, list[str]]:
+    with requests.post(f"{server}/v1/completions", json={**body, "stream": True}, stream=True, timeout=60) as s:
+        lines = [line.decode() for line in s.iter_lines()] if s.status_code == 200 else []
+        return s.status_code, [line[len("data: "):] for line in lines if line.startswith("data: ")]
+
+
+def test_streaming_rejects_a_bad_prompt_with_400_and_wraps_the_largest_seed(server):
+    r = requests.post(f"{server}/v1/completions", json={"prompt": "ROMEO: \u2603", "stream": True}, timeout=60)
+    assert r.status_code == 400 and "not in the vocabulary" in r.json()["error"]  # not 200 + an error event
+    body = {"prompt": "ROMEO:", "max_tokens": CAP, "temperature": 1.0, "seed": 2**31 - 1}
+    status, events = _stream(server, body)
+    assert status == 200 and events[-1] == "[DONE]"
+    pieces = [json.loads(e) for e in events[:-1]]
+    assert all("text" in p for p in pieces), pieces  # no error event: the per-chunk seed wraps into int32
+    assert _stream(server, body)[1] == events  # reproducible for a seed
+    status, events = _stream(server, {"prompt": "ROMEO:", "max_tokens": 0})
+    assert status == 200 and events == ["[DONE]"]
+
+
 BAD = [
     ("/v1/completions", b"{not json", 400, "malformed JSON"),
     ("/v1/completions", {"max_tokens": 3}, 400, "missing field 'prompt'"),

@@ -9,7 +9,11 @@ Endpoints:
   ``{"outputs": ...}``.
 - ``POST /v1/completions`` → ``{"prompt": str | [str], "max_tokens": int, "temperature": float,
   "top_k": int, "seed": int, "stream": bool}``; with ``stream`` the reply is server-sent events,
-  one ``data: {"text": ...}`` event per decoded piece, then ``data: [DONE]``.
+  one ``data: {"text": ...}`` event per decoded piece, then ``data: [DONE]`` (a failure after the 200
+  status sends ``data: {"error": ...}`` before ``[DONE]``). Streaming decodes in chunks of
+  :data:`STREAM_CHUNK` tokens, each a new call on the prompt + text so far: sampled streams are
+  reproducible for a seed but differ from the non-streamed completion, and so can greedy ones when the
+  prompt + completion outgrow ``block_size`` (each chunk crops the context on its own).
 
 Bad requests get a 4xx with ``{"error": "..."}`` (malformed or too deeply nested JSON, missing
 fields, wrong types, ragged lists or shapes, numbers out of the input's dtype range, ``max_new_tokens``
@@ -39,6 +43,8 @@ from tfgpt.errors import ExportError, RunDirError
 DEFAULT_MAX_NEW_TOKENS_CAP = 256
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_WORKERS = 2
+#: New tokens per SavedModel call when streaming /v1/completions.
+STREAM_CHUNK = 8
 #: Deepest JSON nesting a request may have (TF Serving bodies need 4: object, list, object, 2-D list).
 MAX_JSON_DEPTH = 32
 
@@ -377,31 +383,38 @@ def create_app(
             return JSONResponse({"model": model.name, "choices": choices})
         if not single:
             raise BadRequest("streaming takes a single prompt string")
-        feeds = model._convert("serving_default", inputs)  # validate before the 200 status is sent
-        return StreamingResponse(stream_events(inputs, int(feeds["max_new_tokens"])), media_type="text/event-stream")
+        feeds = model._convert("serving_default", inputs)  # validate types and ranges before the 200 is sent
+        total = int(feeds["max_new_tokens"])
+        # The first chunk runs here, so a prompt the in-graph tokenizer rejects still gets a 400.
+        first = await state.run(model.predict, "serving_default", stream_step(inputs, "", 0, min(STREAM_CHUNK, total)))
+        return StreamingResponse(stream_events(inputs, total, first), media_type="text/event-stream")
 
-    async def stream_events(inputs: dict[str, Any], total: int) -> AsyncIterator[str]:
-        """Decode in chunks (each chunk re-runs the prompt + text so far through the SavedModel)."""
-        prompt = inputs["prompts"][0]
-        text, produced, chunk = "", 0, 8
-        while produced < total:
-            n = min(chunk, total - produced)
-            step = {**inputs, "prompts": [prompt + text], "max_new_tokens": n}
-            if "seed" in inputs:
-                step["seed"] = int(inputs["seed"]) + produced
-            try:
+    def stream_step(inputs: dict[str, Any], text: str, produced: int, n: int) -> dict[str, Any]:
+        step = {**inputs, "prompts": [inputs["prompts"][0] + text], "max_new_tokens": n}
+        if "seed" in inputs:  # a different seed per chunk, wrapped into int32
+            step["seed"] = (int(inputs["seed"]) + produced + 2**31) % 2**32 - 2**31
+        return step
+
+    async def stream_events(inputs: dict[str, Any], total: int, out: dict[str, np.ndarray]) -> AsyncIterator[str]:
+        """Decode in chunks (each chunk re-runs the prompt + text so far through the SavedModel); ``out`` is
+        the first chunk's result. A failure after the 200 ends the stream with an error event, then [DONE]."""
+        text, produced = "", 0
+        try:
+            while True:
+                n = min(STREAM_CHUNK, total - produced)
+                piece = _jsonable(out["completions"])[0]
+                got = int(out["num_tokens"][0])
+                if piece:
+                    yield f"data: {json.dumps({'text': piece})}\n\n"
+                text += piece
+                produced += n
+                if got < n or produced >= total:
+                    break
+                step = stream_step(inputs, text, produced, min(STREAM_CHUNK, total - produced))
                 out = await state.run(model.predict, "serving_default", step)
-            except BadRequest as e:
-                yield f"data: {json.dumps({'error': str(e)})}\n\n"
-                return
-            piece = _jsonable(out["completions"])[0]
-            got = int(out["num_tokens"][0])
-            if piece:
-                yield f"data: {json.dumps({'text': piece})}\n\n"
-            text += piece
-            produced += n
-            if got < n:
-                break
+        except Exception as e:  # noqa: BLE001 - the status is sent: report in the stream, then end it cleanly
+            message = str(e) if isinstance(e, BadRequest) else f"internal error: {type(e).__name__}: {e}"
+            yield f"data: {json.dumps({'error': message})}\n\n"
         yield "data: [DONE]\n\n"
 
     return app
