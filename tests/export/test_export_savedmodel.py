@@ -14,6 +14,7 @@ import tensorflow as tf
 import tfgpt
 from tfgpt.errors import ExportError, RunDirError
 from tfgpt.export import export_run
+from tfgpt.export.savedmodel import sample_tf
 from tfgpt.export.verify import saved_model_cli_ids, session_run
 
 
@@ -243,3 +244,11 @@ def test_variables_are_saved_once(exported, loaded):
     keys = [k for k, _ in tf.train.list_variables(str(_sm(exported) / "variables" / "variables"))]
     keys = [k for k in keys if k != "_CHECKPOINTABLE_OBJECT_GRAPH"]
     assert len(keys) == len(model.variables), keys
+
+
+def test_sample_tf_treats_a_vanishing_temperature_as_greedy():
+    logits = tf.constant([[50.0, 100.0, 0.0]])
+    # 1e-37 is a normal float32 > 0, but logits / 1e-37 overflow to +inf in two places, and argmax
+    # over [inf, inf, 0] would pick index 0, not the greedy 1
+    token = sample_tf(logits, tf.constant(1e-37), tf.constant(0), tf.constant(3), tf.constant(0))
+    assert token.numpy().tolist() == [1]

@@ -38,7 +38,7 @@ from typing import Any
 import tensorflow as tf
 from tensorflow.python.trackable.data_structures import NoDependency
 
-from tfgpt.generate.sampling import NEG_INF, stateless_uniform
+from tfgpt.generate.sampling import MIN_TEMPERATURE, NEG_INF, stateless_uniform
 from tfgpt.model.attention import cache_update_mode
 
 DEFAULT_MAX_NEW_TOKENS = 32
@@ -56,7 +56,7 @@ def sample_tf(
     logits: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor, seed: tf.Tensor, step: tf.Tensor,
     vocab_limit: int | None = None,
 ) -> tf.Tensor:
-    """Next ids ``[batch]`` int32: greedy when ``temperature`` ≤ 0, else top-k + Gumbel-max sampling.
+    """Next ids ``[batch]`` int32: greedy when ``temperature`` < 1e-5 (``MIN_TEMPERATURE``), else top-k + Gumbel-max.
 
     Same arithmetic and noise as :func:`tfgpt.generate.sampling.sample_next`, with tensor ``top_k``
     (0 or ≥ vocab: off) and branches as ``tf.cond`` (no XLA needed). ``vocab_limit`` (static): ids ≥ it
@@ -83,7 +83,7 @@ def sample_tf(
         u = stateless_uniform(tf.shape(x), seed, step)
         return tf.argmax(x - tf.math.log(-tf.math.log(u)), axis=-1, output_type=tf.int32)
 
-    return tf.cond(temperature > 0, sampled, greedy)
+    return tf.cond(temperature >= MIN_TEMPERATURE, sampled, greedy)
 
 
 class ServingModule(tf.Module):

@@ -17,11 +17,9 @@ import numpy as np
 
 from tfgpt.errors import GenerationError
 from tfgpt.generate.decode import Decoder, SamplingMode
+from tfgpt.generate.sampling import MIN_TEMPERATURE
 
 MIN_BUCKET = 16
-#: Temperatures below this sample as greedy: logits / T would overflow float32 as T → 0, and
-#: already at 1e-5 a logit gap of 0.001 outweighs the Gumbel noise.
-MIN_TEMPERATURE = 1e-5
 
 
 def _bucket(n: int, cap: int) -> int:

@@ -13,6 +13,9 @@ import keras
 from keras import ops
 
 NEG_INF = -1e30
+#: Temperatures below this sample as greedy: logits / T would overflow float32 as T → 0, and
+#: already at 1e-5 a logit gap of 0.001 outweighs the Gumbel noise.
+MIN_TEMPERATURE = 1e-5
 
 
 def stateless_uniform(shape: Any, seed: Any, step: Any) -> Any:
