@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import tempfile
 import types
 import typing
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from tfgpt.atomic import write_text_atomic
 from tfgpt.errors import ConfigError
 
 T = TypeVar("T")
@@ -244,25 +244,9 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_yaml(path: str | os.PathLike, data: dict[str, Any]) -> None:
     """Atomically write a mapping as YAML."""
-    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def load_model_config(path: str | os.PathLike) -> GPTConfig:

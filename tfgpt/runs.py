@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import keras
 
+from tfgpt.atomic import replacing
 from tfgpt.config import GPTConfig, load_model_config, save_model_config
 from tfgpt.errors import ConfigError, RunDirError, TfgptError
 from tfgpt.model import GPT
@@ -155,17 +155,9 @@ def load(run_dir: str | os.PathLike, checkpoint: str | None = None) -> tuple[GPT
 
 def save_keras_atomic(model: GPT, path: str | os.PathLike) -> Path:
     """``model.save`` to a temp file in the same directory, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
+    with replacing(path, suffix=".keras") as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def save_run(

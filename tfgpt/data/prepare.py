@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from tfgpt.config import atomic_write_text
+from tfgpt.atomic import write_text_atomic
 from tfgpt.data.clean import CleanStats, DocDigest, DocFilter, clean_text, doc_digest, shingles
 from tfgpt.data.manifest import FORMAT, FORMAT_VERSION, MANIFEST, TOKENIZER_DIR, load_manifest, verify_shards
 from tfgpt.data.shards import RECORD_TOKENS, ShardWriter, dtype_name, read_shard_tokens, shard_name, token_dtype
@@ -448,7 +448,7 @@ def prepare(
             "workers": n_workers,
         },
     }
-    atomic_write_text(out_dir / MANIFEST, _dumps(manifest))
+    write_text_atomic(out_dir / MANIFEST, _dumps(manifest))
     shutil.rmtree(staging, ignore_errors=True)
     return manifest
 

@@ -23,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import os
-import secrets
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import tensorflow as tf
 from tensorflow.python.trackable.data_structures import NoDependency
 
+from tfgpt.atomic import write_bytes_atomic
 from tfgpt.errors import ExportError
 
 FLOAT_FILE = "model.tflite"
@@ -93,24 +93,6 @@ def _convert(saved_dir: str, quantize: bool) -> bytes:
         raise ExportError(f"TFLite conversion (builtins only) failed: {type(e).__name__}: {e}") from None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp sibling (mode from the umask, not mkstemp's owner-only) and rename it to ``path``."""
-    while True:
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        break
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def convert_tflite(model: Any, out_dir: str | os.PathLike, quantize: str | None = "int8") -> dict[str, int]:
     """Write ``model.tflite`` (and ``model_int8.tflite`` when ``quantize == "int8"``) into ``out_dir``.
 
@@ -126,10 +108,10 @@ def convert_tflite(model: Any, out_dir: str | os.PathLike, quantize: str | None 
     sizes: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="tfgpt_tflite_") as tmp:
         tf.saved_model.save(module, tmp, signatures={"prefill": module.prefill, "decode": module.decode})
-        _write_atomic(out / FLOAT_FILE, _convert(tmp, quantize=False))
+        write_bytes_atomic(out / FLOAT_FILE, _convert(tmp, quantize=False))
         sizes[FLOAT_FILE] = (out / FLOAT_FILE).stat().st_size
         if quantize == "int8":
-            _write_atomic(out / INT8_FILE, _convert(tmp, quantize=True))
+            write_bytes_atomic(out / INT8_FILE, _convert(tmp, quantize=True))
             sizes[INT8_FILE] = (out / INT8_FILE).stat().st_size
     return sizes
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tfgpt.config import atomic_write_text
+from tfgpt.atomic import write_text_atomic
 from tfgpt.errors import TokenizerError
 
 TOKENIZER_JSON = "tokenizer.json"
@@ -48,7 +48,7 @@ def write_tokenizer_json(directory: str | os.PathLike, config: dict[str, Any]) -
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     payload = {"format_version": FORMAT_VERSION, **config}
-    atomic_write_text(directory / TOKENIZER_JSON, json.dumps(payload, ensure_ascii=False, indent=1) + "\n")
+    write_text_atomic(directory / TOKENIZER_JSON, json.dumps(payload, ensure_ascii=False, indent=1) + "\n")
     return directory
 
 

@@ -35,7 +35,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from tfgpt.config import atomic_write_text
+from tfgpt.atomic import write_text_atomic
 from tfgpt.errors import TokenizerError
 from tfgpt.tokenizers.base import END_OF_TEXT, Tokenizer, require_str, write_tokenizer_json
 
@@ -356,9 +356,9 @@ class BPETokenizer(Tokenizer):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         ordered = dict(sorted(self._encoder.items(), key=lambda kv: kv[1]))
-        atomic_write_text(directory / ENCODER_JSON, json.dumps(ordered, ensure_ascii=False))
+        write_text_atomic(directory / ENCODER_JSON, json.dumps(ordered, ensure_ascii=False))
         lines = ["#version: 0.2", *(f"{a} {b}" for a, b in self._merges)]
-        atomic_write_text(directory / VOCAB_BPE, "\n".join(lines) + "\n")
+        write_text_atomic(directory / VOCAB_BPE, "\n".join(lines) + "\n")
         # tokenizer.json last: its presence means the directory is complete.
         return write_tokenizer_json(directory, self.to_config())
 

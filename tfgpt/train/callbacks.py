@@ -44,9 +44,9 @@ def rewrite_metrics(path: Path, max_step: int) -> None:
                 kept.append(line)
         except json.JSONDecodeError:
             continue
-    from tfgpt.config import atomic_write_text
+    from tfgpt.atomic import write_text_atomic
 
-    atomic_write_text(path, "".join(k + "\n" for k in kept))
+    write_text_atomic(path, "".join(k + "\n" for k in kept))
 
 
 class TrainMonitor(keras.callbacks.Callback):

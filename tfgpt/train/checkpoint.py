@@ -23,7 +23,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfgpt.config import atomic_write_text
+from tfgpt.atomic import write_text_atomic
 from tfgpt.errors import ConfigError, RunDirError
 
 WEIGHTS = "model.weights.h5"
@@ -62,7 +62,7 @@ def read_pointer(ckpt_dir: str | os.PathLike, name: str = "latest") -> dict[str,
 
 
 def write_pointer(ckpt_dir: str | os.PathLike, name: str, data: dict[str, Any]) -> None:
-    atomic_write_text(Path(ckpt_dir) / f"{name}.json", json.dumps(data, indent=1) + "\n")
+    write_text_atomic(Path(ckpt_dir) / f"{name}.json", json.dumps(data, indent=1) + "\n")
 
 
 def save_checkpoint(

@@ -27,9 +27,11 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tfgpt.config import GPTConfig, atomic_write_text, read_yaml, save_model_config
+from tfgpt.atomic import write_text_atomic
+from tfgpt.config import GPTConfig, read_yaml, save_model_config
 from tfgpt.errors import ConfigError, DataError, RunDirError, TfgptError
 from tfgpt.model.gpt import GPT
+from tfgpt.runs import save_keras_atomic
 from tfgpt.train.callbacks import TrainMonitor, rewrite_metrics, weights_digest
 from tfgpt.train.checkpoint import read_pointer, restore_checkpoint
 from tfgpt.train.config import DataConfig, TrainConfig, resolve_config
@@ -296,9 +298,7 @@ def train(
             "Lower train.learning_rate, keep train.grad_clip > 0 or use float32"
         )
     if chief:
-        tmp = run_dir / f".model.tmp-{os.getpid()}.keras"
-        gpt.save(tmp)
-        os.replace(tmp, run_dir / "model.keras")
+        save_keras_atomic(gpt, run_dir / "model.keras")
     last, last_eval = monitor.last, monitor.last_eval
     tput = monitor.throughput[1:] or monitor.throughput
     return {
@@ -369,4 +369,4 @@ def write_summary(path: str | os.PathLike, summary: dict[str, Any]) -> None:
     """Write a train() summary as JSON, atomically."""
     import json
 
-    atomic_write_text(path, json.dumps(summary, indent=1) + "\n")
+    write_text_atomic(path, json.dumps(summary, indent=1) + "\n")

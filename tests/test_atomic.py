@@ -1,0 +1,47 @@
+"""Atomic writes: the rename replaces the target only on success, and files get the umask's mode."""
+
+import os
+import stat
+
+import keras
+import pytest
+
+from tfgpt.atomic import replacing, write_bytes_atomic, write_text_atomic
+from tfgpt.config import GPTConfig
+from tfgpt.model import GPT
+from tfgpt.runs import save_keras_atomic
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_written_files_get_the_umask_mode_not_owner_only(tmp_path, umask_022):
+    write_text_atomic(tmp_path / "a" / "config.yaml", "x: 1\n")
+    write_bytes_atomic(tmp_path / "model.tflite", b"\x00\x01")
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    model.build((None, None))
+    save_keras_atomic(model, tmp_path / "model.keras")
+    for name in ("a/config.yaml", "model.tflite", "model.keras"):
+        assert mode(tmp_path / name) == 0o644, name
+    assert (tmp_path / "a" / "config.yaml").read_text() == "x: 1\n"
+    assert keras.saving.load_model(tmp_path / "model.keras", safe_mode=True).config == model.config
+
+
+def test_a_failed_write_leaves_the_target_and_no_temp_file(tmp_path):
+    target = tmp_path / "state.json"
+    write_text_atomic(target, "old")
+    with pytest.raises(RuntimeError), replacing(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+    write_text_atomic(target, "new")
+    assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]

@@ -1,0 +1,61 @@
+"""Atomic writes: write a temp sibling, then rename it over the target (readers never see half a file).
+
+The temp file is created with the umask's mode, as ``open(path, "w")`` would: ``tempfile.mkstemp``
+makes files owner-only (0600), and the files of a run or an export are read by other users' processes
+(TF Serving, a file server, a teammate's notebook) once renamed into place.
+
+Example:
+    >>> write_text_atomic("runs/x/config.yaml", "model: {}\\n")
+    >>> with replacing("runs/x/model.keras", suffix=".keras") as tmp:
+    ...     model.save(tmp)
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def _temp_sibling(path: Path, suffix: str) -> Path:
+    """Create an empty, uniquely named hidden file next to ``path`` (mode 0666 less the umask)."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp{suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"could not create a temporary file next to {path}")
+
+
+@contextmanager
+def replacing(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temp path next to ``path``; when the block succeeds it replaces ``path``, else it is removed.
+
+    ``suffix`` ends the temp name (writers such as ``keras.Model.save`` check the extension).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_sibling(path, suffix)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (flushed to disk before the rename)."""
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    write_bytes_atomic(path, text.encode("utf-8"))
