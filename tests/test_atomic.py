@@ -6,7 +6,7 @@ import stat
 import keras
 import pytest
 
-from tfgpt.atomic import replacing, write_bytes_atomic, write_text_atomic
+from tfgpt.atomic import make_temp_dir, replacing, write_bytes_atomic, write_text_atomic
 from tfgpt.config import GPTConfig
 from tfgpt.model import GPT
 from tfgpt.runs import save_keras_atomic
@@ -31,6 +31,9 @@ def test_written_files_get_the_umask_mode_not_owner_only(tmp_path, umask_022):
     save_keras_atomic(model, tmp_path / "model.keras")
     for name in ("a/config.yaml", "model.tflite", "model.keras"):
         assert mode(tmp_path / name) == 0o644, name
+    built = make_temp_dir(tmp_path, ".export.")
+    assert built.is_dir() and built.name.startswith(".export.") and mode(built) == 0o755
+    assert make_temp_dir(tmp_path, ".export.") != built
     assert (tmp_path / "a" / "config.yaml").read_text() == "x: 1\n"
     assert keras.saving.load_model(tmp_path / "model.keras", safe_mode=True).config == model.config
 

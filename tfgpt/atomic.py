@@ -14,21 +14,34 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+
+def _create_unique(parent: Path, prefix: str, suffix: str, create: Callable[[Path], Any]) -> Path:
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            create(path)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"could not create a unique {prefix}*{suffix} in {parent}")
+
+
+def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
+    """A new, uniquely named dir in ``parent`` with the umask's mode (``tempfile.mkdtemp``'s is 0700)."""
+    return _create_unique(Path(parent), prefix, "", Path.mkdir)
 
 
 def _temp_sibling(path: Path, suffix: str) -> Path:
     """Create an empty, uniquely named hidden file next to ``path`` (mode 0666 less the umask)."""
-    for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp{suffix}"
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
-            continue
-        return tmp
-    raise FileExistsError(f"could not create a temporary file next to {path}")
+    return _create_unique(
+        path.parent, f".{path.name}.", f".tmp{suffix}",
+        lambda p: os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)),
+    )
 
 
 @contextmanager

@@ -23,13 +23,13 @@ import datetime as _dt
 import json
 import os
 import re
-import secrets
 import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tfgpt.atomic import make_temp_dir
 from tfgpt.errors import ExportError
 
 EXPORT_JSON = "export.json"
@@ -147,19 +147,6 @@ def _save_savedmodel(model: Any, tokenizer: Any, sm_dir: Path, name: str) -> dic
     return {"signatures": signature_specs(sm_dir), "warmup": f"assets.extra/{WARMUP_FILE}", "xla": False}
 
 
-def _make_temp_dir(parent: Path, prefix: str) -> Path:
-    """A new uniquely named dir in ``parent`` with the umask's mode (``tempfile.mkdtemp`` makes it owner-only,
-    which a TF Serving or file server running as another user could not read once renamed into place)."""
-    for _ in range(100):
-        path = parent / f"{prefix}{secrets.token_hex(6)}"
-        try:
-            path.mkdir()
-        except FileExistsError:
-            continue
-        return path
-    raise ExportError(f"could not create a temporary directory in {parent}")
-
-
 def _check_out(run_dir: Path, out: Path) -> None:
     """Refuse an ``out`` that replacing would destroy anything but a previous export."""
     run, target = run_dir.resolve(), out.resolve()
@@ -211,7 +198,7 @@ def export_run(
     weights = weights_path(run_dir, checkpoint)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _make_temp_dir(out.parent, f".{out.name}.")
+    tmp = make_temp_dir(out.parent, f".{out.name}.")
     try:
         # copyfile, not copy2: the export's files get the umask's mode, not the run's (possibly owner-only) one
         shutil.copytree(Path(run_dir) / TOKENIZER_DIR, tmp / "tokenizer", copy_function=shutil.copyfile)
