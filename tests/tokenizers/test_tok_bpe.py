@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from pathlib import Path
 
@@ -131,6 +133,24 @@ def test_train_custom_special_tokens(shakespeare: str) -> None:
     assert tok.encode("a<pad>")[-1] == 299
     with pytest.raises(TokenizerError, match="too small"):
         BPETokenizer.train(["abc"], vocab_size=200)
+
+
+@pytest.mark.parametrize("special", ["<|end of text|>", "<|eot|>\n", "\t<x>", "<\u3000>"])
+def test_special_token_with_whitespace_is_rejected(special: str, trained_bpe: BPETokenizer, tmp_path: Path) -> None:
+    # The in-graph tokenizer joins BPE tokens with spaces: such a token would become id -1 there.
+    with pytest.raises(TokenizerError, match="whitespace"):
+        BPETokenizer.train(["hello world"] * 5, vocab_size=300, special_tokens=("<|endoftext|>", special))
+    # A hand-made tokenizer directory with such a token fails to load, naming it.
+    trained_bpe.save(tmp_path)
+    encoder = json.loads((tmp_path / "encoder.json").read_text(encoding="utf-8"))
+    encoder[special] = encoder.pop("<|endoftext|>")
+    (tmp_path / "encoder.json").write_text(json.dumps(encoder, ensure_ascii=False), encoding="utf-8")
+    config = json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8"))
+    config["special_tokens"] = {special: config["special_tokens"].pop("<|endoftext|>")}
+    del config["encoder_sha256"]
+    (tmp_path / "tokenizer.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(TokenizerError, match=f"{tmp_path}.*special token {re.escape(repr(special))}.*whitespace"):
+        load_tokenizer(tmp_path)
 
 
 def test_fingerprints_differ(gpt2: BPETokenizer, trained_bpe: BPETokenizer) -> None:

@@ -94,6 +94,21 @@ def _merge_ranks(merges: Sequence[tuple[str, str]]) -> dict[bytes, int]:
     return ranks
 
 
+def check_special_token(token: object, source: str = "<memory>") -> None:
+    """Raise :class:`TokenizerError` unless ``token`` is a non-empty string without whitespace.
+
+    The in-graph tokenizer (used inside SavedModels) joins a word's BPE tokens with spaces and
+    cannot represent a special token that contains whitespace.
+    """
+    if not isinstance(token, str) or not token:
+        raise TokenizerError(f"{source}: BPE special tokens must be non-empty strings, got {token!r}")
+    if any(c.isspace() for c in token):
+        raise TokenizerError(
+            f"{source}: BPE special token {token!r} contains whitespace, which the in-graph "
+            "tokenizer cannot represent; use e.g. '<|end_of_text|>'"
+        )
+
+
 class BPETokenizer(Tokenizer):
     """Byte-level BPE over GPT-2-format files; encoding by tiktoken, training by HF ``tokenizers``.
 
@@ -131,6 +146,8 @@ class BPETokenizer(Tokenizer):
             special_tokens = {
                 k: v for k, v in encoder.items() if any(c not in u2b for c in k) or token_str_to_bytes(k) not in ranks
             }
+        for tok in special_tokens:
+            check_special_token(tok, source)
         enc_bytes: dict[bytes, int] = {}
         for k, v in encoder.items():
             if k in special_tokens:
@@ -223,6 +240,8 @@ class BPETokenizer(Tokenizer):
         from tokenizers import models, pre_tokenizers, trainers
 
         specials = list(dict.fromkeys(special_tokens))
+        for t in specials:
+            check_special_token(t, "BPETokenizer.train")
         if vocab_size < 256 + len(specials):
             raise TokenizerError(
                 f"vocab_size {vocab_size} is too small: byte-level BPE needs 256 byte tokens + "
