@@ -195,3 +195,18 @@ def test_several_special_tokens(shakespeare: str) -> None:
     expected = [tok.encode(t) for t in texts]
     assert graph.tokenize(tf.constant(texts)).to_list() == expected
     assert [s.decode() for s in graph.detokenize(tf.ragged.constant(expected)).numpy()] == texts
+
+
+def test_overlapping_special_tokens_longest_first(shakespeare: str) -> None:
+    specials = ["<|a|>", "<|a|>b", "<|a|>bc", "<|endoftext|>"]
+    tok = BPETokenizer.train([shakespeare[:20_000]], vocab_size=300, special_tokens=specials)
+    ids = tok.special_tokens
+    assert tok.encode("<|a|>b") == [ids["<|a|>b"]]
+    assert tok.encode("<|a|>bc<|a|>") == [ids["<|a|>bc"], ids["<|a|>"]]
+    texts = ["<|a|>b", "x<|a|>bc y<|a|>b", "<|a|><|a|>bcd <|endoftext|><|a|>", "<|a|", "no specials here", ""]
+    expected = [tok.encode(t) for t in texts]
+    assert tok.encode_batch(texts) == expected
+    assert tok.graph_tokenizer().tokenize(tf.constant(texts)).to_list() == expected
+    assert [tok.decode(e) for e in expected] == texts
+    char = CharTokenizer.train([shakespeare[:2000]], special_tokens=specials)
+    assert char.encode("<|a|>b") == [char.special_tokens["<|a|>b"]]

@@ -8,7 +8,8 @@ line, highest priority first).
   no cache directory): ranks are derived from the merges the way OpenAI's ``data_gym`` loader
   does it and checked against ``encoder.json``; ids equal GPT-2's (tested against the Hugging
   Face ``tokenizers`` library loading the same files). Special tokens in the text (e.g.
-  ``"<|endoftext|>"`` → 50256) always map to their ids.
+  ``"<|endoftext|>"`` → 50256) always map to their ids; where one special token is a prefix of
+  another, the longest match wins (as in the in-graph and char tokenizers).
 * Training uses the Hugging Face ``tokenizers`` library (ByteLevel pre-tokenizer with the
   GPT-2 regex, all 256 bytes in the initial alphabet). The result is renumbered to GPT-2's
   layout — ids 0..255 the single bytes in data-gym order, then one id per merge in merge order,
@@ -30,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -183,6 +185,11 @@ class BPETokenizer(Tokenizer):
         self._source = source
         self._vocab_size = max([len(ranks) - 1, *self._specials.values()]) + 1
         self._enc = None
+        # tiktoken matches special tokens in hash order; when one is a prefix of another, split on a
+        # longest-first regex ourselves so that the result matches the in-graph and char tokenizers.
+        names = sorted(self._specials, key=len, reverse=True)
+        overlapping = any(a != b and a.startswith(b) for a in names for b in names)
+        self._special_re = re.compile("|".join(map(re.escape, names))) if overlapping else None
         self._num_threads = max(1, min(8, os.cpu_count() or 1))
 
     # ------------------------------------------------------------------ construction
@@ -316,7 +323,21 @@ class BPETokenizer(Tokenizer):
 
     def encode(self, text: str) -> list[int]:
         text = require_str(text)
+        if self._special_re is not None:
+            return self._encode_longest_first(text)
         return self.encoding.encode(text, allowed_special="all")
+
+    def _encode_longest_first(self, text: str) -> list[int]:
+        """Encode, matching special tokens leftmost-longest (only used when specials overlap)."""
+        enc = self.encoding
+        ids: list[int] = []
+        pos = 0
+        for m in self._special_re.finditer(text):
+            ids += enc.encode_ordinary(text[pos : m.start()])
+            ids.append(self._specials[m.group()])
+            pos = m.end()
+        ids += enc.encode_ordinary(text[pos:])
+        return ids
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode without recognising special tokens (``"<|endoftext|>"`` becomes plain BPE tokens)."""
@@ -328,6 +349,8 @@ class BPETokenizer(Tokenizer):
         Throughput drops on tiny texts: concatenate small documents into ~10-100 KB batches.
         """
         texts = [require_str(t, f"texts[{i}]") for i, t in enumerate(texts)]
+        if self._special_re is not None:
+            return [self._encode_longest_first(t) for t in texts]
         return self.encoding.encode_batch(texts, num_threads=num_threads or self._num_threads, allowed_special="all")
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
