@@ -59,8 +59,14 @@ def test_missing_pieces_give_clear_errors(run, tmp_path):
     with pytest.raises(RunDirError, match="holds no weights"):
         tfgpt.load(path)
     (path / "model.keras").write_bytes(b"not a zip")
-    with pytest.raises(RunDirError, match="model.keras"):
+    with pytest.raises(RunDirError, match="model.keras is not a .keras archive.*truncated or corrupt"):
         tfgpt.load(path)
+    config = (path / "config.yaml").read_text()
+    for broken, message in (("", "empty file"), ("model:\n", "must be a mapping"), ("model: 5\n", "must be a mapping")):
+        (path / "config.yaml").write_text(broken)
+        with pytest.raises(RunDirError, match=message):
+            tfgpt.load(path)
+    (path / "config.yaml").write_text(config)
     (path / "config.yaml").unlink()
     with pytest.raises(RunDirError, match="config.yaml"):
         tfgpt.load(path)

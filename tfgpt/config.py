@@ -253,6 +253,10 @@ def load_model_config(path: str | os.PathLike) -> GPTConfig:
     """Read the ``model:`` section of a config/run YAML file (or a bare model mapping)."""
     data = read_yaml(path)
     section = data.get("model", data) if "model" in data else data
+    if not data:
+        raise ConfigError(f"{path}: empty file, expected a 'model' mapping")
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: 'model' must be a mapping of GPT settings (or a preset), got {section!r}")
     if "preset" in section:
         section = dict(section)
         name = section.pop("preset")

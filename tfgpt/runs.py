@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,8 @@ def load_weights_file(path: str | os.PathLike, config: GPTConfig, config_path: s
     path = Path(path)
     try:
         if path.name.endswith(".keras"):
+            if path.is_file() and not zipfile.is_zipfile(path):  # keras would say "File not found"
+                raise RunDirError(f"{path} is not a .keras archive (zip): the file is empty, truncated or corrupt")
             model = keras.saving.load_model(path, safe_mode=True, compile=False)
             if not isinstance(model, GPT):
                 raise RunDirError(f"{path} holds a {type(model).__name__}, not a tfgpt GPT model")

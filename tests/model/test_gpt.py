@@ -89,6 +89,18 @@ def test_cache_longer_than_block_size_is_refused():
         tiny().init_cache(1, 17)
 
 
+def test_input_longer_than_block_size_is_refused_clearly():
+    model, ids = tiny(), np.zeros((1, 17), np.int32)
+    with pytest.raises(ValueError, match="sequence length 17 exceeds block_size 16"):
+        model(ids)
+    # under XLA the position lookup would silently clamp instead of failing: refused at trace time
+    import tensorflow as tf
+
+    with pytest.raises(ValueError, match="exceeds block_size"):
+        tf.function(model, jit_compile=True)(ids)
+    assert tuple(model(ids[:, :16]).shape) == (1, 16, 50)
+
+
 def test_keras_round_trip_safe_mode(tmp_path):
     model = tiny(norm="post", tie_embeddings=False, dropout=0.1)
     ids = np.array([[4, 5, 6, 7]], np.int32)

@@ -121,6 +121,13 @@ class GPT(keras.Model):
         """Final-LayerNorm hidden states ``[batch, time, n_embd]`` and the updated cache (or None)."""
         token_ids = ops.cast(token_ids, "int32")
         seq_len = ops.shape(token_ids)[1]
+        if isinstance(seq_len, int) and seq_len > self.config.block_size:
+            # Without this the position lookup fails deep in Embedding (TF eager), is silently clamped
+            # (XLA) or yields NaN (JAX); a dynamic length is the caller's to crop (tfgpt.generate does).
+            raise ValueError(
+                f"sequence length {seq_len} exceeds block_size {self.config.block_size}: crop the input "
+                f"to its last {self.config.block_size} tokens"
+            )
         positions = ops.arange(seq_len, dtype="int32")
         if cache is not None and cache_index is not None:
             positions = positions + ops.cast(cache_index, "int32")
