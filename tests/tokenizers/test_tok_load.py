@@ -62,6 +62,63 @@ def test_bpe_inconsistent_files(tmp_path: Path, trained_bpe: BPETokenizer) -> No
         load_tokenizer(tmp_path)
 
 
+def test_bpe_files_from_another_tokenizer_are_refused(
+    tmp_path: Path, trained_bpe: BPETokenizer, shakespeare: str
+) -> None:
+    # Consistent encoder.json + vocab.bpe of another vocabulary (same size, same special-token ids):
+    # only the digests recorded in tokenizer.json catch it.
+    other = BPETokenizer.train([shakespeare[300_000:600_000]], vocab_size=trained_bpe.vocab_size)
+    assert other.special_tokens == trained_bpe.special_tokens and other.merges != trained_bpe.merges
+    trained_bpe.save(tmp_path / "mine")
+    other.save(tmp_path / "other")
+    for name in ("encoder.json", "vocab.bpe"):
+        shutil.copy(tmp_path / "other" / name, tmp_path / "mine" / name)
+    with pytest.raises(TokenizerError, match=r"encoder\.json: content does not match encoder_sha256"):
+        load_tokenizer(tmp_path / "mine")
+    # With the encoder digest matching, the merges digest still names vocab.bpe.
+    config = json.loads((tmp_path / "mine" / "tokenizer.json").read_text(encoding="utf-8"))
+    config["encoder_sha256"] = other.to_config()["encoder_sha256"]
+    (tmp_path / "mine" / "tokenizer.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(TokenizerError, match=r"vocab\.bpe: content does not match merges_sha256"):
+        load_tokenizer(tmp_path / "mine")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("special_tokens", {"<|endoftext|>": "x"}),
+        ("special_tokens", {"<|endoftext|>": True}),
+        ("special_tokens", ["<|endoftext|>"]),
+        ("encoder_sha256", 5),
+        ("type", "wordpiece-ish"),
+    ],
+)
+def test_bpe_config_bad_types(tmp_path: Path, trained_bpe: BPETokenizer, key: str, value: object) -> None:
+    trained_bpe.save(tmp_path)
+    config = json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8"))
+    config[key] = value
+    (tmp_path / "tokenizer.json").write_text(json.dumps(config), encoding="utf-8")
+    if key == "type":  # load_tokenizer dispatches on type; from_config itself must check it too
+        with pytest.raises(TokenizerError, match=r"tokenizer\.json: 'type' must be"):
+            BPETokenizer.from_config(config, tmp_path)
+        return
+    with pytest.raises(TokenizerError, match=rf"tokenizer\.json: '{key}' must be"):
+        load_tokenizer(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("unk_token", 5), ("unk_token", ""), ("special_tokens", [1]), ("vocab", ["a", 2]), ("vocab", "ab")],
+)
+def test_char_config_bad_types(tmp_path: Path, key: str, value: object) -> None:
+    CharTokenizer.train(["abc"], special_tokens=["<|endoftext|>"]).save(tmp_path)
+    config = json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8"))
+    config[key] = value
+    (tmp_path / "tokenizer.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(TokenizerError, match=rf"tokenizer\.json: .*'?{key}'?"):
+        load_tokenizer(tmp_path)
+
+
 def test_gpt2_save_copies_files(tmp_path: Path, gpt2: BPETokenizer, gpt2_dir: Path) -> None:
     gpt2.save(tmp_path)
     loaded = load_tokenizer(tmp_path)

@@ -39,7 +39,7 @@ from typing import Any
 
 from tfgpt.atomic import write_text_atomic
 from tfgpt.errors import TokenizerError
-from tfgpt.tokenizers.base import END_OF_TEXT, Tokenizer, require_str, write_tokenizer_json
+from tfgpt.tokenizers.base import END_OF_TEXT, TOKENIZER_JSON, Tokenizer, require_str, write_tokenizer_json
 
 ENCODER_JSON = "encoder.json"
 VOCAB_BPE = "vocab.bpe"
@@ -281,12 +281,35 @@ class BPETokenizer(Tokenizer):
 
     @classmethod
     def from_config(cls, config: dict[str, Any], directory: str | os.PathLike) -> BPETokenizer:
-        """Rebuild from tokenizer.json's content and the GPT-2 files beside it."""
+        """Rebuild from tokenizer.json's content and the GPT-2 files beside it.
+
+        The files' sha256 digests recorded in tokenizer.json (when present) must match.
+        """
+        directory = Path(directory)
+        where = directory / TOKENIZER_JSON
         kind = config.get("type", "bpe")
+        if kind not in ("bpe", "gpt2"):
+            raise TokenizerError(f"{where}: 'type' must be 'bpe' or 'gpt2', got {kind!r}")
         specials = config.get("special_tokens")
-        if specials is not None and not isinstance(specials, dict):
-            raise TokenizerError(f"{Path(directory) / 'tokenizer.json'}: 'special_tokens' must be an object")
+        if specials is not None and not (
+            isinstance(specials, dict)
+            and all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in specials.items())
+        ):
+            raise TokenizerError(
+                f"{where}: 'special_tokens' must be an object of token string → integer id, got {specials!r}"
+            )
+        checks = (("encoder_sha256", ENCODER_JSON), ("merges_sha256", VOCAB_BPE))
+        for key, _ in checks:
+            if config.get(key) is not None and not isinstance(config[key], str):
+                raise TokenizerError(f"{where}: {key!r} must be a hex string, got {config[key]!r}")
         tok = cls.from_files(directory, kind=kind, special_tokens=specials)
+        for (key, name), actual in zip(checks, tok._digests(), strict=True):
+            expected = config.get(key)
+            if expected is not None and expected != actual:
+                raise TokenizerError(
+                    f"{directory / name}: content does not match {key} in {where} "
+                    "(the file was edited or comes from another tokenizer)"
+                )
         return tok
 
     # ------------------------------------------------------------------ interface

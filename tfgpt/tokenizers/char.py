@@ -56,6 +56,8 @@ class CharTokenizer(Tokenizer):
                 raise TokenizerError(f"special tokens must be non-empty strings, got {t!r}")
             if t not in specials:
                 specials.append(t)
+        if unk_token is not None and (not isinstance(unk_token, str) or not unk_token):
+            raise TokenizerError(f"unk_token must be a non-empty string, got {unk_token!r}")
         if unk_token is not None and unk_token not in chars and unk_token not in specials:
             specials.append(unk_token)
         self._chars = chars
@@ -111,8 +113,11 @@ class CharTokenizer(Tokenizer):
             unk = config.get("unk_token")
         except (KeyError, TypeError, AttributeError) as e:
             raise TokenizerError(f"{where}: char tokenizer config lacks {e}") from None
-        if not isinstance(chars, list) or not isinstance(specials, list):
-            raise TokenizerError(f"{where}: 'vocab' and 'special_tokens' must be lists")
+        for key, value in (("vocab", chars), ("special_tokens", specials)):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise TokenizerError(f"{where}: {key!r} must be a list of strings, got {value!r}")
+        if unk is not None and not isinstance(unk, str):
+            raise TokenizerError(f"{where}: 'unk_token' must be a string or null, got {unk!r}")
         try:
             return cls(chars, special_tokens=specials, unk_token=unk)
         except TokenizerError as e:
