@@ -160,6 +160,7 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     kwargs = {}
     for key, value in data.items():
         annotation = hints[key]
+        value = _exponent_float(value, annotation)
         if not _type_ok(value, annotation):
             raise ConfigError(
                 f"{where}: key {key!r} must be {_describe(annotation)}, got {type(value).__name__} {value!r}"
@@ -173,25 +174,17 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
         raise ConfigError(f"{where}: {e}") from None
 
 
-class ConfigLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also reads ``6e-4`` (an exponent without a dot) as a float.
-
-    PyYAML follows YAML 1.1, whose floats need a dot, so ``learning_rate: 6e-4`` would be the
-    string ``"6e-4"``; YAML 1.2 (and nanoGPT users) read it as a number. Config files and
-    ``--set`` values both go through this loader, so the two accept the same numbers.
-    """
+#: A float written with an exponent but no dot (``6e-4``). PyYAML follows YAML 1.1, whose floats
+#: need a dot, so ``yaml.safe_load`` gives the string ``"6e-4"``; YAML 1.2 (and nanoGPT users) mean
+#: a number. :func:`from_dict` reads such a string as a float where the field takes a float.
+EXPONENT_FLOAT = re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+")
 
 
-ConfigLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
-
-
-def load_yaml_text(text: str) -> Any:
-    """Parse YAML text with :class:`ConfigLoader` (safe: no Python objects)."""
-    return yaml.load(text, Loader=ConfigLoader)
+def _exponent_float(value: Any, annotation: Any) -> Any:
+    """``value`` as a float if it is a ``6e-4``-style string and the field takes a float, else as is."""
+    if isinstance(value, str) and EXPONENT_FLOAT.fullmatch(value.strip()) and _type_ok(0.5, annotation):
+        return float(value.replace("_", ""))
+    return value
 
 
 def _accepts_str(annotation: Any) -> bool:
@@ -210,7 +203,7 @@ def parse_scalar(raw: str, annotation: Any = Any) -> Any:
 
     A field that takes text gets the raw text (``ROMEO:``, ``yes`` and ``1.`` stay strings; ``null``
     gives None where the field allows it); any other field gets the YAML scalar, read as config
-    files are (``1e-3`` is a float, ``false`` a bool).
+    files are (``false`` a bool, ``1e-3`` a float where the field takes one).
 
     Example:
         >>> parse_scalar("1e-3", float), parse_scalar("ROMEO:", str), parse_scalar("yes", bool)
@@ -223,18 +216,18 @@ def parse_scalar(raw: str, annotation: Any = Any) -> Any:
     if not raw.strip():
         return ""
     try:
-        return load_yaml_text(raw)
+        return _exponent_float(yaml.safe_load(raw), annotation)
     except yaml.YAMLError:
         return raw
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML mapping with :class:`ConfigLoader` (safe_load + ``6e-4`` floats); errors name the file."""
+    """Read a YAML mapping with ``yaml.safe_load``; errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = load_yaml_text(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if data is None:
