@@ -77,20 +77,18 @@ def weights_step(run_dir: str | os.PathLike, path: str | os.PathLike) -> int | N
     final checkpoint, so a run's ``model.keras`` has the latest checkpoint's step.
     """
     path = Path(path)
-    if path.name == WEIGHTS_H5:
-        state = path.parent / STATE_JSON
-        try:
-            step = json.loads(state.read_text(encoding="utf-8")).get("step") if state.is_file() else None
-        except (ValueError, AttributeError) as e:
-            raise RunDirError(f"{state}: unreadable checkpoint state ({e})") from None
-        return int(step) if isinstance(step, int) else None
     if path.resolve() == (Path(run_dir) / MODEL_KERAS).resolve():
-        pointer = Path(run_dir) / CHECKPOINTS / LATEST_JSON
-        try:
-            return int(json.loads(pointer.read_text(encoding="utf-8"))["step"]) if pointer.is_file() else None
-        except (ValueError, KeyError, TypeError) as e:
-            raise RunDirError(f"{pointer}: unreadable checkpoint pointer ({e})") from None
-    return None
+        path = latest_checkpoint(run_dir)
+        if path is None:
+            return None
+    if path.name != WEIGHTS_H5:
+        return None
+    state = path.parent / STATE_JSON
+    try:
+        step = json.loads(state.read_text(encoding="utf-8")).get("step") if state.is_file() else None
+    except (ValueError, AttributeError) as e:
+        raise RunDirError(f"{state}: unreadable checkpoint state ({e})") from None
+    return int(step) if isinstance(step, int) else None
 
 
 def check_run_dir(run_dir: str | os.PathLike) -> Path:

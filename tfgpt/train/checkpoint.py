@@ -146,8 +146,8 @@ def prune_checkpoints(ckpt_dir: str | os.PathLike, keep: int) -> None:
     """Delete all but the newest ``keep`` step dirs, never the ones latest/best point at."""
     ckpt_dir = Path(ckpt_dir)
     protected = {p["dir"] for p in (read_pointer(ckpt_dir, "latest"), read_pointer(ckpt_dir, "best")) if p}
-    steps = sorted((p for p in ckpt_dir.glob("step-*") if p.is_dir() and step_of_dir(p.name) is not None),
-                   key=lambda p: step_of_dir(p.name) or 0)
+    numbered = ((step_of_dir(p.name), p) for p in ckpt_dir.glob("step-*") if p.is_dir())
+    steps = [p for _, p in sorted((s, p) for s, p in numbered if s is not None)]
     for path in steps[:-keep] if keep > 0 else steps:
         if path.name not in protected:
             shutil.rmtree(path, ignore_errors=True)

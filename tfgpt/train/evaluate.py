@@ -90,8 +90,6 @@ def evaluate_run(
 
     if eval_iters is not None and eval_iters <= 0:
         raise ConfigError(f"--eval-iters must be a positive number of batches, got {eval_iters}")
-    if batch_size is not None and batch_size <= 0:
-        raise ConfigError(f"batch_size must be positive, got {batch_size}")
     run_dir = Path(run_dir)
     model, (_, tcfg, dcfg), step, weights = load_run_model(run_dir, checkpoint)
     data_dir = data_dir if data_dir is not None else dcfg.dir
