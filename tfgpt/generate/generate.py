@@ -18,6 +18,7 @@ import numpy as np
 from tfgpt.errors import GenerationError
 from tfgpt.generate.decode import Decoder, SamplingMode
 from tfgpt.generate.sampling import MIN_TEMPERATURE
+from tfgpt.seeds import seed32
 
 MIN_BUCKET = 16
 
@@ -55,17 +56,6 @@ def _check_sampling(
         use_top_p=top_p is not None and top_p < 1.0,
         vocab_limit=vocab_limit,
     )
-
-
-def seed32(seed: int) -> np.int32:
-    """``seed`` as the int32 the stateless sampler takes: any Python int, wrapped modulo 2**32.
-
-    Seeds in the int32 range map to themselves; larger ones (``seed + turn`` in a chat, a
-    64-bit seed from a caller) wrap instead of overflowing.
-    """
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise GenerationError(f"seed must be an integer, got {seed!r}")
-    return np.array(int(seed) % 2**32, np.uint32).view(np.int32)[()]
 
 
 def generate_ids(
