@@ -3,8 +3,10 @@
 Example:
     >>> import tfgpt
     >>> model = tfgpt.GPT(tfgpt.GPTConfig.preset("char-small"))
-    >>> model, tokenizer = tfgpt.load("runs/shakespeare")
-    >>> print(tfgpt.generate(model, tokenizer, "ROMEO:", max_new_tokens=100, temperature=0.8, top_k=40))
+    >>> tuple(model(np.zeros((1, 8), "int32")).shape)  # logits [batch, time, vocab]
+    (1, 8, 65)
+    >>> model, tokenizer = tfgpt.load("runs/shakespeare")  # doctest: +SKIP
+    >>> print(tfgpt.generate(model, tokenizer, "ROMEO:", max_new_tokens=100, temperature=0.8))  # doctest: +SKIP
 
 Heavy modules (Keras, TensorFlow) load on first use, so ``tfgpt --help`` stays fast.
 """
