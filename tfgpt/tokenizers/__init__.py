@@ -1,10 +1,11 @@
 """Tokenizers: character-level, byte-level BPE (GPT-2 or trained), in-graph versions for export.
 
 Example:
-    >>> from tfgpt.tokenizers import CharTokenizer, BPETokenizer, load_tokenizer
-    >>> tok = CharTokenizer.train([open("input.txt").read()])
-    >>> tok.save("run/tokenizer")
-    >>> load_tokenizer("run/tokenizer").encode("To be") == tok.encode("To be")
+    >>> import tempfile
+    >>> from tfgpt.tokenizers import CharTokenizer, load_tokenizer
+    >>> tok = CharTokenizer.train(["To be, or not to be"])
+    >>> saved = tok.save(tempfile.mkdtemp())                # writes tokenizer.json
+    >>> load_tokenizer(saved).encode("To be") == tok.encode("To be") == [2, 6, 0, 3, 4]
     True
 
 TensorFlow is imported only by :meth:`Tokenizer.graph_tokenizer` (module ``graph``).

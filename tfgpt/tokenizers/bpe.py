@@ -16,11 +16,9 @@ line, highest priority first).
   then the special tokens — so that the saved files load anywhere GPT-2 files load and
   tiktoken's rank == id.
 
-Measured here (2 CPU cores under load from other jobs, tinyshakespeare + wizard_of_oz, 1.3 MB,
-GPT-2 vocabulary): ``encode`` 8.5-13 MB/s on one thread; ``encode_batch`` of 20 KB documents
-10 MB/s on 1 thread, 17-19 MB/s on 2; HF ``tokenizers`` ``encode_batch`` 1.5 MB/s. The in-graph
-tokenizer (:mod:`tfgpt.tokenizers.graph`) is far slower (~0.1 MB/s once its cache is warm): use it
-for serving prompts, not for preparing corpora.
+``encode``/``encode_batch`` are fast enough to prepare corpora (tiktoken releases the GIL); the
+in-graph tokenizer (:mod:`tfgpt.tokenizers.graph`) is far slower and meant for serving prompts.
+Measured throughputs are in ``docs/design/tokenizers.md``.
 
 ``encode`` accepts ``str`` only; ``bytes`` raise :class:`~tfgpt.errors.TokenizerError` (decode
 them first, e.g. ``data.decode("utf-8", errors="replace")``). ``decode`` replaces invalid UTF-8.
@@ -115,13 +113,24 @@ class BPETokenizer(Tokenizer):
     """Byte-level BPE over GPT-2-format files; encoding by tiktoken, training by HF ``tokenizers``.
 
     Example:
-        >>> tok = BPETokenizer.gpt2("/path/to/gpt2_bpe")          # encoder.json + vocab.bpe
-        >>> tok.encode("Hello world<|endoftext|>")
+        >>> import tempfile
+        >>> from tfgpt.tokenizers import load_tokenizer
+        >>> tok = BPETokenizer.train(["low lower lowest " * 20], vocab_size=260)
+        >>> tok.merges                                          # ids 256, 257, 258
+        [('l', 'o'), ('lo', 'w'), ('Ġ', 'low')]
+        >>> tok.eot_id                                          # 256 bytes + 3 merges, then the special
+        259
+        >>> tok.encode("lower<|endoftext|>")                    # "low", "e", "r", "<|endoftext|>"
+        [257, 68, 81, 259]
+        >>> d = tok.save(tempfile.mkdtemp())                    # tokenizer.json + GPT-2 files
+        >>> load_tokenizer(d).encode("lowest") == tok.encode("lowest")
+        True
+
+    GPT-2's own vocabulary, from a directory holding its encoder.json + vocab.bpe:
+
+        >>> gpt2 = BPETokenizer.gpt2("/path/to/gpt2_bpe")  # doctest: +SKIP
+        >>> gpt2.encode("Hello world<|endoftext|>")  # doctest: +SKIP
         [15496, 995, 50256]
-        >>> tok.decode([15496, 995])
-        'Hello world'
-        >>> mine = BPETokenizer.train(["some corpus text ..."], vocab_size=1000)
-        >>> mine.save("run/tokenizer")                             # tokenizer.json + GPT-2 files
     """
 
     def __init__(

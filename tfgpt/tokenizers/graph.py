@@ -10,55 +10,53 @@ Both classes are ``tf.Module``\\ s with the same two methods:
 They produce exactly the ids of the Python tokenizers (tested on the-verdict.txt, adversarial
 strings and hypothesis samples, eagerly and inside ``tf.function``).
 
-Finding: keras-hub's ``BytePairTokenizer`` (0.32) does not reproduce GPT-2's ids
-===============================================================================
-GPT-2 splits text with ``'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+``.
-RE2 has no look-ahead; keras-hub's TF path (``split_strings_for_bpe``) emulates it with a
-different regex (``[\\s]+[\\n\\r\\t\\f६]`` for runs) and the marker ``"६"`` (U+096C, an ordinary
-character). Measured against GPT-2 (tiktoken and HF ``tokenizers`` agree on all of these):
+GPT-2's pre-tokenization is done here (RE2 has no look-ahead, so each string is first cut before
+every whitespace character that is followed by a non-space, then split with the look-ahead-free
+pattern); only keras-hub's BPE *merge* machinery is used, because keras-hub's own splitter does not
+reproduce GPT-2's ids. The measurements behind this are in ``docs/design/tokenizers.md``.
 
-1. A whitespace run ending in a newline before a non-space stays one pre-token:
-   ``'.)\\n\\n"The'`` → keras-hub ``[2014, 628, 1, 464]``, GPT-2 ``[2014, 198, 198, 1, 464]``
-   (GPT-2 gives ``\\n\\n`` mid-text as two 198s and 628 only at the end of a text; openai/tiktoken#159).
-   Every paragraph break in prose hits this: the-verdict.txt is 5,145 GPT-2 tokens but 5,063 from
-   keras-hub (first difference at token 75); ``"a  \\n\\nb"`` differs the same way.
-2. RE2's ``\\s`` is ASCII only: U+0085 (NEL) is not whitespace there, so ``"x\\x1cy \\x85z"`` gives
-   ``... 1587 ...`` (`` \\x85`` as one punctuation word) instead of GPT-2's ``... 220, 126, 227 ...``.
-3. Every literal ``"६"`` in the input is deleted (taken for the marker): ``"६ ६६"`` → ``[220]``.
-4. In eager mode keras-hub 0.32 does not run its TF path: it encodes with HF ``tokenizers`` and a
-   Llama-3 split regex, so eager and ``tf.function`` results differ from each other and from
-   GPT-2 (eager: ``"  's"`` → ``[220, 220, 338]`` vs ``[220, 705, 82]``; ``"a \\u2009b"`` differs;
-   the-verdict.txt gives 5,067 tokens).
-5. (TF-Text, not keras-hub) ``tf_text.regex_split`` stops reading a string at its first NUL byte:
-   ``"a\\x00b"`` splits to ``["a"]``, so ``"\\x00\\x01 control"`` tokenized to ``[]``. Our
-   :func:`regex_split` runs the regex on a copy with NUL → ``\\x01`` and cuts the original by offsets.
-No upstream issue for 1-3 was found in the keras-hub tracker (searched: whitespace, newline,
-GPT-2 mismatch; the pattern dates from keras-team/keras-hub#389).
+This module imports no other tokenizer module: the classes read the vocabulary from any object
+with the attributes of :class:`CharVocab` / :class:`BPEVocab`, and ``Tokenizer.graph_tokenizer()``
+(in char.py / bpe.py) imports this module, never the other way round.
 
-Our fix: we do GPT-2's pre-tokenization ourselves and use only keras-hub's BPE *merge* machinery
-(its hash tables, merge loop and cache) on our pre-tokens. The look-ahead is removed exactly:
-GPT-2 never matches across the point just before a whitespace character that is followed by a
-non-whitespace character, so we cut each string at those points (``regex_split_with_offsets``
-on ``\\s\\S`` gives them) and run the look-ahead-free pattern
-``'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+`` inside each piece; there the
-only whitespace run that is followed by a non-space is the single leading character, for which
-``\\s+(?!\\S)`` and ``\\s+`` agree. ``\\s`` is spelled out as Unicode's White_Space set, since RE2's
-``\\s`` is ASCII only. Special tokens (``<|endoftext|>``) are split out first, as tiktoken does.
+Example:
+    >>> import tensorflow as tf
+    >>> from tfgpt.tokenizers import CharTokenizer
+    >>> g = CharTokenizer.train(["hello"]).graph_tokenizer()
+    >>> g.tokenize(tf.constant(["hell", "lo"])).to_list()
+    [[1, 0, 2, 2], [2, 3]]
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import tensorflow as tf
 import tensorflow_text as tf_text
 
 from tfgpt.errors import TokenizerError
 
-if TYPE_CHECKING:
-    from tfgpt.tokenizers.bpe import BPETokenizer
-    from tfgpt.tokenizers.char import CharTokenizer
+
+class CharVocab(Protocol):
+    """What :class:`GraphCharTokenizer` reads (a :class:`~tfgpt.tokenizers.char.CharTokenizer` has it)."""
+
+    chars: list[str]
+    special_tokens: dict[str, int]
+    vocab_size: int
+    unk_id: int | None
+
+
+class BPEVocab(Protocol):
+    """What :class:`GraphBPETokenizer` reads (a :class:`~tfgpt.tokenizers.bpe.BPETokenizer` has it)."""
+
+    encoder: dict[str, int]
+    merges: list[tuple[str, str]]
+    special_tokens: dict[str, int]
+    vocab_size: int
+
+    def token_bytes(self) -> list[bytes]: ...
+
 
 #: Unicode White_Space (what ``\s`` means to tiktoken/regex/Oniguruma), for RE2.
 WS = r"\t\n\x{0B}\f\r \x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}"
@@ -133,7 +131,9 @@ class GraphCharTokenizer(tf.Module):
     """In-graph :class:`~tfgpt.tokenizers.char.CharTokenizer`.
 
     Example:
-        >>> g = CharTokenizer.train(["hello"]).graph_tokenizer()
+        >>> import tensorflow as tf
+        >>> from tfgpt.tokenizers import CharTokenizer
+        >>> g = GraphCharTokenizer(CharTokenizer.train(["hello"]))  # or tok.graph_tokenizer()
         >>> g.tokenize(tf.constant(["hell", "lo"])).to_list()
         [[1, 0, 2, 2], [2, 3]]
         >>> g.detokenize(tf.ragged.constant([[1, 0]])).numpy()
@@ -143,7 +143,7 @@ class GraphCharTokenizer(tf.Module):
     with an ``InvalidArgumentError`` (a ``tf.debugging`` assertion), as the Python encode raises.
     """
 
-    def __init__(self, tokenizer: CharTokenizer, name: str | None = None) -> None:
+    def __init__(self, tokenizer: CharVocab, name: str | None = None) -> None:
         super().__init__(name=name)
         chars = tokenizer.chars
         specials = tokenizer.special_tokens
@@ -197,14 +197,21 @@ class GraphBPETokenizer(tf.Module):
     """In-graph GPT-2-exact byte-level BPE (GPT-2 pre-tokenization + keras-hub's BPE merges).
 
     Example:
-        >>> g = BPETokenizer.gpt2(path).graph_tokenizer()
-        >>> g.tokenize(tf.constant(["Hello world<|endoftext|>"])).to_list()
-        [[15496, 995, 50256]]
-        >>> g.detokenize(tf.constant([[15496, 995]])).numpy()
-        array([b'Hello world'], dtype=object)
+        >>> import tensorflow as tf
+        >>> from tfgpt.tokenizers import BPETokenizer
+        >>> tok = BPETokenizer.train(["low lower lowest " * 20], vocab_size=260)
+        >>> g = GraphBPETokenizer(tok)  # or tok.graph_tokenizer()
+        >>> text = "lower lowest<|endoftext|>"
+        >>> g.tokenize(tf.constant([text])).to_list() == [tok.encode(text)]
+        True
+        >>> g.detokenize(g.tokenize(tf.constant([text]))).numpy()
+        array([b'lower lowest<|endoftext|>'], dtype=object)
+
+    With GPT-2's files (``BPETokenizer.gpt2(directory)``) the ids are GPT-2's, e.g.
+    ``"Hello world<|endoftext|>"`` → ``[15496, 995, 50256]``.
     """
 
-    def __init__(self, tokenizer: BPETokenizer, name: str | None = None) -> None:
+    def __init__(self, tokenizer: BPEVocab, name: str | None = None) -> None:
         super().__init__(name=name)
         import keras_hub
 

@@ -1,9 +1,11 @@
-"""BPETokenizer: GPT-2 ids (vs an independent HF reference), training, bytes, save/load, speed."""
+"""tfgpt.tokenizers.bpe: GPT-2 ids (vs an independent HF reference), training, bytes, save/load, speed."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from hypothesis import strategies as st
 
 from tfgpt.errors import TokenizerError
 from tfgpt.tokenizers import BPETokenizer, load_tokenizer
+from tfgpt.tokenizers.bpe import GPT2_PATTERN
 
 #: Random text without surrogates or code points unassigned in this Python's Unicode tables
 #: (libraries built on newer Unicode versions may classify those differently).
@@ -165,3 +168,117 @@ def test_encode_speed_smoke(gpt2: BPETokenizer, shakespeare: str) -> None:
     gpt2.encode(text)
     rate = len(text.encode()) / (time.perf_counter() - t0) / 1e6
     assert rate > 1.0, f"{rate:.2f} MB/s"
+
+
+def test_bpe_missing_vocab_files(tmp_path: Path, trained_bpe: BPETokenizer) -> None:
+    trained_bpe.save(tmp_path)
+    (tmp_path / "vocab.bpe").unlink()
+    with pytest.raises(TokenizerError, match=r"vocab\.bpe is missing"):
+        load_tokenizer(tmp_path)
+
+
+def test_bpe_inconsistent_files(tmp_path: Path, trained_bpe: BPETokenizer) -> None:
+    trained_bpe.save(tmp_path)
+    lines = (tmp_path / "vocab.bpe").read_text(encoding="utf-8").splitlines()
+    lines[1], lines[2] = lines[2], lines[1]  # swap two merges: ids no longer match
+    (tmp_path / "vocab.bpe").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(TokenizerError, match="disagree"):
+        load_tokenizer(tmp_path)
+
+
+def test_bpe_files_from_another_tokenizer_are_refused(
+    tmp_path: Path, trained_bpe: BPETokenizer, shakespeare: str
+) -> None:
+    # Consistent encoder.json + vocab.bpe of another vocabulary (same size, same special-token ids):
+    # only the digests recorded in tokenizer.json catch it.
+    other = BPETokenizer.train([shakespeare[300_000:600_000]], vocab_size=trained_bpe.vocab_size)
+    assert other.special_tokens == trained_bpe.special_tokens and other.merges != trained_bpe.merges
+    trained_bpe.save(tmp_path / "mine")
+    other.save(tmp_path / "other")
+    for name in ("encoder.json", "vocab.bpe"):
+        shutil.copy(tmp_path / "other" / name, tmp_path / "mine" / name)
+    with pytest.raises(TokenizerError, match=r"encoder\.json: content does not match encoder_sha256"):
+        load_tokenizer(tmp_path / "mine")
+    # With the encoder digest matching, the merges digest still names vocab.bpe.
+    config = json.loads((tmp_path / "mine" / "tokenizer.json").read_text(encoding="utf-8"))
+    config["encoder_sha256"] = other.to_config()["encoder_sha256"]
+    (tmp_path / "mine" / "tokenizer.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(TokenizerError, match=r"vocab\.bpe: content does not match merges_sha256"):
+        load_tokenizer(tmp_path / "mine")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("special_tokens", {"<|endoftext|>": "x"}),
+        ("special_tokens", {"<|endoftext|>": True}),
+        ("special_tokens", ["<|endoftext|>"]),
+        ("encoder_sha256", 5),
+        ("type", "wordpiece-ish"),
+    ],
+)
+def test_bpe_config_bad_types(tmp_path: Path, trained_bpe: BPETokenizer, key: str, value: object) -> None:
+    trained_bpe.save(tmp_path)
+    config = json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8"))
+    config[key] = value
+    (tmp_path / "tokenizer.json").write_text(json.dumps(config), encoding="utf-8")
+    if key == "type":  # load_tokenizer dispatches on type; from_config itself must check it too
+        with pytest.raises(TokenizerError, match=r"tokenizer\.json: 'type' must be"):
+            BPETokenizer.from_config(config, tmp_path)
+        return
+    with pytest.raises(TokenizerError, match=rf"tokenizer\.json: '{key}' must be"):
+        load_tokenizer(tmp_path)
+
+
+def test_gpt2_save_copies_files(tmp_path: Path, gpt2: BPETokenizer, gpt2_dir: Path) -> None:
+    gpt2.save(tmp_path)
+    loaded = load_tokenizer(tmp_path)
+    assert loaded.kind == "gpt2" and loaded.vocab_size == 50257 and loaded.eot_id == 50256
+    assert loaded.fingerprint() == gpt2.fingerprint()
+    # The saved files are GPT-2's files (same content once parsed).
+    assert json.loads((tmp_path / "encoder.json").read_text()) == json.loads((gpt2_dir / "encoder.json").read_text())
+
+
+def test_gpt2_from_env(monkeypatch: pytest.MonkeyPatch, gpt2_dir: Path) -> None:
+    monkeypatch.setenv("TFGPT_GPT2_BPE_DIR", str(gpt2_dir))
+    assert BPETokenizer.gpt2().vocab_size == 50257
+    monkeypatch.delenv("TFGPT_GPT2_BPE_DIR")
+    with pytest.raises(TokenizerError, match="TFGPT_GPT2_BPE_DIR"):
+        BPETokenizer.gpt2()
+
+
+def test_gpt2_rejects_other_vocab(tmp_path: Path, trained_bpe: BPETokenizer) -> None:
+    trained_bpe.save(tmp_path)
+    with pytest.raises(TokenizerError, match="not GPT-2"):
+        BPETokenizer.gpt2(tmp_path)
+
+
+def test_atomic_save_leaves_no_temp_files(tmp_path: Path, trained_bpe: BPETokenizer) -> None:
+    out = trained_bpe.save(tmp_path / "t")
+    assert sorted(p.name for p in out.iterdir()) == ["encoder.json", "tokenizer.json", "vocab.bpe"]
+    shutil.rmtree(out)
+
+
+def test_tokenizer_json_holds_expected_config(tmp_path: Path) -> None:
+    # Pinned values: a change here breaks every saved tokenizer dir and data manifest.
+    tok = BPETokenizer.train(["low lower lowest " * 20], vocab_size=260)
+    expected = {
+        "type": "bpe",
+        "vocab_size": 260,
+        "special_tokens": {"<|endoftext|>": 259},
+        "encoder_file": "encoder.json",
+        "merges_file": "vocab.bpe",
+        "encoder_sha256": "b4d345ba96ca22e0e879fd585ac3f2e192d146486bab1ecf1ff61119fe9b66d1",
+        "merges_sha256": hashlib.sha256("l o\nlo w\nĠ low".encode()).hexdigest(),
+        "pattern": GPT2_PATTERN,
+    }
+    assert tok.to_config() == expected
+    tok.save(tmp_path)
+    assert json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8")) == {"format_version": 1, **expected}
+    assert (tmp_path / "vocab.bpe").read_text(encoding="utf-8") == "#version: 0.2\nl o\nlo w\nĠ low\n"
+    encoder = json.loads((tmp_path / "encoder.json").read_text(encoding="utf-8"))
+    assert list(encoder.items())[-5:] == [("Ń", 255), ("lo", 256), ("low", 257), ("Ġlow", 258), ("<|endoftext|>", 259)]
+    loaded = load_tokenizer(tmp_path)
+    assert loaded.to_config() == expected
+    assert loaded.encode("lower<|endoftext|>") == [257, 68, 81, 259]
+    assert loaded.fingerprint() == "728a41b33b180dfc6b0b1fe2ff57dbcc946736cca4568cb29e178c513dc9de5a"

@@ -1,6 +1,9 @@
-"""CharTokenizer: vocabulary, specials, unknown characters, decode, save/load."""
+"""tfgpt.tokenizers.char: vocabulary, specials, unknown characters, decode, save/load, bad configs."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -95,3 +98,40 @@ def test_fingerprint_differs_between_vocabularies() -> None:
 def test_roundtrip_on_own_training_text(text: str) -> None:
     tok = CharTokenizer.train([text + "x"], special_tokens=["<|endoftext|>"])
     assert tok.decode(tok.encode(text)) == text
+
+
+def test_char_config_missing_vocab(tmp_path: Path) -> None:
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"format_version": 1, "type": "char"}))
+    with pytest.raises(TokenizerError, match="vocab"):
+        load_tokenizer(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("unk_token", 5), ("unk_token", ""), ("special_tokens", [1]), ("vocab", ["a", 2]), ("vocab", "ab")],
+)
+def test_char_config_bad_types(tmp_path: Path, key: str, value: object) -> None:
+    CharTokenizer.train(["abc"], special_tokens=["<|endoftext|>"]).save(tmp_path)
+    config = json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8"))
+    config[key] = value
+    (tmp_path / "tokenizer.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(TokenizerError, match=rf"tokenizer\.json: .*'?{key}'?"):
+        load_tokenizer(tmp_path)
+
+
+def test_tokenizer_json_holds_expected_config(tmp_path: Path) -> None:
+    # Pinned values: a change here breaks every saved tokenizer dir and data manifest.
+    tok = CharTokenizer.train(["hello world"], special_tokens=["<|endoftext|>"], unk_token="?")
+    expected = {
+        "type": "char",
+        "vocab": [" ", "d", "e", "h", "l", "o", "r", "w"],
+        "special_tokens": ["<|endoftext|>", "?"],
+        "unk_token": "?",
+    }
+    assert tok.to_config() == expected
+    tok.save(tmp_path)
+    assert json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8")) == {"format_version": 1, **expected}
+    loaded = load_tokenizer(tmp_path)
+    assert (loaded.vocab_size, loaded.eot_id, loaded.unk_id) == (10, 8, 9)
+    assert loaded.encode("held!<|endoftext|>") == [3, 2, 4, 1, 9, 8]
+    assert loaded.fingerprint() == "eca1d076dc6c3aa4e6a80a7194415577704aff761192bdb73976ae089d8baa0c"
