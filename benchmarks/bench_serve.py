@@ -31,7 +31,7 @@ def main() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen(["timeout", "1800", sys.executable, "-m", "tfgpt.serve.app", "--export", a.export,
+    proc = subprocess.Popen(["timeout", "1800", sys.executable, "-m", "tfgpt", "serve", "--export", a.export,
                              "--port", str(port), "--workers", "4"],
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"

@@ -1,4 +1,8 @@
-"""A real ``tfgpt serve`` (uvicorn) on 127.0.0.1 over a tiny export, stopped after the tests."""
+"""One tiny SavedModel export for all serve tests, and a real ``tfgpt serve`` (uvicorn) on 127.0.0.1 over it.
+
+The export is built once per session: the unit tests load it in-process (:class:`ExportedModel`), the
+HTTP tests start servers on it, and the serving/ client tests run TF Serving bodies through it.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))  # export_tiny_run
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "serving"))  # client.py (the deployment's client)
 
 CAP = 20
 MAX_BODY = 4096
@@ -27,7 +32,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def serve_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SavedModel export named ``tiny`` of a 2-layer char model (block_size 32); its run is ``../run``."""
     from export_tiny_run import make_tiny_run
 
     from tfgpt.export import export_run
@@ -70,8 +76,24 @@ def start_server(export: Path, *args: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def server(serve_export: Path) -> Iterator[str]:
-    with start_server(serve_export, "--max-new-tokens-cap", str(CAP), "--max-body-bytes", str(MAX_BODY),
+def exported_model(tiny_export: Path):
+    """:func:`tiny_export` loaded in-process, with the default cap (31 = block_size - 1)."""
+    from tfgpt.serve.model import ExportedModel
+
+    return ExportedModel(tiny_export)
+
+
+@pytest.fixture(scope="session")
+def keras_model(tiny_export: Path):
+    """The Keras model and tokenizer of :func:`tiny_export`'s run: what the served answers must match."""
+    import tfgpt
+
+    return tfgpt.load(tiny_export.parent / "run")
+
+
+@pytest.fixture(scope="session")
+def server(tiny_export: Path) -> Iterator[str]:
+    with start_server(tiny_export, "--max-new-tokens-cap", str(CAP), "--max-body-bytes", str(MAX_BODY),
                       "--workers", "4") as base:
         yield base
 

@@ -14,11 +14,6 @@ CAP = 20  # as passed to the server in conftest.py
 MAX_BODY = 4096
 
 
-@pytest.fixture(scope="module")
-def keras_model(serve_export):
-    return tfgpt.load(serve_export.parent / "run")
-
-
 def test_health_and_status(server):
     assert requests.get(f"{server}/healthz").json() == {"status": "ok", "model": "tiny", "version": 1}
     status = requests.get(f"{server}/v1/models/tiny").json()

@@ -1,4 +1,4 @@
-"""serving/client.py request bodies, run through the exported SavedModel as TF Serving would."""
+"""serving/client.py request bodies, read by the server's own parsers and run as TF Serving would run them."""
 
 from __future__ import annotations
 
@@ -7,47 +7,56 @@ import pytest
 import tensorflow as tf
 from client import grpc_request, rest_body
 
+import tfgpt
 from tfgpt.export.verify import session_run
-from tfgpt.serve.app import ExportedModel, parse_predict_body
+from tfgpt.serve.rest import PredictRequest, named_inputs, parse_predict_body
+
+PROMPTS = ["ROMEO:", "The quick"]
 
 
-@pytest.fixture(scope="module")
-def exported_model(sm_export):
-    return ExportedModel(sm_export)
+def test_row_body_is_one_instance_per_prompt_with_the_parameters_repeated():
+    body = rest_body(PROMPTS, "row", max_new_tokens=5, temperature=0, top_k=0, seed=1)
+    params = {"max_new_tokens": 5, "temperature": 0.0, "top_k": 0, "seed": 1}
+    assert body == {"signature_name": "serving_default",
+                    "instances": [{"prompts": "ROMEO:", **params}, {"prompts": "The quick", **params}]}
+    assert isinstance(body["instances"][0]["temperature"], float)  # the signature's input is float32
 
 
 @pytest.mark.parametrize("fmt", ["row", "columnar"])
-def test_rest_bodies_run_through_the_signature(exported_model, fmt):
-    body = rest_body(["ROMEO:", "The quick"], fmt, max_new_tokens=5, temperature=0.0, top_k=0, seed=1)
-    assert body["signature_name"] == "serving_default"
-    if fmt == "row":
-        assert body["instances"][0] == {"prompts": "ROMEO:", "max_new_tokens": 5, "temperature": 0.0, "top_k": 0,
-                                        "seed": 1}
-    signature, inputs, rows = parse_predict_body(body)
-    assert rows == (fmt == "row")
-    if rows:  # TF Serving stacks row-format instances; scalar inputs must agree
-        inputs = {k: (v if k == "prompts" else v[0]) for k, v in inputs.items()}
-    out = exported_model.predict(signature, inputs)
+def test_rest_bodies_parse_to_the_signature_inputs_and_match_keras(exported_model, keras_model, fmt):
+    body = rest_body(PROMPTS, fmt, max_new_tokens=5, temperature=0.0, top_k=0, seed=1)
+    request = parse_predict_body(body)
+    assert request.signature == "serving_default" and request.row_format == (fmt == "row")
+    inputs = named_inputs(request, exported_model.specs)
+    assert inputs == {"prompts": PROMPTS, "max_new_tokens": 5, "temperature": 0.0, "top_k": 0, "seed": 1}
+    out = exported_model.predict(request.signature, inputs)
     assert out["ids"].shape == (2, 5)
-    assert [c.decode() for c in out["completions"]] == [
-        exported_model.predict("serving_default", {"prompts": [p], "max_new_tokens": 5})["completions"][0].decode()
-        for p in ["ROMEO:", "The quick"]
-    ]
+    model, tok = keras_model
+    expected = [tfgpt.generate(model, tok, p, max_new_tokens=5, temperature=0) for p in PROMPTS]
+    assert [c.decode() for c in out["completions"]] == expected
 
 
 def test_rest_body_without_parameters_uses_signature_defaults(exported_model):
-    _, inputs, _ = parse_predict_body(rest_body(["ROMEO:"], "columnar"))
-    assert exported_model.predict("serving_default", inputs)["ids"].shape == (1, 31)  # 32 clipped to the cap
+    request = parse_predict_body(rest_body(["ROMEO:"], "columnar"))
+    assert request == PredictRequest("serving_default", {"prompts": ["ROMEO:"]}, None, row_format=False)
+    assert exported_model.predict("serving_default", request.inputs)["ids"].shape == (1, 31)  # 32 clipped to the cap
 
 
-def test_grpc_request_matches_the_signature_and_runs_in_the_session_loader(sm_export):
+def test_grpc_request_matches_the_signature_and_runs_in_the_session_loader(tiny_export, keras_model):
+    from tensorflow_serving.apis import predict_pb2
+
     req = grpc_request(["ROMEO:", "w"], "tiny", max_new_tokens=4, temperature=0.0, top_k=0, seed=0)
+    assert isinstance(req, predict_pb2.PredictRequest)
     assert req.model_spec.name == "tiny" and req.model_spec.signature_name == "serving_default"
     feeds = {k: tf.make_ndarray(v) for k, v in req.inputs.items()}
-    assert feeds["prompts"].dtype == object and feeds["max_new_tokens"].dtype == np.int32
+    assert sorted(feeds) == ["max_new_tokens", "prompts", "seed", "temperature", "top_k"]
+    assert feeds["prompts"].tolist() == [b"ROMEO:", b"w"] and feeds["prompts"].dtype == object
+    assert feeds["max_new_tokens"].dtype == np.int32 and int(feeds["max_new_tokens"]) == 4
     assert feeds["temperature"].dtype == np.float32
-    out = session_run(sm_export / "savedmodel" / "tiny" / "1", req.model_spec.signature_name, feeds)
+    out = session_run(tiny_export / "savedmodel" / "tiny" / "1", req.model_spec.signature_name, feeds)
     assert out["ids"].shape == (2, 4) and out["completions"].shape == (2,)
+    model, tok = keras_model
+    assert out["completions"][0].decode() == tfgpt.generate(model, tok, "ROMEO:", max_new_tokens=4, temperature=0)
 
 
 def test_bad_body_format():

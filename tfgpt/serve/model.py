@@ -1,0 +1,105 @@
+"""The SavedModel of an export dir as the server runs it: JSON inputs in, checked, numpy outputs out.
+
+:class:`ExportedModel` loads the SavedModel once, fills in the signature's defaults, holds
+``max_new_tokens`` to the server's cap, and turns the in-graph tokenizer's errors into 400s.
+
+Example:
+    >>> m = ExportedModel("export/shakespeare")  # doctest: +SKIP
+    >>> m.predict("serving_default", {"prompts": ["ROMEO:"], "max_new_tokens": 8})["completions"]  # doctest: +SKIP
+    array([b'ROMEO: ...'], dtype=object)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfgpt.errors import RunDirError
+from tfgpt.serve.errors import BadRequest
+from tfgpt.serve.rest import json_to_array
+
+DEFAULT_MAX_NEW_TOKENS_CAP = 256
+
+#: The in-graph tokenizer's error messages, and the 400 each becomes.
+_TOKENIZER_ERRORS = {
+    "not valid UTF-8": "a prompt is not valid UTF-8",
+    "encodes to no tokens": "a prompt encodes to no tokens: give at least one character",
+    "not in the char vocabulary": "a prompt holds characters that are not in the vocabulary",
+}
+
+
+class ExportedModel:
+    """The SavedModel of an export dir, loaded once; ``predict`` converts and checks JSON inputs.
+
+    ``max_new_tokens_cap`` bounds what a request may ask for (and the default it gets), never above
+    ``block_size - 1``.
+    """
+
+    def __init__(self, export_dir: str | os.PathLike, max_new_tokens_cap: int = DEFAULT_MAX_NEW_TOKENS_CAP) -> None:
+        import tensorflow as tf
+        import tensorflow_text  # noqa: F401 - registers the TF-Text ops of in-graph tokenizers (BPE, specials)
+
+        from tfgpt.export.export import load_export_info, signature_specs
+
+        self.export_dir = Path(export_dir)
+        self.info = load_export_info(export_dir)
+        if "savedmodel" not in self.info:
+            raise RunDirError(f"{export_dir} has no SavedModel (export with --format savedmodel)")
+        self.sm_dir = self.export_dir / self.info["savedmodel"]["path"]
+        if not (self.sm_dir / "saved_model.pb").is_file():
+            raise RunDirError(f"{self.sm_dir} holds no saved_model.pb")
+        self.name = self.info["name"]
+        self.version = int(self.info["version"])
+        self.block_size = int(self.info["source"]["model"]["block_size"])
+        self.max_new_tokens_cap = min(int(max_new_tokens_cap), self.block_size - 1)
+        self.specs = signature_specs(self.sm_dir)
+        self._loaded = tf.saved_model.load(str(self.sm_dir))
+        self._tf = tf
+
+    def feeds(self, signature: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The tensors ``signature`` takes for JSON-like ``inputs``: defaults filled in, types, shapes and
+        ``max_new_tokens`` checked (a :class:`BadRequest` otherwise)."""
+        if signature not in self.specs:
+            raise BadRequest(f"unknown signature_name {signature!r}; have {', '.join(sorted(self.specs))}")
+        spec = self.specs[signature]
+        unknown = sorted(set(inputs) - set(spec["inputs"]))
+        if unknown:
+            raise BadRequest(f"unknown input(s) {', '.join(unknown)} for signature {signature!r}; "
+                             f"expected {', '.join(sorted(spec['inputs']))}")
+        feeds: dict[str, Any] = {}
+        for key, info in spec["inputs"].items():
+            if key in inputs:
+                value = inputs[key]
+            elif key in spec["defaults"]:
+                value = spec["defaults"][key]
+                if key == "max_new_tokens":
+                    value = min(value, self.max_new_tokens_cap)
+            else:
+                raise BadRequest(f"missing input {key!r} for signature {signature!r}")
+            feeds[key] = self._tf.constant(json_to_array(key, value, info), dtype=info["dtype"])
+        if "max_new_tokens" in feeds and int(feeds["max_new_tokens"]) > self.max_new_tokens_cap:
+            raise BadRequest(f"max_new_tokens {int(feeds['max_new_tokens'])} is above this server's cap "
+                             f"({self.max_new_tokens_cap})")
+        if "max_new_tokens" in feeds and int(feeds["max_new_tokens"]) < 0:
+            raise BadRequest("max_new_tokens must be ≥ 0")
+        return feeds
+
+    def predict(self, signature: str, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Run ``signature`` on JSON-like ``inputs`` (missing optional inputs take their defaults)."""
+        feeds = self.feeds(signature, inputs)
+        if "ids" in feeds and signature in ("logits", "generate_ids"):
+            ids = feeds["ids"].numpy()
+            vocab = int(self.info["source"]["model"]["vocab_size"])
+            if ids.min() < 0 or ids.max() >= vocab:
+                raise BadRequest(f"ids must be in [0, {vocab})")
+            if signature == "logits" and ids.shape[1] > self.block_size:
+                raise BadRequest(f"ids has {ids.shape[1]} positions, more than block_size {self.block_size}")
+        try:
+            out = self._loaded.signatures[signature](**feeds)
+        except self._tf.errors.InvalidArgumentError as e:
+            message = next((v for k, v in _TOKENIZER_ERRORS.items() if k in e.message), e.message.split("\n")[0])
+            raise BadRequest(message) from None
+        return {k: v.numpy() for k, v in out.items()}
