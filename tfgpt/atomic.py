@@ -5,9 +5,16 @@ makes files owner-only (0600), and the files of a run or an export are read by o
 (TF Serving, a file server, a teammate's notebook) once renamed into place.
 
 Example:
-    >>> write_text_atomic("runs/x/config.yaml", "model: {}\\n")
-    >>> with replacing("runs/x/model.keras", suffix=".keras") as tmp:
-    ...     model.save(tmp)
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> run = Path(tempfile.mkdtemp())
+    >>> write_text_atomic(run / "config.yaml", "model: {}\\n")
+    >>> (run / "config.yaml").read_text()
+    'model: {}\\n'
+    >>> with replacing(run / "model.keras", suffix=".keras") as tmp:  # e.g. model.save(tmp)
+    ...     _ = tmp.write_bytes(b"weights")
+    >>> sorted(p.name for p in run.iterdir())  # no temp file left beside them
+    ['config.yaml', 'model.keras']
 """
 
 from __future__ import annotations

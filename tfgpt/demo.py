@@ -2,6 +2,13 @@
 
 prepare (char-level tinyshakespeare shipped in the package) → train ``char-small`` → print a
 sample → export (SavedModel + TFLite) → tell the user how to open TensorBoard.
+
+Example:
+    >>> bundled_corpus().name
+    'tinyshakespeare.txt'
+    >>> demo_config(200)["train"]["max_steps"], demo_config(200)["model"]["preset"]
+    (200, 'char-small')
+    >>> summary = run_demo("demo-out", steps=100)  # doctest: +SKIP
 """
 
 from __future__ import annotations

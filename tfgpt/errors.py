@@ -1,4 +1,16 @@
-"""Errors tfgpt raises for bad input: short messages that name the file, key or field at fault."""
+"""Errors tfgpt raises for bad input: short messages that name the file, key or field at fault.
+
+Each is also the matching builtin (``ValueError``, ``FileNotFoundError``), so callers that catch
+those keep working; the CLI prints any :class:`TfgptError` as one line.
+
+Example:
+    >>> from tfgpt.tokenizers import CharTokenizer
+    >>> try:
+    ...     CharTokenizer.train(["ab"]).encode("abc")
+    ... except TfgptError as e:
+    ...     print(type(e).__name__, isinstance(e, ValueError), "'c' (U+0063) at position 2" in str(e))
+    TokenizerError True True
+"""
 
 
 class TfgptError(Exception):
