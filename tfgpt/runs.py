@@ -1,11 +1,16 @@
-"""Run directories: where a trained model lives, and loading one back.
+"""Run directories: where a trained model lives, its file names, and loading one back.
 
 A run dir holds ``config.yaml`` (a ``model:`` section with the GPTConfig fields, plus training
-sections), ``tokenizer/``, and weights: ``model.keras`` and/or checkpoints under
-``checkpoints/`` (``latest.json`` names the newest complete one, holding ``model.weights.h5``).
+sections), ``tokenizer/``, ``metrics.jsonl``, TensorBoard ``logs/``, and weights: ``model.keras``
+and/or checkpoints under ``checkpoints/`` (``latest.json`` names the newest complete one, holding
+``model.weights.h5``; ``best.json`` the one with the lowest val loss). The names below are the
+only place these file names are spelled; training, eval and export import them.
+
+Layering: this module imports :mod:`tfgpt.train.config` (pure dataclasses) and nothing else of
+``tfgpt.train``; ``tfgpt.train.*`` imports this module, never the other way round.
 
 Example:
-    >>> model, tokenizer = tfgpt.load("runs/shakespeare")
+    >>> model, tokenizer = tfgpt.load("runs/shakespeare")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -23,27 +28,53 @@ from tfgpt.atomic import replacing
 from tfgpt.config import GPTConfig, load_model_config, save_model_config
 from tfgpt.errors import ConfigError, RunDirError, TfgptError
 from tfgpt.model import GPT
+from tfgpt.train.config import DataConfig, TrainConfig, resolve_config
 
+# -- the run-dir layout ---------------------------------------------------------------------------
 CONFIG_YAML = "config.yaml"
 TOKENIZER_DIR = "tokenizer"
 MODEL_KERAS = "model.keras"
+METRICS_JSONL = "metrics.jsonl"
+LOGS_DIR = "logs"
 CHECKPOINTS = "checkpoints"
 LATEST_JSON = "latest.json"
+BEST_JSON = "best.json"
+#: inside one checkpoint dir (``checkpoints/step-NNNNNN/``)
 WEIGHTS_H5 = "model.weights.h5"
+STATE_NPZ = "train_state.npz"
 STATE_JSON = "state.json"
+#: the checkpoint pointers by name: ``read_pointer(ckpt_dir, "latest")`` reads ``latest.json``
+POINTERS = {"latest": LATEST_JSON, "best": BEST_JSON}
+
+
+def pointer_path(ckpt_dir: str | os.PathLike, name: str) -> Path:
+    """``CKPT_DIR/latest.json`` or ``CKPT_DIR/best.json``; ValueError for another name."""
+    if name not in POINTERS:
+        raise ValueError(f"checkpoint pointer must be one of {', '.join(POINTERS)}, got {name!r}")
+    return Path(ckpt_dir) / POINTERS[name]
+
+
+def read_pointer(ckpt_dir: str | os.PathLike, name: str = "latest") -> dict[str, Any] | None:
+    """Contents of ``latest.json`` / ``best.json`` (``{"step": N, "dir": "step-..."}``), or None if absent."""
+    path = pointer_path(ckpt_dir, name)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunDirError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("dir"), str) or "step" not in data:
+        raise RunDirError(f"{path}: expected {{'step': N, 'dir': 'step-...'}}")
+    return data
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     """The weights file of the newest complete checkpoint, or None."""
     ckpt_dir = Path(run_dir) / CHECKPOINTS
-    pointer = ckpt_dir / LATEST_JSON
-    if not pointer.is_file():
+    info = read_pointer(ckpt_dir, "latest")
+    if info is None:
         return None
-    try:
-        info = json.loads(pointer.read_text(encoding="utf-8"))
-        weights = ckpt_dir / info["dir"] / WEIGHTS_H5
-    except (ValueError, KeyError, TypeError) as e:
-        raise RunDirError(f"{pointer}: unreadable checkpoint pointer ({e})") from None
+    pointer, weights = ckpt_dir / LATEST_JSON, ckpt_dir / info["dir"] / WEIGHTS_H5
     if not weights.is_file():
         raise RunDirError(f"{pointer} names {weights}, which does not exist")
     return weights
@@ -89,6 +120,31 @@ def weights_step(run_dir: str | os.PathLike, path: str | os.PathLike) -> int | N
     except (ValueError, AttributeError) as e:
         raise RunDirError(f"{state}: unreadable checkpoint state ({e})") from None
     return int(step) if isinstance(step, int) else None
+
+
+def load_run_model(
+    run_dir: str | os.PathLike, checkpoint: str = "final"
+) -> tuple[GPT, tuple[GPTConfig, TrainConfig, DataConfig], int | None, Path]:
+    """The GPT of a run, its configs, its step (None if unknown) and the weights file loaded.
+
+    ``checkpoint``: "final" (the weights :func:`tfgpt.load` uses: the newer of ``model.keras`` and
+    the latest checkpoint), "latest", "best", a step dir name, or a checkpoint dir or weights file path.
+
+    Example:
+        >>> model, (m, t, d), step, path = load_run_model("runs/x", "best")  # doctest: +SKIP
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_YAML).is_file():
+        raise RunDirError(f"{run_dir} is not a run dir (no {CONFIG_YAML})")
+    cfgs = resolve_config(run_dir / CONFIG_YAML)
+    if checkpoint in POINTERS:
+        pointer = read_pointer(run_dir / CHECKPOINTS, checkpoint)
+        if pointer is None:
+            raise RunDirError(f"{run_dir}: no {checkpoint} checkpoint ({CHECKPOINTS}/{POINTERS[checkpoint]} not found)")
+        checkpoint = str(pointer["dir"])
+    path = weights_path(run_dir, None if checkpoint == "final" else checkpoint)
+    model = load_weights_file(path, cfgs[0], run_dir / CONFIG_YAML)
+    return model, cfgs, weights_step(run_dir, path), path
 
 
 def check_run_dir(run_dir: str | os.PathLike) -> Path:
@@ -139,8 +195,8 @@ def load(run_dir: str | os.PathLike, checkpoint: str | None = None) -> tuple[GPT
     """``(model, tokenizer)`` of a run directory.
 
     Example:
-        >>> model, tokenizer = load("runs/shakespeare")
-        >>> tfgpt.generate(model, tokenizer, "ROMEO:")
+        >>> model, tokenizer = load("runs/shakespeare")  # doctest: +SKIP
+        >>> tfgpt.generate(model, tokenizer, "ROMEO:")  # doctest: +SKIP
     """
     from tfgpt.tokenizers import load_tokenizer
 

@@ -9,7 +9,7 @@ import shutil
 import pytest
 import yaml
 
-from tests.train.helpers import DATA, tiny_config
+from tests.train.helpers import SHAKESPEARE, tiny_config
 from tfgpt.errors import ConfigError, DataError, RunDirError
 from tfgpt.train.evaluate import evaluate_run
 from tfgpt.train.fit import MemoryWarning, train
@@ -19,7 +19,7 @@ from tfgpt.train.fit import MemoryWarning, train
 def data_dir(tmp_path_factory):
     from tfgpt.data.prepare import prepare
 
-    text = (DATA / "tinyshakespeare.txt").read_text(encoding="utf-8")[:120000]
+    text = SHAKESPEARE.read_text(encoding="utf-8")  # 64 KiB
     src = tmp_path_factory.mktemp("src") / "shakespeare.txt"
     src.write_text(text, encoding="utf-8")
     out = tmp_path_factory.mktemp("data") / "char"
@@ -78,7 +78,7 @@ def test_evaluate_run(run):
 
 def test_bad_input(run, data_dir, tmp_path):
     run_dir, _ = run
-    with pytest.raises(DataError, match="data dir not found"):
+    with pytest.raises(DataError, match="data directory .*missing does not exist"):
         train(tiny_config(), data_dir=tmp_path / "missing", run_dir=tmp_path / "r1", progress=False)
     cfg = tiny_config()
     cfg["data"] = {"tokenizer": "gpt2"}
@@ -97,7 +97,8 @@ def test_bad_input(run, data_dir, tmp_path):
     with pytest.raises(RunDirError, match="not a run dir"):
         train(tiny_config(), run_dir=tmp_path / "nothing", resume=True)
     huge = {"model": {"preset": "gpt2-xl"}, "train": {"batch_size": 512}}
-    with pytest.warns(MemoryWarning, match="GiB"), pytest.raises(DataError, match="data dir not found"):
+    missing = "data directory .*missing does not exist"
+    with pytest.warns(MemoryWarning, match="GiB"), pytest.raises(DataError, match=missing):
         train(huge, data_dir=tmp_path / "missing", run_dir=tmp_path / "r5")
     with pytest.raises(ConfigError, match="GiB"):
         train(huge, data_dir=tmp_path / "missing", run_dir=tmp_path / "r6", overrides=["train.memory_check=error"])

@@ -4,18 +4,23 @@ One ``keras.callbacks.Callback`` serves every strategy: ``model.fit`` calls it, 
 multi-worker custom loop calls the same hooks. Every ``log_interval`` steps it records loss,
 learning rate, grad norm, tokens/s and MFU; every ``eval_interval`` steps it estimates train/val
 loss and perplexity and (on the chief) writes a text sample; every ``checkpoint_interval`` steps
-and on a new best val loss it writes a checkpoint. Records go to ``RUN/metrics.jsonl`` (one JSON
-object per line, ``"kind": "train" | "eval"``) and TensorBoard (``RUN/logs/train``,
-``RUN/logs/val``). A non-finite loss stops training before anything is saved, so ``latest.json``
-keeps naming the last good checkpoint.
+and on a new best val loss it asks its :class:`~tfgpt.train.checkpoint.Checkpoints` for a
+checkpoint. Records go to ``RUN/metrics.jsonl`` (one JSON object per line,
+``"kind": "train" | "eval"``) and TensorBoard (``RUN/logs/train``, ``RUN/logs/val``). A
+non-finite loss stops training before anything is saved, so ``latest.json`` keeps naming the last
+good checkpoint; :meth:`TrainMonitor.finish` then raises :class:`NonFiniteLossError`, or returns
+the summary of what the monitor saw.
 
 Example:
-    >>> monitor = TrainMonitor(run_dir, cfg, gpt, total_steps=2000, ...)  # doctest: +SKIP
+    >>> monitor = TrainMonitor(run_dir, cfg, gpt, 2000, rates, checkpoints)  # doctest: +SKIP
     >>> trainer.fit(ds, steps_per_epoch=2000, callbacks=[monitor], verbose=0)  # doctest: +SKIP
+    >>> monitor.finish()["val_loss"]  # doctest: +SKIP
+    1.47
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -28,9 +33,31 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfgpt.train.checkpoint import prune_checkpoints, read_pointer, save_checkpoint, step_dir_name, write_pointer
+from tfgpt.atomic import write_text_atomic
+from tfgpt.errors import TfgptError
+from tfgpt.runs import LOGS_DIR, METRICS_JSONL
+from tfgpt.train.checkpoint import Checkpoints
 from tfgpt.train.config import TrainConfig
 from tfgpt.train.evaluate import LossEstimator, perplexity
+
+
+class NonFiniteLossError(TfgptError):
+    """The training loss became NaN/Inf; the last good checkpoint stays the latest."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StepRates:
+    """What one optimizer step is worth, for the tokens/s and MFU the monitor logs.
+
+    Attributes:
+        tokens_per_step: tokens in one optimizer step (global).
+        flops_per_step: model training FLOPs of one step.
+        peak_flops: measured peak FLOP/s of the machine (all replicas); 0 leaves MFU out.
+    """
+
+    tokens_per_step: int
+    flops_per_step: float = 0.0
+    peak_flops: float = 0.0
 
 
 def rewrite_metrics(path: Path, max_step: int) -> None:
@@ -44,8 +71,6 @@ def rewrite_metrics(path: Path, max_step: int) -> None:
                 kept.append(line)
         except json.JSONDecodeError:
             continue
-    from tfgpt.atomic import write_text_atomic
-
     write_text_atomic(path, "".join(k + "\n" for k in kept))
 
 
@@ -55,53 +80,60 @@ class TrainMonitor(keras.callbacks.Callback):
     Args:
         run_dir: the run directory (written only when ``chief``).
         cfg: the train config (intervals, eval settings, sampling).
-        gpt: the GPT being trained (checkpointed and sampled).
+        gpt: the GPT being trained (sampled).
         total_steps: the step training ends at.
-        tokens_per_step: tokens in one optimizer step (global).
-        flops_per_step: model training FLOPs of one step (for MFU).
-        peak_flops: measured peak FLOP/s of the machine (all replicas).
-        estimator: a :class:`LossEstimator`, or None to skip evaluation.
+        rates: tokens and FLOPs per step, peak FLOP/s (:class:`StepRates`).
+        checkpoints: the run's checkpoint owner (interval and best-val checkpoints).
+        estimator: a :class:`LossEstimator` with ``train``/``val`` labels, or None to skip evaluation.
         tokenizer: for text samples (None skips them).
         chief: whether this process writes files.
         progress: show a tqdm progress bar.
-        info: extra fields for each checkpoint's ``state.json``.
-        best_val: the best val loss so far (when resuming).
     """
 
     def __init__(
-        self, run_dir: str | Path, cfg: TrainConfig, gpt: keras.Model, total_steps: int,
-        tokens_per_step: int, flops_per_step: float, peak_flops: float,
-        estimator: LossEstimator | None = None, tokenizer: Any = None, chief: bool = True,
-        progress: bool = True, info: dict[str, Any] | None = None, best_val: float | None = None,
+        self, run_dir: str | Path, cfg: TrainConfig, gpt: keras.Model, total_steps: int, rates: StepRates,
+        checkpoints: Checkpoints, estimator: LossEstimator | None = None, tokenizer: Any = None,
+        chief: bool = True, progress: bool = True,
     ) -> None:
         super().__init__()
         self.run_dir = Path(run_dir)
-        self.ckpt_dir = self.run_dir / "checkpoints"
         self.cfg = cfg
         self.gpt = gpt
         self.total_steps = total_steps
-        self.tokens_per_step = tokens_per_step
-        self.flops_per_step = flops_per_step
-        self.peak_flops = peak_flops
+        self.rates = rates
+        self.checkpoints = checkpoints
         self.estimator = estimator
         self.tokenizer = tokenizer
         self.chief = chief
         self.progress = progress
-        self.info = info or {}
-        self.best_val = best_val
-        self.nan_step: int | None = None
-        self.last: dict[str, Any] = {}
-        self.last_eval: dict[str, Any] = {}
-        self.saved_step: int | None = None
+        self._nan_step: int | None = None
+        self._last: dict[str, Any] = {}
+        self._last_eval: dict[str, Any] = {}
+        self._throughput: list[float] = []
         self._writers: dict[str, Any] = {}
         self._bar: Any = None
-        self.throughput: list[float] = []
+
+    def finish(self) -> dict[str, Any]:
+        """After training: raise :class:`NonFiniteLossError` if the loss went NaN/Inf, else the summary
+        ``{"loss", "train_loss", "val_loss", "best_val_loss", "tokens_per_sec", "mfu"}`` (last values;
+        tokens/s averaged over the logs after the first, which includes compilation)."""
+        if self._nan_step is not None:
+            raise NonFiniteLossError(
+                f"training stopped at step {self._nan_step}: the loss is not finite (NaN/Inf); "
+                f"{self.checkpoints.where()}. Lower train.learning_rate, keep train.grad_clip > 0 or use float32"
+            )
+        tput = self._throughput[1:] or self._throughput
+        return {
+            "loss": self._last.get("loss"), "train_loss": self._last_eval.get("train_loss"),
+            "val_loss": self._last_eval.get("val_loss"), "best_val_loss": self.checkpoints.best_val,
+            "tokens_per_sec": sum(tput) / len(tput) if tput else None, "mfu": self._last.get("mfu"),
+        }
 
     # -- plumbing -------------------------------------------------------------------------
 
     def _writer(self, name: str) -> Any:
         if name not in self._writers:
-            self._writers[name] = tf.summary.create_file_writer(str(self.run_dir / "logs" / name))
+            self._writers[name] = tf.summary.create_file_writer(str(self.run_dir / LOGS_DIR / name))
         return self._writers[name]
 
     def _scalars(self, name: str, step: int, values: dict[str, float]) -> None:
@@ -115,7 +147,7 @@ class TrainMonitor(keras.callbacks.Callback):
     def _record(self, record: dict[str, Any]) -> None:
         if not self.chief:
             return
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+        with open(self.run_dir / METRICS_JSONL, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
     def _step(self) -> int:
@@ -140,33 +172,36 @@ class TrainMonitor(keras.callbacks.Callback):
             self._bar.update(step - self._bar.n)
             self._bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         if not math.isfinite(loss):
-            self.nan_step = step
+            self._nan_step = step
             self.model.stop_training = True
             return
         cfg = self.cfg
         end = step >= self.total_steps
         if step % cfg.log_interval == 0 or end:
-            now = time.perf_counter()
-            dt = max(now - self._t_last, 1e-9)
-            tok_s = (step - self._s_last) * self.tokens_per_step / dt
-            mfu = (step - self._s_last) * self.flops_per_step / dt / self.peak_flops if self.peak_flops else None
-            self.throughput.append(tok_s)
-            record = {
-                "kind": "train", "step": step, "loss": loss, "lr": float(logs.get("lr", float("nan"))),
-                "grad_norm": float(logs.get("grad_norm", float("nan"))), "tokens_per_sec": tok_s, "mfu": mfu,
-                "tokens": step * self.tokens_per_step, "time": time.time(),
-            }
-            self.last = record
-            self._record(record)
-            self._scalars("train", step, {
-                "loss": loss, "perplexity": perplexity(loss), "learning_rate": record["lr"],
-                "grad_norm": record["grad_norm"], "tokens_per_sec": tok_s, "mfu": mfu,
-            })
+            self._log_train(step, loss, logs)
         if self.estimator is not None and (step % cfg.eval_interval == 0 or end):
             self._evaluate(step)
         if step % cfg.checkpoint_interval == 0 or end:
-            self.save(step)
+            self.checkpoints.save(step, step * self.rates.tokens_per_step)
         self._t_last, self._s_last = time.perf_counter(), step
+
+    def _log_train(self, step: int, loss: float, logs: dict) -> None:
+        rates = self.rates
+        dt = max(time.perf_counter() - self._t_last, 1e-9)
+        tok_s = (step - self._s_last) * rates.tokens_per_step / dt
+        mfu = (step - self._s_last) * rates.flops_per_step / dt / rates.peak_flops if rates.peak_flops else None
+        self._throughput.append(tok_s)
+        record = {
+            "kind": "train", "step": step, "loss": loss, "lr": float(logs.get("lr", float("nan"))),
+            "grad_norm": float(logs.get("grad_norm", float("nan"))), "tokens_per_sec": tok_s, "mfu": mfu,
+            "tokens": step * rates.tokens_per_step, "time": time.time(),
+        }
+        self._last = record
+        self._record(record)
+        self._scalars("train", step, {
+            "loss": loss, "perplexity": perplexity(loss), "learning_rate": record["lr"],
+            "grad_norm": record["grad_norm"], "tokens_per_sec": tok_s, "mfu": mfu,
+        })
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self._bar is not None:
@@ -190,13 +225,11 @@ class TrainMonitor(keras.callbacks.Callback):
         sample = self._sample(step)
         if sample is not None:
             record["sample"] = sample
-        self.last_eval = record
+        self._last_eval = record
         self._record(record)
         if self._bar is not None and val_loss is not None:
             self._bar.write(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}")
-        if val_loss is not None and math.isfinite(val_loss) and (self.best_val is None or val_loss < self.best_val):
-            self.best_val = val_loss
-            self.save(step, val_loss=val_loss, best=True)
+        self.checkpoints.offer_best(step, step * self.rates.tokens_per_step, val_loss)
 
     def _sample(self, step: int) -> str | None:
         if not (self.chief and self.tokenizer is not None and self.cfg.sample_tokens > 0):
@@ -213,23 +246,6 @@ class TrainMonitor(keras.callbacks.Callback):
         with self._writer("val").as_default(step=step):
             tf.summary.text("sample", tf.constant(text))
         return text
-
-    def save(self, step: int, val_loss: float | None = None, best: bool = False) -> None:
-        """Checkpoint at ``step`` (once per step), then prune to the last K plus the best."""
-        if not self.chief:
-            return
-        if self.saved_step != step:
-            info = {**self.info, "tokens": step * self.tokens_per_step, "best_val_loss": self.best_val}
-            if val_loss is not None:
-                info["val_loss"] = val_loss
-            save_checkpoint(self.ckpt_dir, step, self.gpt, self.model.optimizer, info)
-            self.saved_step = step
-        if best:
-            write_pointer(self.ckpt_dir, "best", {"step": step, "dir": step_dir_name(step), "val_loss": val_loss})
-        prune_checkpoints(self.ckpt_dir, self.cfg.keep_checkpoints)
-
-    def latest(self) -> dict[str, Any] | None:
-        return read_pointer(self.ckpt_dir, "latest")
 
 
 def weights_digest(model: keras.Model) -> str:

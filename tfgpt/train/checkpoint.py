@@ -1,4 +1,4 @@
-"""Atomic checkpoints with everything exact resume needs.
+"""Atomic checkpoints with everything exact resume needs, and their one owner.
 
 ``RUN/checkpoints/step-000100/`` holds ``model.weights.h5`` (``GPT.save_weights``),
 ``train_state.npz`` (optimizer variables, dropout RNG states; ``allow_pickle=False``) and
@@ -7,13 +7,21 @@ hidden temp directory and renamed into place; only then is ``latest.json``
 (``{"step": N, "dir": "step-000100"}``) rewritten atomically, so ``latest.json`` always names a
 complete checkpoint. ``best.json`` names the checkpoint with the lowest val loss.
 
+:class:`Checkpoints` owns a run's checkpoint dir: it restores, saves once per step, keeps the
+best val loss and the ``latest``/``best`` pointers, and prunes. Training and the monitor go
+through it; nothing else writes there. File names come from :mod:`tfgpt.runs`.
+
 Example:
-    >>> latest = read_pointer("runs/x/checkpoints", "latest")  # doctest: +SKIP
+    >>> ckpts = Checkpoints("runs/x/checkpoints", keep=3)  # doctest: +SKIP
+    >>> ckpts.latest()  # doctest: +SKIP
+    {'step': 500, 'dir': 'step-000500'}
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import shutil
 import time
@@ -25,20 +33,25 @@ import numpy as np
 
 from tfgpt.atomic import write_text_atomic
 from tfgpt.errors import ConfigError, RunDirError
+from tfgpt.runs import STATE_JSON, STATE_NPZ, WEIGHTS_H5, pointer_path, read_pointer
 
-WEIGHTS = "model.weights.h5"
-STATE_NPZ = "train_state.npz"
-STATE_JSON = "state.json"
+__all__ = [
+    "Checkpoints", "Resumed", "prune_checkpoints", "read_pointer", "restore_checkpoint", "rng_variables",
+    "save_checkpoint", "step_dir_name", "step_of_dir", "write_pointer",
+]
+
+STEP_PREFIX = "step-"
 
 
 def step_dir_name(step: int) -> str:
-    return f"step-{step:06d}"
+    """``step-000100`` for step 100 (six digits at least, so names sort by step up to a million)."""
+    return f"{STEP_PREFIX}{step:06d}"
 
 
 def step_of_dir(name: str) -> int | None:
     """The step of a ``step-NNNNNN`` dir name (any number of digits), or None for other names."""
-    digits = name.removeprefix("step-")
-    return int(digits) if name.startswith("step-") and digits.isascii() and digits.isdigit() else None
+    digits = name.removeprefix(STEP_PREFIX)
+    return int(digits) if name.startswith(STEP_PREFIX) and digits.isascii() and digits.isdigit() else None
 
 
 def rng_variables(model: keras.Model) -> list[Any]:
@@ -47,22 +60,9 @@ def rng_variables(model: keras.Model) -> list[Any]:
     return [v for v in model.variables if id(v) not in weight_ids]
 
 
-def read_pointer(ckpt_dir: str | os.PathLike, name: str = "latest") -> dict[str, Any] | None:
-    """Contents of ``latest.json`` / ``best.json``, or None if absent."""
-    path = Path(ckpt_dir) / f"{name}.json"
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise RunDirError(f"{path}: not valid JSON: {e}") from None
-    if not isinstance(data, dict) or "dir" not in data or "step" not in data:
-        raise RunDirError(f"{path}: expected {{'step': N, 'dir': 'step-...'}}")
-    return data
-
-
 def write_pointer(ckpt_dir: str | os.PathLike, name: str, data: dict[str, Any]) -> None:
-    write_text_atomic(Path(ckpt_dir) / f"{name}.json", json.dumps(data, indent=1) + "\n")
+    """Rewrite the ``latest`` or ``best`` pointer atomically."""
+    write_text_atomic(pointer_path(ckpt_dir, name), json.dumps(data, indent=1) + "\n")
 
 
 def save_checkpoint(
@@ -81,7 +81,7 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        model.save_weights(str(tmp / WEIGHTS))
+        model.save_weights(str(tmp / WEIGHTS_H5))
         arrays: dict[str, np.ndarray] = {}
         opt_vars = list(optimizer.variables)
         for i, v in enumerate(opt_vars):
@@ -113,12 +113,12 @@ def restore_checkpoint(
     The optimizer must be built (``optimizer.build(model.trainable_variables)``).
     """
     ckpt_path = Path(ckpt_path)
-    for name in (WEIGHTS, STATE_NPZ, STATE_JSON):
+    for name in (WEIGHTS_H5, STATE_NPZ, STATE_JSON):
         if not (ckpt_path / name).is_file():
             raise RunDirError(f"checkpoint {ckpt_path} is incomplete: {name} is missing")
     state = json.loads((ckpt_path / STATE_JSON).read_text(encoding="utf-8"))
     try:
-        model.load_weights(str(ckpt_path / WEIGHTS))
+        model.load_weights(str(ckpt_path / WEIGHTS_H5))
     except ValueError as e:
         raise ConfigError(f"checkpoint {ckpt_path} does not fit this model: {e}") from None
     with np.load(ckpt_path / STATE_NPZ, allow_pickle=False) as data:
@@ -146,11 +146,92 @@ def prune_checkpoints(ckpt_dir: str | os.PathLike, keep: int) -> None:
     """Delete all but the newest ``keep`` step dirs, never the ones latest/best point at."""
     ckpt_dir = Path(ckpt_dir)
     protected = {p["dir"] for p in (read_pointer(ckpt_dir, "latest"), read_pointer(ckpt_dir, "best")) if p}
-    numbered = ((step_of_dir(p.name), p) for p in ckpt_dir.glob("step-*") if p.is_dir())
+    numbered = ((step_of_dir(p.name), p) for p in ckpt_dir.glob(f"{STEP_PREFIX}*") if p.is_dir())
     steps = [p for _, p in sorted((s, p) for s, p in numbered if s is not None)]
     for path in steps[:-keep] if keep > 0 else steps:
         if path.name not in protected:
             shutil.rmtree(path, ignore_errors=True)
-    for tmp in ckpt_dir.glob(".step-*.tmp-*"):
+    for tmp in ckpt_dir.glob(f".{STEP_PREFIX}*.tmp-*"):
         if tmp.is_dir() and not tmp.name.endswith(f"-{os.getpid()}"):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Resumed:
+    """Where a restored run stands: its optimizer step and best val loss so far."""
+
+    step: int
+    best_val: float | None
+
+
+class Checkpoints:
+    """The one owner of a run's ``checkpoints/`` dir (see the module docstring).
+
+    Args:
+        ckpt_dir: ``RUN/checkpoints``.
+        model, optimizer: what is saved and restored (the optimizer built).
+        keep: how many recent step dirs to keep (the best and the latest are kept as well).
+        chief: whether this process writes (other workers only restore and read).
+        info: extra fields for each checkpoint's ``state.json``.
+    """
+
+    def __init__(self, ckpt_dir: str | os.PathLike, model: keras.Model, optimizer: keras.optimizers.Optimizer,
+                 keep: int, chief: bool = True, info: dict[str, Any] | None = None) -> None:
+        self.dir = Path(ckpt_dir)
+        self.model = model
+        self.optimizer = optimizer
+        self.keep = keep
+        self.chief = chief
+        self.info = dict(info or {})
+        self.best_val: float | None = None
+        self._saved_step: int | None = None
+
+    def latest(self) -> dict[str, Any] | None:
+        return read_pointer(self.dir, "latest")
+
+    def best(self) -> dict[str, Any] | None:
+        return read_pointer(self.dir, "best")
+
+    def restore(self) -> Resumed:
+        """Load the latest checkpoint into the model and optimizer; RunDirError if there is none."""
+        latest = self.latest()
+        if latest is None:
+            raise RunDirError(f"--resume: {pointer_path(self.dir, 'latest')} not found (no checkpoint yet)")
+        state = restore_checkpoint(self.dir / latest["dir"], self.model, self.optimizer)
+        step = int(keras.ops.convert_to_numpy(self.optimizer.iterations))
+        if step != int(state["step"]):
+            raise RunDirError(f"checkpoint {latest['dir']}: optimizer step {step} != {state['step']}")
+        best = self.best()
+        self.best_val = best.get("val_loss") if best else state.get("best_val_loss")
+        return Resumed(step, self.best_val)
+
+    def save(self, step: int, tokens: int) -> None:
+        """Checkpoint at ``step`` (once per step), then prune to the last ``keep`` plus the best."""
+        if self.chief:
+            self._write(step, tokens)
+            prune_checkpoints(self.dir, self.keep)
+
+    def offer_best(self, step: int, tokens: int, val_loss: float | None) -> bool:
+        """If ``val_loss`` is finite and the lowest so far: checkpoint ``step`` and point ``best.json`` at it."""
+        if val_loss is None or not math.isfinite(val_loss) or (self.best_val is not None and val_loss >= self.best_val):
+            return False
+        self.best_val = val_loss
+        if self.chief:
+            self._write(step, tokens, val_loss)
+            write_pointer(self.dir, "best", {"step": step, "dir": step_dir_name(step), "val_loss": val_loss})
+            prune_checkpoints(self.dir, self.keep)
+        return True
+
+    def _write(self, step: int, tokens: int, val_loss: float | None = None) -> None:
+        if self._saved_step == step:
+            return
+        info = {**self.info, "tokens": tokens, "best_val_loss": self.best_val}
+        if val_loss is not None:
+            info["val_loss"] = val_loss
+        save_checkpoint(self.dir, step, self.model, self.optimizer, info)
+        self._saved_step = step
+
+    def where(self) -> str:
+        """For error messages: which checkpoint is the latest good one."""
+        latest = self.latest()
+        return f"the latest good checkpoint is {latest['dir']}" if latest else "no checkpoint was written"

@@ -26,7 +26,7 @@ from tfgpt.config import GPTConfig, from_dict, parse_scalar, read_yaml
 from tfgpt.errors import ConfigError
 
 Precision = Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"]
-#: The decay shapes ``train.lr_schedule`` accepts (see :class:`tfgpt.train.optim.WarmupCosine`).
+#: The decay shapes ``train.lr_schedule`` accepts (see :class:`tfgpt.train.optim.WarmupDecay`).
 LR_SCHEDULES = ("cosine", "linear", "wsd")
 
 
@@ -38,7 +38,7 @@ class TrainConfig:
         max_steps: optimizer steps to train for (one step = ``grad_accum_steps`` micro-batches).
         batch_size: sequences per micro-batch, across all replicas (the global micro-batch).
         grad_accum_steps: micro-batches summed into one optimizer step.
-        learning_rate, min_lr: peak and floor learning rate of the warmup + cosine schedule.
+        learning_rate, min_lr: peak and floor learning rate of the warmup + decay schedule.
         warmup_steps: linear warmup length; lr_decay_steps: where the decay reaches ``min_lr``
             (default ``max_steps``).
         lr_schedule: the decay shape after warmup: "cosine" (nanoGPT), "linear", or "wsd"
@@ -116,7 +116,7 @@ class TrainConfig:
 
     @property
     def decay_steps(self) -> int:
-        """Step at which the cosine reaches ``min_lr``."""
+        """Step at which the decay reaches ``min_lr``."""
         return self.lr_decay_steps if self.lr_decay_steps is not None else max(self.max_steps, self.warmup_steps + 1)
 
     @property

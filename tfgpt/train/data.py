@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 import tensorflow as tf
 
+from tfgpt.data.manifest import TOKENIZER_DIR, load_manifest
 from tfgpt.errors import DataError
 
 
@@ -82,37 +82,22 @@ def array_source(tokens: Mapping[str, Any]) -> Source:
     return source
 
 
-def _manifest(data_dir: Path) -> dict[str, Any]:
-    path = data_dir / "manifest.json"
-    if not path.is_file():
-        raise DataError(f"data dir {data_dir} has no manifest.json; build it with `tfgpt prepare`")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON: {e}") from None
-
-
 def check_data_dir(data_dir: str | Path, expected_tokenizer: str | None = None) -> dict[str, Any]:
-    """Validate a DATA_DIR; returns its manifest. Errors name what is missing or mismatched."""
+    """Validate a DATA_DIR (:func:`tfgpt.data.manifest.load_manifest`); returns its manifest.
+
+    ``expected_tokenizer`` (``data.tokenizer``: "char", "bpe", "gpt2") must match the tokenizer
+    type the manifest records. Errors name what is missing or mismatched.
+    """
     data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise DataError(f"data dir not found: {data_dir} (build one with `tfgpt prepare --out {data_dir}`)")
-    manifest = _manifest(data_dir)
-    if not (data_dir / "tokenizer").is_dir():
-        raise DataError(f"data dir {data_dir} has no tokenizer/ directory")
-    if expected_tokenizer is not None:
-        tok_json = data_dir / "tokenizer" / "tokenizer.json"
-        actual = None
-        if tok_json.is_file():
-            try:
-                actual = json.loads(tok_json.read_text(encoding="utf-8")).get("type")
-            except json.JSONDecodeError as e:
-                raise DataError(f"{tok_json}: not valid JSON: {e}") from None
-        if actual is not None and actual != expected_tokenizer:
-            raise DataError(
-                f"data dir {data_dir} was built with the {actual!r} tokenizer but the config expects "
-                f"{expected_tokenizer!r} (data.tokenizer); prepare it again or change the config"
-            )
+    manifest = load_manifest(data_dir)
+    if not (data_dir / TOKENIZER_DIR).is_dir():
+        raise DataError(f"data dir {data_dir} has no {TOKENIZER_DIR}/ directory")
+    actual = manifest["tokenizer"].get("type")
+    if expected_tokenizer is not None and actual is not None and actual != expected_tokenizer:
+        raise DataError(
+            f"data dir {data_dir} was built with the {actual!r} tokenizer but the config expects "
+            f"{expected_tokenizer!r} (data.tokenizer); prepare it again or change the config"
+        )
     return manifest
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfgpt.errors import ConfigError, RunDirError
+from tfgpt.runs import CONFIG_YAML, load_run_model
 from tfgpt.train.data import Source, check_data_dir, data_dir_source
 from tfgpt.train.step import token_cross_entropy
 
@@ -28,22 +29,32 @@ EVAL_SEED_OFFSET = 7919
 class LossEstimator:
     """Mean loss over a fixed set of ``eval_iters`` batches per split (the same batches every call).
 
+    ``splits`` maps the labels the result is keyed by to the source's split names
+    (``{"train": "train-2024", "val": "heldout"}``); a plain list uses each name as its label.
+
     Example:
-        >>> est = LossEstimator(gpt, source, ["train", "val"], 20, 12, 64, seed=1)  # doctest: +SKIP
-        >>> est()  # doctest: +SKIP
-        {'train': 4.17, 'val': 4.18}
+        >>> import numpy as np
+        >>> from tfgpt.config import GPTConfig
+        >>> from tfgpt.model.gpt import GPT
+        >>> from tfgpt.train.data import array_source
+        >>> gpt = GPT(GPTConfig(vocab_size=8, block_size=4, n_layer=1, n_head=1, n_embd=8))
+        >>> source = array_source({"a": np.arange(64) % 8, "b": np.arange(64) % 8})
+        >>> est = LossEstimator(gpt, source, {"train": "a", "val": "b"}, 2, 2, 4, seed=1)
+        >>> sorted(est()), est.tokens_per_split
+        (['train', 'val'], 16)
     """
 
     def __init__(
-        self, model: keras.Model, source: Source, splits: Sequence[str], eval_iters: int,
+        self, model: keras.Model, source: Source, splits: Mapping[str, str] | Sequence[str], eval_iters: int,
         batch_size: int, block_size: int, seed: int, jit_compile: bool = True,
     ) -> None:
         if eval_iters <= 0 or batch_size <= 0:
             raise ConfigError(f"eval_iters and batch_size must be positive, got {eval_iters} and {batch_size}")
+        labels = dict(splits) if isinstance(splits, Mapping) else {name: name for name in splits}
         self.model = model
         self.batches = {
-            split: [(x, y) for x, y in source(split, batch_size, block_size, seed + EVAL_SEED_OFFSET).take(eval_iters)]
-            for split in splits
+            label: [(x, y) for x, y in source(split, batch_size, block_size, seed + EVAL_SEED_OFFSET).take(eval_iters)]
+            for label, split in labels.items()
         }
         self.tokens_per_split = eval_iters * batch_size * block_size
 
@@ -86,15 +97,13 @@ def evaluate_run(
     Returns ``{"run_dir", "split", "step", "weights", "loss", "perplexity", "tokens", "batches"}``;
     ``step`` is that of the weights scored (None if unknown), ``weights`` their file.
     """
-    from tfgpt.train.fit import load_run_model
-
     if eval_iters is not None and eval_iters <= 0:
         raise ConfigError(f"--eval-iters must be a positive number of batches, got {eval_iters}")
     run_dir = Path(run_dir)
     model, (_, tcfg, dcfg), step, weights = load_run_model(run_dir, checkpoint)
     data_dir = data_dir if data_dir is not None else dcfg.dir
     if data_dir is None:
-        raise RunDirError(f"{run_dir}/config.yaml names no data dir; pass data_dir")
+        raise RunDirError(f"{run_dir / CONFIG_YAML} names no data dir; pass data_dir")
     check_data_dir(data_dir)
     source = data_dir_source(data_dir, shuffle=dcfg.shuffle)
     iters = eval_iters if eval_iters is not None else tcfg.eval_iters

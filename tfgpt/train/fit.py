@@ -1,5 +1,11 @@
 """The training driver: ``train(...)`` — what ``tfgpt train`` and notebooks call.
 
+``train`` reads top to bottom as its steps: plan the run (configs, run dir checks), place it
+(strategy, precision, memory), open the data, build or restore the model, write the run dir,
+set up the monitor, run, and summarise. Each step is a function below; the records that carry
+state between them are the dataclasses :class:`RunPlan`, :class:`Placement`, :class:`RunData`
+and :class:`Built`.
+
 Example:
     >>> summary = train("configs/char-small.yaml", data_dir="data/shakespeare-char",
     ...                 run_dir="runs/char-small", overrides=["train.max_steps=200"])  # doctest: +SKIP
@@ -15,6 +21,7 @@ schedule, :class:`TrainMonitor` callback, checkpoints and run-dir layout.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -29,11 +36,21 @@ import tensorflow as tf
 
 from tfgpt.atomic import write_text_atomic
 from tfgpt.config import GPTConfig, read_yaml, save_model_config
-from tfgpt.errors import ConfigError, DataError, RunDirError, TfgptError
+from tfgpt.data.manifest import check_tokenizer
+from tfgpt.errors import ConfigError, DataError, RunDirError
 from tfgpt.model.gpt import GPT
-from tfgpt.runs import save_keras_atomic
-from tfgpt.train.callbacks import TrainMonitor, rewrite_metrics, weights_digest
-from tfgpt.train.checkpoint import read_pointer, restore_checkpoint
+from tfgpt.runs import (
+    CHECKPOINTS,
+    CONFIG_YAML,
+    METRICS_JSONL,
+    MODEL_KERAS,
+    TOKENIZER_DIR,
+    pointer_path,
+    read_pointer,
+    save_keras_atomic,
+)
+from tfgpt.train.callbacks import NonFiniteLossError, StepRates, TrainMonitor, rewrite_metrics, weights_digest
+from tfgpt.train.checkpoint import Checkpoints
 from tfgpt.train.config import DataConfig, TrainConfig, resolve_config
 from tfgpt.train.data import Source, check_data_dir, data_dir_source
 from tfgpt.train.evaluate import LossEstimator
@@ -42,9 +59,7 @@ from tfgpt.train.perf import available_memory_bytes, estimate_memory, flops_per_
 from tfgpt.train.step import GPTTrainer
 from tfgpt.train.strategy import get_strategy, is_chief, is_multi_worker, on_cpu_only
 
-
-class NonFiniteLossError(TfgptError):
-    """The training loss became NaN/Inf; the last good checkpoint stays the latest."""
+__all__ = ["MemoryWarning", "NonFiniteLossError", "resolve_precision", "train", "write_summary"]
 
 
 class MemoryWarning(UserWarning):
@@ -52,11 +67,14 @@ class MemoryWarning(UserWarning):
 
 
 def resolve_precision(precision: str) -> str:
-    """``auto`` → mixed_float16 on GPU, float32 on CPU.
+    """``auto`` → mixed_float16 on GPU, float32 on CPU; any other value is returned as given.
 
-    Not mixed_bfloat16 on CPU, even one with native bf16 (AVX512_BF16/AMX): the XLA CPU train
-    step measured slower in bf16 than in float32 (0.90× tokens/s on char-small, 0.87× on
-    shakespeare-char, 2-core AVX512_BF16 x86_64, 2026-11-23). Ask for it explicitly to try it.
+    Not mixed_bfloat16 on CPU: the XLA CPU train step is slower in bf16 than in float32 (figures
+    in docs/design/training.md). Ask for it explicitly to try it.
+
+    Example:
+        >>> resolve_precision("mixed_bfloat16")
+        'mixed_bfloat16'
     """
     if precision != "auto":
         return precision
@@ -73,7 +91,7 @@ def _aligned_steps_per_execution(cfg: TrainConfig, start: int, total: int) -> in
 
 
 def _check_resume_shape(run_dir: Path, model_cfg: GPTConfig) -> None:
-    saved = read_yaml(run_dir / "config.yaml").get("model") or {}
+    saved = read_yaml(run_dir / CONFIG_YAML).get("model") or {}
     new = model_cfg.to_dict()
     diff = [f"{k}: {saved.get(k)!r} -> {new[k]!r}" for k in new if k != "dropout" and saved.get(k) != new[k]]
     if diff:
@@ -119,13 +137,61 @@ def _apply_remat(gpt: GPT) -> None:
     for block in gpt.blocks:
         plain_call = block.call
 
-        def remat_call(x: Any, cache: Any = None, cache_index: Any = None, cache_layer: Any = None,
+        def remat_call(x: Any, cache: Any = None, cache_index: Any = None, cache_update: str = "slice",
                        training: bool | None = None, _call: Any = plain_call) -> Any:
             if cache is not None:
-                return _call(x, cache=cache, cache_index=cache_index, cache_layer=cache_layer, training=training)
+                return _call(x, cache=cache, cache_index=cache_index, cache_update=cache_update, training=training)
             return keras.remat(lambda h: _call(h, training=training))(x)
 
         block.call = remat_call
+
+
+# -- the records passed between the steps -----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """What to train and where: the resolved configs and the checked run dir."""
+
+    model: GPTConfig
+    train: TrainConfig
+    data: DataConfig
+    run_dir: Path
+    resume: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where it runs: the strategy, its replicas, precision and whether XLA compiles the step."""
+
+    name: str
+    strategy: tf.distribute.Strategy
+    replicas: int
+    precision: str
+    chief: bool
+    multi_worker: bool
+    jit: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class RunData:
+    """The token source, its tokenizer (or None) and the data dir's tokenizer/ to copy (or None)."""
+
+    source: Source
+    tokenizer: Any
+    tokenizer_dir: Path | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+    """The compiled trainer, its GPT and optimizer, their checkpoints and the step training starts at."""
+
+    gpt: GPT
+    trainer: GPTTrainer
+    optimizer: keras.optimizers.Optimizer
+    checkpoints: Checkpoints
+    start_step: int
+    steps_per_execution: int
 
 
 def train(
@@ -157,7 +223,8 @@ def train(
 
     Returns ``{"run_dir", "step", "start_step", "loss", "train_loss", "val_loss", "best_val_loss",
     "tokens_per_sec", "mfu", "strategy", "path", "replicas", "jit_compile", "precision",
-    "weights_sha256", "wall_s"}``. Raises :class:`NonFiniteLossError` on a NaN/Inf loss.
+    "steps_per_execution", "weights_sha256", "wall_s"}``. Raises :class:`NonFiniteLossError` on a
+    NaN/Inf loss.
 
     Example:
         >>> import numpy as np
@@ -168,162 +235,199 @@ def train(
         ...           run_dir="/tmp/doc-run", source=src, progress=False)  # doctest: +SKIP
     """
     t_start = time.time()
+    plan = _plan_run(config, data_dir, run_dir, overrides, resume, in_memory=source is not None)
+    place = _place(plan, strategy)
+    data = _open_data(plan, source, tokenizer)
+    built = _build(plan, place)
+    if place.chief:
+        _write_run_dir(plan, data, built.start_step)
+    monitor = _make_monitor(plan, place, data, built, progress)
+    path = _run(plan, place, data, built, monitor)
+    metrics = monitor.finish()  # raises NonFiniteLossError before model.keras is written
+    if place.chief:
+        save_keras_atomic(built.gpt, plan.run_dir / MODEL_KERAS)
+    return _summary(plan, place, built, path, metrics, time.time() - t_start)
+
+
+# -- 1. plan: configs and the run dir ----------------------------------------------------------------
+
+
+def _plan_run(
+    config: str | os.PathLike | dict[str, Any] | None, data_dir: str | os.PathLike | None,
+    run_dir: str | os.PathLike | None, overrides: Sequence[str], resume: bool, in_memory: bool,
+) -> RunPlan:
+    """Resolve the configs (``--resume`` without one reuses the run's), the run dir, and check both."""
     if config is None:
         if not (resume and run_dir is not None):
             raise ConfigError("a config is required (or --resume with --run-dir to reuse the run's config)")
-        config = Path(run_dir) / "config.yaml"
+        config = Path(run_dir) / CONFIG_YAML
     model_cfg, tcfg, dcfg = resolve_config(config, overrides)
     if data_dir is not None:
         dcfg = dataclasses.replace(dcfg, dir=str(data_dir))
+    if not in_memory and dcfg.dir is not None:  # the run's config.yaml names the data wherever eval/resume run
+        dcfg = dataclasses.replace(dcfg, dir=os.path.abspath(dcfg.dir))
     if run_dir is None:
-        stem = Path(config).stem if not isinstance(config, dict) else "run"
-        run_dir = Path("runs") / stem
-    run_dir = Path(run_dir)
+        run_dir = Path("runs") / (Path(config).stem if not isinstance(config, dict) else "run")
     if model_cfg.dropout > 0 and tcfg.gradient_checkpointing:
         raise ConfigError("train.gradient_checkpointing needs model.dropout == 0 "
                           "(recomputed dropout masks would differ from the forward pass)")
+    plan = RunPlan(model_cfg, tcfg, dcfg, Path(run_dir), resume)
+    _check_run_dir(plan)
+    return plan
 
-    # -- run dir / resume checks -------------------------------------------------------------
-    latest = None
-    if resume:
-        if not (run_dir / "config.yaml").is_file():
-            raise RunDirError(f"--resume: {run_dir} is not a run dir (no config.yaml)")
-        _check_resume_shape(run_dir, model_cfg)
-        latest = read_pointer(run_dir / "checkpoints", "latest")
-        if latest is None:
-            raise RunDirError(f"--resume: {run_dir}/checkpoints/latest.json not found (no checkpoint yet)")
-    elif (run_dir / "checkpoints" / "latest.json").exists():
-        raise RunDirError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
 
+def _check_run_dir(plan: RunPlan) -> None:
+    """A resumed run dir must hold a run of the same shape and a checkpoint; a new one must not hold a run."""
+    run_dir, ckpt_dir = plan.run_dir, plan.run_dir / CHECKPOINTS
+    if not plan.resume:
+        if pointer_path(ckpt_dir, "latest").exists():
+            raise RunDirError(
+                f"{run_dir} already holds a run; pass --resume to continue it or choose another --run-dir"
+            )
+        return
+    if not (run_dir / CONFIG_YAML).is_file():
+        raise RunDirError(f"--resume: {run_dir} is not a run dir (no {CONFIG_YAML})")
+    _check_resume_shape(run_dir, plan.model)
+    if read_pointer(ckpt_dir, "latest") is None:
+        raise RunDirError(f"--resume: {pointer_path(ckpt_dir, 'latest')} not found (no checkpoint yet)")
+
+
+# -- 2. place: strategy, precision, memory --------------------------------------------------------------
+
+
+def _place(plan: RunPlan, strategy: str) -> Placement:
+    """The strategy and precision, checked against the batch size and this machine's memory."""
+    tcfg = plan.train
     precision = resolve_precision(tcfg.precision)
     strat = get_strategy(strategy)
     replicas = strat.num_replicas_in_sync
     if tcfg.batch_size % replicas:
         raise ConfigError(f"train.batch_size ({tcfg.batch_size}) must divide by the {replicas} replicas")
-    _memory_check(model_cfg, tcfg, replicas, precision != "float32")
+    _memory_check(plan.model, tcfg, replicas, precision != "float32")
+    multi = is_multi_worker(strat)
+    # XLA cannot reach variables on other logical CPU devices, nor run under the multi-worker loop
+    mirrored_cpu = isinstance(strat, tf.distribute.MirroredStrategy) and replicas > 1 and on_cpu_only(strat)
+    jit = tcfg.jit_compile and not multi and not mirrored_cpu
+    return Placement(strategy, strat, replicas, precision, is_chief(strat), multi, jit)
 
-    # -- data and tokenizer --------------------------------------------------------------------
-    tok_dir = None
+
+# -- 3. data and tokenizer ----------------------------------------------------------------------------
+
+
+def _open_data(plan: RunPlan, source: Source | None, tokenizer: Any) -> RunData:
+    """The token source: the given one, or the data dir's (checked, with its tokenizer)."""
+    dcfg, tok_dir = plan.data, None
     if source is None:
         if dcfg.dir is None:
             raise DataError("no data dir: pass --data DATA_DIR or set data.dir in the config")
-        check_data_dir(dcfg.dir, dcfg.tokenizer)
-        # the run's config.yaml must name the data wherever eval/resume run from
-        dcfg = dataclasses.replace(dcfg, dir=os.path.abspath(dcfg.dir))
+        manifest = check_data_dir(dcfg.dir, dcfg.tokenizer)
         source = data_dir_source(dcfg.dir, shuffle=dcfg.shuffle)
-        tok_dir = Path(dcfg.dir) / "tokenizer"
+        tok_dir = Path(dcfg.dir) / TOKENIZER_DIR
         tokenizer = _load_tokenizer(tok_dir)
+        check_tokenizer(manifest, tokenizer, dcfg.dir)
     if tokenizer is not None:
-        if tokenizer.vocab_size > model_cfg.vocab_size:
-            raise ConfigError(
-                f"the tokenizer has {tokenizer.vocab_size} tokens but model.vocab_size is {model_cfg.vocab_size}; "
-                f"set model.vocab_size >= {tokenizer.vocab_size}"
-            )
-        if resume and (run_dir / "tokenizer").is_dir():
-            old = _load_tokenizer(run_dir / "tokenizer")
-            if old is not None and old.fingerprint() != tokenizer.fingerprint():
-                raise DataError(f"--resume: the data dir's tokenizer differs from {run_dir}/tokenizer")
+        _check_tokenizer_fits(plan, tokenizer)
+    return RunData(source, tokenizer, tok_dir)
 
-    chief = is_chief(strat)
-    multi = is_multi_worker(strat)
-    mirrored_cpu = isinstance(strat, tf.distribute.MirroredStrategy) and replicas > 1 and on_cpu_only(strat)
-    jit = tcfg.jit_compile and not multi and not mirrored_cpu
 
-    # -- model, optimizer, restore ------------------------------------------------------------
+def _check_tokenizer_fits(plan: RunPlan, tokenizer: Any) -> None:
+    vocab = plan.model.vocab_size
+    if tokenizer.vocab_size > vocab:
+        raise ConfigError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens but model.vocab_size is {vocab}; "
+            f"set model.vocab_size >= {tokenizer.vocab_size}"
+        )
+    run_tok = plan.run_dir / TOKENIZER_DIR
+    if plan.resume and run_tok.is_dir():
+        old = _load_tokenizer(run_tok)
+        if old is not None and old.fingerprint() != tokenizer.fingerprint():
+            raise DataError(f"--resume: the data dir's tokenizer differs from {run_tok}")
+
+
+# -- 4. model: build, restore, compile -----------------------------------------------------------------
+
+
+def _build(plan: RunPlan, place: Placement) -> Built:
+    """The GPT, its trainer and optimizer under the strategy; restored from the latest checkpoint on resume."""
+    model_cfg, tcfg = plan.model, plan.train
+    block = model_cfg.block_size
     keras.utils.set_random_seed(tcfg.seed)
-    with strat.scope():
-        gpt = GPT(model_cfg, dtype=precision, name="gpt")
-        gpt.build((None, model_cfg.block_size))
+    with place.strategy.scope():
+        gpt = GPT(model_cfg, dtype=place.precision, name="gpt")
+        gpt.build((None, block))
         if tcfg.gradient_checkpointing:
             _apply_remat(gpt)
         trainer = GPTTrainer(gpt, grad_accum_steps=tcfg.grad_accum_steps, grad_clip=tcfg.grad_clip)
-        trainer.build((None, model_cfg.block_size))
-        optimizer = make_optimizer(tcfg, gpt, loss_scale=precision == "mixed_float16")
+        trainer.build((None, block))
+        optimizer = make_optimizer(tcfg, gpt, loss_scale=place.precision == "mixed_float16")
         optimizer.build(gpt.trainable_variables)
-        start_step, best_val = 0, None
-        if latest is not None:
-            state = restore_checkpoint(run_dir / "checkpoints" / latest["dir"], gpt, optimizer)
-            start_step = int(keras.ops.convert_to_numpy(optimizer.iterations))
-            if start_step != int(state["step"]):
-                raise RunDirError(f"checkpoint {latest['dir']}: optimizer step {start_step} != {state['step']}")
-            best = read_pointer(run_dir / "checkpoints", "best")
-            best_val = best.get("val_loss") if best else state.get("best_val_loss")
-        total = tcfg.max_steps
-        if start_step >= total:
-            raise ConfigError(f"--resume: the run is at step {start_step}, train.max_steps is {total}; raise it")
-        spe = 1 if multi else _aligned_steps_per_execution(tcfg, start_step, total)
-        trainer.compile(optimizer=optimizer, jit_compile=jit, steps_per_execution=spe)
+        checkpoints = Checkpoints(plan.run_dir / CHECKPOINTS, gpt, optimizer, tcfg.keep_checkpoints,
+                                  chief=place.chief, info={"model": model_cfg.to_dict(), "strategy": place.name})
+        start_step = checkpoints.restore().step if plan.resume else 0
+        if start_step >= tcfg.max_steps:
+            raise ConfigError(f"--resume: the run is at step {start_step}, train.max_steps is {tcfg.max_steps}; "
+                              "raise it")
+        spe = 1 if place.multi_worker else _aligned_steps_per_execution(tcfg, start_step, tcfg.max_steps)
+        trainer.compile(optimizer=optimizer, jit_compile=place.jit, steps_per_execution=spe)
+    return Built(gpt, trainer, optimizer, checkpoints, start_step, spe)
 
-    # -- run dir ---------------------------------------------------------------------------------
-    if chief:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_model_config(run_dir / "config.yaml", model_cfg, train=tcfg.to_dict(), data=dcfg.to_dict())
-        if tokenizer is not None:
-            if tok_dir is not None:
-                shutil.copytree(tok_dir, run_dir / "tokenizer", dirs_exist_ok=True)
-            else:
-                tokenizer.save(run_dir / "tokenizer")
-        rewrite_metrics(run_dir / "metrics.jsonl", start_step)
 
-    # -- callbacks ---------------------------------------------------------------------------------
+# -- 5. run dir and monitor ---------------------------------------------------------------------------------
+
+
+def _write_run_dir(plan: RunPlan, data: RunData, start_step: int) -> None:
+    """config.yaml, tokenizer/ and metrics.jsonl cut back to ``start_step`` (chief only)."""
+    run_dir = plan.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_model_config(run_dir / CONFIG_YAML, plan.model, train=plan.train.to_dict(), data=plan.data.to_dict())
+    if data.tokenizer_dir is not None:
+        shutil.copytree(data.tokenizer_dir, run_dir / TOKENIZER_DIR, dirs_exist_ok=True)
+    elif data.tokenizer is not None:
+        data.tokenizer.save(run_dir / TOKENIZER_DIR)
+    rewrite_metrics(run_dir / METRICS_JSONL, start_step)
+
+
+def _make_monitor(plan: RunPlan, place: Placement, data: RunData, built: Built, progress: bool) -> TrainMonitor:
+    """The callback that logs, evaluates, samples and checkpoints (see :mod:`tfgpt.train.callbacks`)."""
+    model_cfg, tcfg, dcfg = plan.model, plan.train, plan.data
     block = model_cfg.block_size
     tokens_per_step = tcfg.global_batch * block
-    peak = measure_peak_flops("bfloat16" if precision == "mixed_bfloat16" else "float32") * replicas
+    peak = measure_peak_flops("bfloat16" if place.precision == "mixed_bfloat16" else "float32") * place.replicas
+    rates = StepRates(tokens_per_step, flops_per_token(model_cfg, block) * tokens_per_step, peak)
     estimator = LossEstimator(
-        gpt, source, [dcfg.train_split, dcfg.val_split], tcfg.eval_iters,
-        tcfg.eval_batch_size or tcfg.batch_size, block, tcfg.seed, jit_compile=jit,
+        built.gpt, data.source, {"train": dcfg.train_split, "val": dcfg.val_split}, tcfg.eval_iters,
+        tcfg.eval_batch_size or tcfg.batch_size, block, tcfg.seed, jit_compile=place.jit,
     )
-    estimator.batches = {("train" if k == dcfg.train_split else "val"): v for k, v in estimator.batches.items()}
-    monitor = TrainMonitor(
-        run_dir, tcfg, gpt, total, tokens_per_step, flops_per_token(model_cfg, block) * tokens_per_step, peak,
-        estimator=estimator, tokenizer=tokenizer, chief=chief, progress=progress,
-        info={"model": model_cfg.to_dict(), "strategy": strategy}, best_val=best_val,
-    )
+    return TrainMonitor(plan.run_dir, tcfg, built.gpt, tcfg.max_steps, rates, built.checkpoints,
+                        estimator=estimator, tokenizer=data.tokenizer, chief=place.chief, progress=progress)
 
-    # -- train -------------------------------------------------------------------------------------
-    if multi:
-        path = "custom_loop"
-        _custom_loop(trainer, strat, source, dcfg, tcfg, block, start_step, total, monitor)
-    else:
-        path = "fit"
-        ds = source(dcfg.train_split, tcfg.global_batch, block, tcfg.seed, start_step=start_step)
-        trainer.fit(ds, epochs=1, steps_per_epoch=total - start_step, callbacks=[monitor], verbose=0)
 
-    step = int(keras.ops.convert_to_numpy(optimizer.iterations))
-    if monitor.nan_step is not None:
-        latest_now = read_pointer(run_dir / "checkpoints", "latest")
-        where = f"; the latest good checkpoint is {latest_now['dir']}" if latest_now else "; no checkpoint was written"
-        raise NonFiniteLossError(
-            f"training stopped at step {monitor.nan_step}: the loss is not finite (NaN/Inf){where}. "
-            "Lower train.learning_rate, keep train.grad_clip > 0 or use float32"
-        )
-    if chief:
-        save_keras_atomic(gpt, run_dir / "model.keras")
-    last, last_eval = monitor.last, monitor.last_eval
-    tput = monitor.throughput[1:] or monitor.throughput
-    return {
-        "run_dir": str(run_dir), "step": step, "start_step": start_step,
-        "loss": last.get("loss"), "train_loss": last_eval.get("train_loss"), "val_loss": last_eval.get("val_loss"),
-        "best_val_loss": monitor.best_val,
-        "tokens_per_sec": sum(tput) / len(tput) if tput else None,
-        "mfu": last.get("mfu"), "strategy": strategy, "path": path, "replicas": replicas,
-        "jit_compile": jit, "precision": precision, "steps_per_execution": spe,
-        "weights_sha256": weights_digest(gpt), "wall_s": time.time() - t_start,
-    }
+# -- 6. run ------------------------------------------------------------------------------------------------
+
+
+def _run(plan: RunPlan, place: Placement, data: RunData, built: Built, monitor: TrainMonitor) -> str:
+    """Train from ``start_step`` to ``max_steps``; returns the path taken ("fit" or "custom_loop")."""
+    tcfg, dcfg, block = plan.train, plan.data, plan.model.block_size
+    start, total = built.start_step, tcfg.max_steps
+    if place.multi_worker:
+        _custom_loop(built.trainer, place.strategy, data.source, dcfg.train_split, tcfg, block, start, monitor)
+        return "custom_loop"
+    ds = data.source(dcfg.train_split, tcfg.global_batch, block, tcfg.seed, start_step=start)
+    built.trainer.fit(ds, epochs=1, steps_per_epoch=total - start, callbacks=[monitor], verbose=0)
+    return "fit"
 
 
 def _custom_loop(
-    trainer: GPTTrainer, strat: tf.distribute.Strategy, source: Source, dcfg: DataConfig, tcfg: TrainConfig,
-    block: int, start_step: int, total: int, monitor: TrainMonitor,
+    trainer: GPTTrainer, strat: tf.distribute.Strategy, source: Source, split: str, tcfg: TrainConfig,
+    block: int, start_step: int, monitor: TrainMonitor,
 ) -> None:
     """Multi-worker path: ``strategy.run(trainer.train_step)`` in a ``tf.function``, data sharded by worker."""
 
     def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-        return source(dcfg.train_split, tcfg.global_batch, block, tcfg.seed, start_step=start_step,
+        return source(split, tcfg.global_batch, block, tcfg.seed, start_step=start_step,
                       num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id)
 
-    dist = strat.distribute_datasets_from_function(dataset_fn)
-    iterator = iter(dist)
+    iterator = iter(strat.distribute_datasets_from_function(dataset_fn))
 
     @tf.function
     def step_fn(it: Any) -> dict[str, Any]:
@@ -333,7 +437,7 @@ def _custom_loop(
     monitor.set_model(trainer)
     trainer.stop_training = False
     monitor.on_train_begin()
-    for i in range(start_step, total):
+    for i in range(start_step, tcfg.max_steps):
         logs = {k: float(v) for k, v in step_fn(iterator).items()}
         monitor.on_train_batch_end(i - start_step, logs)
         if trainer.stop_training:
@@ -341,32 +445,29 @@ def _custom_loop(
     monitor.on_train_end()
 
 
-def load_run_model(
-    run_dir: str | os.PathLike, checkpoint: str = "final"
-) -> tuple[GPT, tuple[GPTConfig, TrainConfig, DataConfig], int | None, Path]:
-    """The GPT of a run, its configs, its step (None if unknown) and the weights file loaded.
+# -- 7. summary -------------------------------------------------------------------------------------------
 
-    ``checkpoint``: "final" (the weights :func:`tfgpt.load` uses: the newer of ``model.keras`` and
-    the latest checkpoint), "latest", "best", a step dir name, or a checkpoint dir or weights file path.
-    """
-    from tfgpt.runs import load_weights_file, weights_path, weights_step
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise RunDirError(f"{run_dir} is not a run dir (no config.yaml)")
-    cfgs = resolve_config(run_dir / "config.yaml")
-    if checkpoint in ("latest", "best"):
-        pointer = read_pointer(run_dir / "checkpoints", checkpoint)
-        if pointer is None:
-            raise RunDirError(f"{run_dir}: no {checkpoint} checkpoint (checkpoints/{checkpoint}.json not found)")
-        checkpoint = str(pointer["dir"])
-    path = weights_path(run_dir, None if checkpoint == "final" else checkpoint)
-    model = load_weights_file(path, cfgs[0], run_dir / "config.yaml")
-    return model, cfgs, weights_step(run_dir, path), path
+def _summary(plan: RunPlan, place: Placement, built: Built, path: str, metrics: dict[str, Any],
+             wall_s: float) -> dict[str, Any]:
+    """The JSON-able summary :func:`train` returns (``metrics`` from :meth:`TrainMonitor.finish`)."""
+    return {
+        "run_dir": str(plan.run_dir), "step": int(keras.ops.convert_to_numpy(built.optimizer.iterations)),
+        "start_step": built.start_step, **metrics, "strategy": place.name, "path": path,
+        "replicas": place.replicas, "jit_compile": place.jit, "precision": place.precision,
+        "steps_per_execution": built.steps_per_execution, "weights_sha256": weights_digest(built.gpt),
+        "wall_s": wall_s,
+    }
 
 
 def write_summary(path: str | os.PathLike, summary: dict[str, Any]) -> None:
-    """Write a train() summary as JSON, atomically."""
-    import json
+    """Write a train() summary as JSON, atomically.
 
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "summary.json"
+        >>> write_summary(out, {"step": 4})
+        >>> json.loads(out.read_text())
+        {'step': 4}
+    """
     write_text_atomic(path, json.dumps(summary, indent=1) + "\n")

@@ -1,7 +1,7 @@
-"""AdamW with decay exclusions and the linear-warmup + cosine-decay learning-rate schedule.
+"""AdamW with decay exclusions and the warmup + decay learning-rate schedule (cosine, linear, WSD).
 
 Example:
-    >>> sched = WarmupCosine(1e-3, warmup_steps=10, decay_steps=100, min_lr=1e-4)
+    >>> sched = WarmupDecay(1e-3, warmup_steps=10, decay_steps=100, min_lr=1e-4)
     >>> round(sched.value(10), 6), round(sched.value(100), 6)
     (0.001, 0.0001)
 """
@@ -17,8 +17,8 @@ from tfgpt.train.config import LR_SCHEDULES, TrainConfig
 
 
 @keras.saving.register_keras_serializable(package="tfgpt")
-class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup from ``peak/warmup`` to ``peak`` over ``warmup_steps``, then a decay to ``min_lr``.
+class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup to ``peak_lr`` over ``warmup_steps``, then a decay to ``min_lr``: cosine, linear or WSD.
 
     At step ``s`` (0-based, the optimizer's ``iterations`` before the update), as nanoGPT:
     ``s < warmup``: ``peak * (s + 1) / (warmup + 1)``; ``s >= decay_steps``: ``min_lr``;
@@ -47,14 +47,8 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         self.shape = shape
         self.cooldown = float(cooldown)
 
-    def _factor(self, ratio: Any, cos: Any, minimum: Any) -> Any:
-        if self.shape == "linear":
-            return 1.0 - ratio
-        if self.shape == "wsd":
-            return minimum(1.0, (1.0 - ratio) / self.cooldown)
-        return 0.5 * (1.0 + cos(math.pi * ratio))
-
     def __call__(self, step: Any) -> Any:
+        """The learning rate at ``step`` (a scalar tensor; keras ops, so it traces inside the train step)."""
         ops = keras.ops
         s = ops.cast(step, "float32")
         peak, floor = self.peak_lr, self.min_lr
@@ -62,16 +56,17 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         span = float(max(self.decay_steps - self.warmup_steps, 1))
         warm_lr = peak * (s + 1.0) / (warm + 1.0)
         ratio = ops.clip((s - warm) / span, 0.0, 1.0)
-        decay_lr = floor + self._factor(ratio, ops.cos, ops.minimum) * (peak - floor)
-        return ops.where(s < warm, warm_lr, decay_lr)
+        if self.shape == "linear":
+            factor = 1.0 - ratio
+        elif self.shape == "wsd":
+            factor = ops.minimum(1.0, (1.0 - ratio) / self.cooldown)
+        else:
+            factor = 0.5 * (1.0 + ops.cos(math.pi * ratio))
+        return ops.where(s < warm, warm_lr, floor + factor * (peak - floor))
 
     def value(self, step: int) -> float:
-        """The schedule in plain Python (for tests and plots)."""
-        if step < self.warmup_steps:
-            return self.peak_lr * (step + 1) / (self.warmup_steps + 1)
-        span = max(self.decay_steps - self.warmup_steps, 1)
-        ratio = min(max((step - self.warmup_steps) / span, 0.0), 1.0)
-        return self.min_lr + self._factor(ratio, math.cos, min) * (self.peak_lr - self.min_lr)
+        """The schedule at ``step`` as a Python float (for tests and plots); the same formula as ``__call__``."""
+        return float(keras.ops.convert_to_numpy(self(step)))
 
     def get_config(self) -> dict[str, Any]:
         return dict(
@@ -80,9 +75,15 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         )
 
 
-def make_schedule(cfg: TrainConfig) -> WarmupCosine:
+#: The schedule's name before it did linear and WSD too. Runs and configs that serialized
+#: ``tfgpt>WarmupCosine`` still deserialize (to a :class:`WarmupDecay`).
+WarmupCosine = WarmupDecay
+keras.saving.get_custom_objects()["tfgpt>WarmupCosine"] = WarmupDecay
+
+
+def make_schedule(cfg: TrainConfig) -> WarmupDecay:
     """The schedule a :class:`TrainConfig` describes."""
-    return WarmupCosine(cfg.learning_rate, cfg.warmup_steps, cfg.decay_steps, cfg.min_lr,
+    return WarmupDecay(cfg.learning_rate, cfg.warmup_steps, cfg.decay_steps, cfg.min_lr,
                         shape=cfg.lr_schedule, cooldown=cfg.lr_cooldown)
 
 
