@@ -144,17 +144,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # -- the parser -----------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tfgpt", description="GPT-style language models with TensorFlow/Keras: prepare, train, generate, ship."
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+Adder = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
 
-    def add(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
-        p.set_defaults(func=fn)
-        return p
 
+def _prepare_parser(add: Adder) -> None:
     p = add("prepare", cmd_prepare, "stream a corpus into a tokenizer + TFRecord token shards")
     p.add_argument("--input", nargs="+", required=True, help="files, directories or globs (.txt .jsonl .gz .xz .tar)")
     p.add_argument("--out", required=True, help="DATA_DIR to write")
@@ -171,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpt2-dir", default=None, help="dir with GPT-2's encoder.json + vocab.bpe")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+def _train_parser(add: Adder) -> None:
     p = add("train", cmd_train, "train a GPT with model.fit (or the multi-worker loop)")
     p.add_argument("--config", default=None, help="configs/X.yaml")
     p.add_argument("--data", default=None, help="DATA_DIR (overrides data.dir)")
@@ -180,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"], default="default")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+def _eval_parser(add: Adder) -> None:
     p = add("eval", cmd_eval, "loss and perplexity of a run (JSON)")
     p.add_argument("--run", required=True)
     p.add_argument("--split", default="val", choices=["train", "val"])
@@ -189,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="final (the newest weights, as generate uses), latest, best, a step dir name "
                         "(step-000500) or a checkpoint dir path")
 
+
+def _export_parser(add: Adder) -> None:
     p = add("export", cmd_export, "export a run: SavedModel for TensorFlow Serving, TFLite for devices")
     p.add_argument("--run", required=True)
     p.add_argument("--out", required=True, help="EXPORT dir to write")
@@ -199,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", type=int, default=1)
     p.add_argument("--checkpoint", default=None, help="a checkpoint instead of the run's latest weights")
 
+
+def _serve_parser(add: Adder) -> None:
     p = add("serve", cmd_serve, "serve an export over HTTP (TF-Serving-compatible REST + completions)")
     p.add_argument("--export", required=True, help="EXPORT dir (from tfgpt export)")
     p.add_argument("--host", default="127.0.0.1")
@@ -207,11 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-bytes", type=int, default=1 << 20)
     p.add_argument("--workers", type=int, default=2, help="threads running the model")
 
+
+def _demo_parser(add: Adder) -> None:
     p = add("demo", cmd_demo, "prepare the bundled corpus, train char-small, sample, export")
     p.add_argument("--out", default="demo-out")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--no-export", action="store_true")
 
+
+def _generate_parser(add: Adder) -> None:
     p = add("generate", cmd_generate, "generate text from a trained run (KV-cached, compiled decode loop)")
     p.add_argument("--run", help="run directory (config.yaml, tokenizer/, weights)")
     p.add_argument("--checkpoint", default=None, help="a checkpoint dir or weights file instead of the latest")
@@ -221,9 +226,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", default=None, help="tokenizer dir for --tflite")
     _sampling_args(p)
 
+
+def _chat_parser(add: Adder) -> None:
     p = add("chat", cmd_chat, "chat with a run in the terminal")
     p.add_argument("--run", required=True)
     _sampling_args(p)
+
+
+#: The sub-commands in the order ``--help`` lists them.
+SUBCOMMANDS = (_prepare_parser, _train_parser, _eval_parser, _export_parser, _serve_parser, _demo_parser,
+               _generate_parser, _chat_parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``tfgpt`` parser: one sub-parser per command, each bound to its ``cmd_*`` function.
+
+    Example:
+        >>> args = build_parser().parse_args(["eval", "--run", "runs/x"])
+        >>> args.func is cmd_eval, args.checkpoint
+        (True, 'final')
+    """
+    parser = argparse.ArgumentParser(
+        prog="tfgpt", description="GPT-style language models with TensorFlow/Keras: prepare, train, generate, ship."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=fn)
+        return p
+
+    for add_subcommand in SUBCOMMANDS:
+        add_subcommand(add)
     return parser
 
 
