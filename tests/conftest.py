@@ -1,13 +1,103 @@
-"""Shared pytest fixtures for the tfgpt test suite."""
+"""Shared pytest fixtures for the tfgpt test suite, and the guard that keeps tests off ``../shared``.
+
+The tests read only what travels with the repository: the slices in ``tests/fixtures/`` (see its
+``SOURCES.md``) and the files shipped in the package (``tfgpt/assets/``). A development machine
+may hold bigger corpora in ``../shared`` beside the checkout (benchmarks read them); a test that
+opens or lists anything there fails, naming the path, so ``make test`` keeps working on a bare clone.
+This file uses only the standard library and pytest (``tests/test_conftest.py`` runs a copy of it).
+"""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
 
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+#: The directory beside the repository root that tests must not read.
+SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
+_GUARDED_EVENTS = frozenset({"open", "os.listdir", "os.scandir"})
+
+
+class SharedDataRead(AssertionError):
+    """A test read a file under ``SHARED_DIR``: vendor a slice into ``tests/fixtures/`` instead."""
+
+
+class SharedReadGuard:
+    """An audit hook that refuses (and records) every open/listing of a path under ``root``.
+
+    Raising stops the read where it happens; recording catches reads whose error was swallowed
+    (``pytest_runtest_makereport`` fails the test that made them).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.roots = tuple(dict.fromkeys((os.path.abspath(root), os.path.realpath(root))))
+        self.hits: list[str] = []
+
+    def __call__(self, event: str, args: tuple) -> None:
+        if event not in _GUARDED_EVENTS or not args or args[0] is None or isinstance(args[0], int):
+            return
+        try:
+            path = os.path.abspath(os.fsdecode(args[0]))
+        except (TypeError, ValueError):
+            return
+        if any(path == root or path.startswith(root + os.sep) for root in self.roots):
+            self.hits.append(path)
+            raise SharedDataRead(self.message([path]))
+
+    def message(self, paths: list[str]) -> str:
+        return (f"test read {', '.join(sorted(set(paths)))}, under {self.roots[0]} (beside the checkout, "
+                "absent from a fresh clone): use a file in tests/fixtures/ (see its SOURCES.md) or tfgpt/assets/")
+
+    def take(self) -> list[str]:
+        """The paths refused since the last call (and forget them)."""
+        hits, self.hits = self.hits, []
+        return hits
+
+
+GUARD = SharedReadGuard(SHARED_DIR)
+sys.addaudithook(GUARD)  # audit hooks cannot be removed: one per process, installed on import
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
+    """Fail the setup/call/teardown phase in which a read under ``SHARED_DIR`` was refused."""
+    outcome = yield
+    hits = GUARD.take()
+    if hits:
+        report = outcome.get_result()
+        if not report.failed:
+            report.longrepr = GUARD.message(hits)
+        report.outcome = "failed"
+
+
+@pytest.fixture
+def shared_guard() -> SharedReadGuard:
+    """The process's guard (for tests of the guard itself)."""
+    return GUARD
+
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The shared data directory (``../shared/data`` next to the repository root)."""
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+def fixtures_dir() -> Path:
+    """``tests/fixtures``: small corpus slices and fine-tuning samples, sources in its SOURCES.md."""
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def shakespeare_file() -> Path:
+    """The first 64 KiB of tinyshakespeare (2,468 lines, 59 distinct characters)."""
+    return FIXTURES / "corpus" / "tinyshakespeare-64k.txt"
+
+
+@pytest.fixture(scope="session")
+def verdict_file() -> Path:
+    """Edith Wharton's "The Verdict", whole (20,479 ASCII characters, 5,145 GPT-2 tokens)."""
+    return FIXTURES / "corpus" / "the-verdict.txt"
+
+
+@pytest.fixture(scope="session")
+def wizard_file() -> Path:
+    """The first 20 KB of "Dorothy and the Wizard in Oz": UTF-8 BOM and CRLF line endings."""
+    return FIXTURES / "corpus" / "wizard_of_oz-20k.txt"

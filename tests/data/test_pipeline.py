@@ -19,8 +19,8 @@ def _batches(ds: tf.data.Dataset, n: int) -> list[tuple[np.ndarray, np.ndarray]]
     return [(x.numpy(), y.numpy()) for x, y in ds.take(n)]
 
 
-def test_eval_windows_round_trip_to_text(char_dir: Path, shared_data: Path) -> None:
-    text = (shared_data / "tinyshakespeare.txt").read_text()
+def test_eval_windows_round_trip_to_text(char_dir: Path, shakespeare_file: Path) -> None:
+    text = shakespeare_file.read_text()
     tok = load_data_tokenizer(char_dir)
     block, batch = 128, 16
     ds = lm_dataset(char_dir, "val", block, batch, shuffle=False, repeat=False)
@@ -45,13 +45,13 @@ def test_random_windows_are_source_windows(char_dir: Path) -> None:
             assert tokens[pos // 4 + 64] == yrow[-1] or hay.count(row.tobytes()) > 1
 
 
-def test_random_windows_stay_inside_one_unit_with_small_shards(tmp_path: Path, shared_data: Path) -> None:
+def test_random_windows_stay_inside_one_unit_with_small_shards(tmp_path: Path, verdict_file: Path) -> None:
     """Shards smaller than a window are grouped with their neighbours into units; a round joins units
     that are not neighbours in the stream, and no window may cross from one into another."""
     from tfgpt.data.prepare import prepare
 
     out = tmp_path / "small"
-    prepare([str(shared_data / "the-verdict.txt")], str(out), "char", val_fraction=0.1, workers=0,
+    prepare([str(verdict_file)], str(out), "char", val_fraction=0.1, workers=0,
             shard_tokens=30, progress=False, command=["test"])
     shards = load_manifest(out)["splits"]["train"]["shards"]
     block = 40
@@ -84,20 +84,20 @@ def test_deterministic_for_a_seed(char_dir: Path) -> None:
 
 
 def test_resume_at_step_is_exact_across_rounds_and_epochs(char_dir: Path) -> None:
-    # one shard per round: 4 train shards -> 4 rounds per epoch
+    # one shard per round: 4 train shards -> 4 rounds per epoch (of 7 batches)
     m = load_manifest(char_dir)
     shards = m["splits"]["train"]["shards"]
-    layout = random_stream_layout(shards, 512, 64, shards_in_memory=1)
+    layout = random_stream_layout(shards, 128, 16, shards_in_memory=1)
     bpr = layout["batches_per_round"]
-    assert layout["groups_per_epoch"] == 4 and bpr >= 2
+    assert layout["groups_per_epoch"] == 4 and bpr == 7
     total = 2 * layout["batches_per_epoch"] + 3
     kw = dict(seed=1, shards_in_memory=1)
-    full = _batches(lm_dataset(char_dir, "train", 512, 64, **kw), total)
+    full = _batches(lm_dataset(char_dir, "train", 128, 16, **kw), total)
     for step in (1, bpr - 1, bpr, bpr + 1, layout["batches_per_epoch"] + 2):
-        resumed = _batches(lm_dataset(char_dir, "train", 512, 64, start_step=step, **kw), 2)
+        resumed = _batches(lm_dataset(char_dir, "train", 128, 16, start_step=step, **kw), 2)
         assert np.array_equal(resumed[0][0], full[step][0]) and np.array_equal(resumed[1][1], full[step + 1][1])
     # epochs visit shards in different orders
-    once = _batches(lm_dataset(char_dir, "train", 512, 64, repeat=False, **kw), -1)
+    once = _batches(lm_dataset(char_dir, "train", 128, 16, repeat=False, **kw), -1)
     assert len(once) == layout["batches_per_epoch"]
 
 
@@ -113,7 +113,7 @@ def test_sharding_by_file(char_dir: Path) -> None:
     shards = load_manifest(char_dir)["splits"]["train"]["shards"]
     starts = np.cumsum([0] + [s["tokens"] for s in shards])
     for i in range(2):
-        ds = lm_dataset(char_dir, "train", 100, 1000, shuffle=False, repeat=False, num_shards=2, shard_index=i)
+        ds = lm_dataset(char_dir, "train", 100, 50, shuffle=False, repeat=False, num_shards=2, shard_index=i)
         assert ds.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.OFF
         xs = np.concatenate([x for x, _ in _batches(ds, -1)]).reshape(-1)
         mine = np.concatenate([tokens[starts[j]:starts[j + 1]] for j in range(i, len(shards), 2)])

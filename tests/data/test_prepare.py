@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -27,19 +28,19 @@ def _shard_hashes(d: Path) -> list[tuple[str, str]]:
     return [(s["file"], s["sha256"]) for sp in ("train", "val") for s in m["splits"][sp]["shards"]]
 
 
-def test_char_tinyshakespeare_round_trip(char_dir: Path, shared_data: Path) -> None:
+def test_char_tinyshakespeare_round_trip(char_dir: Path, shakespeare_file: Path) -> None:
     m = load_manifest(char_dir)
-    assert m["tokenizer"]["vocab_size"] == 65 and m["tokenizer"]["eot_id"] is None
+    assert m["tokenizer"]["vocab_size"] == 59 and m["tokenizer"]["eot_id"] is None  # the 64 KiB slice
     assert m["dtype"] == "uint16" and m["split"]["method"] == "tail"
-    text = (shared_data / "tinyshakespeare.txt").read_text()
+    text = shakespeare_file.read_text()
     tok = load_data_tokenizer(char_dir)
     train, val = read_split_tokens(char_dir, "train"), read_split_tokens(char_dir, "val")
     assert tok.decode(np.concatenate([train, val]).tolist()) == text
     assert val.size == round(0.1 * len(text))
-    assert len(m["splits"]["train"]["shards"]) == 4  # 300k-token shards
+    assert val.size == 6_554 and [s["tokens"] for s in m["splits"]["train"]["shards"]] == [16_000] * 3 + [10_982]
     assert m["splits"]["train"]["shards"][0]["file"] == "train-00000-of-00004.tfrecord"
     src = m["sources"][0]
-    assert src["bytes"] == 1115394 and len(src["sha256"]) == 64
+    assert src["bytes"] == 65_536 and src["sha256"] == hashlib.sha256(shakespeare_file.read_bytes()).hexdigest()
     assert m["command"] == "test" and m["config"]["tokenizer"] == "char"
 
 
@@ -58,14 +59,14 @@ def test_gpt2_documents_split_and_eot(gpt2_dir_prepared: Path, gpt2_docs, gpt2_d
     assert sorted(docs) == sorted(texts)  # every document exactly once, in one split
 
 
-def test_rerun_is_noop_and_changed_settings_refused(char_dir: Path, shared_data: Path) -> None:
+def test_rerun_is_noop_and_changed_settings_refused(char_dir: Path, shakespeare_file: Path) -> None:
     before = (char_dir / "manifest.json").read_text()
-    m = prepare([str(shared_data / "tinyshakespeare.txt")], str(char_dir), "char", val_fraction=0.1, workers=1,
-                shard_tokens=300_000, record_tokens=65_536, progress=False, command=["test"])
+    m = prepare([str(shakespeare_file)], str(char_dir), "char", val_fraction=0.1, workers=1,
+                shard_tokens=16_000, record_tokens=4096, progress=False, command=["test"])
     assert (char_dir / "manifest.json").read_text() == before and m["splits"]
     with pytest.raises(DataError, match="different shard_tokens"):
-        prepare([str(shared_data / "tinyshakespeare.txt")], str(char_dir), "char", val_fraction=0.1,
-                workers=1, shard_tokens=100_000, record_tokens=65_536, progress=False)
+        prepare([str(shakespeare_file)], str(char_dir), "char", val_fraction=0.1,
+                workers=1, shard_tokens=8_000, record_tokens=4096, progress=False)
 
 
 def test_workers_do_not_change_output(tmp_path: Path, gpt2_docs, gpt2_dir: str, gpt2_dir_prepared: Path) -> None:
@@ -122,8 +123,8 @@ def test_empty_inputs(tmp_path: Path, gpt2_dir: str) -> None:
     assert m["cleaning"]["dropped"]["empty"] == 2 and m["cleaning"]["documents_kept"] == 1
 
 
-def test_bad_arguments_and_out_dirs(tmp_path: Path, shared_data: Path) -> None:
-    src = str(shared_data / "the-verdict.txt")
+def test_bad_arguments_and_out_dirs(tmp_path: Path, verdict_file: Path) -> None:
+    src = str(verdict_file)
     with pytest.raises(DataError, match="unknown tokenizer"):
         prepare([src], str(tmp_path / "o"), "word")
     with pytest.raises(DataError, match="vocab-size applies to the bpe"):
@@ -154,9 +155,9 @@ prepare(sys.argv[1:-1], sys.argv[-1], "char", val_fraction=0.05, workers=1, shar
 """
 
 
-def test_sigkill_during_prepare_leaves_nothing_half_done(tmp_path: Path, shared_data: Path) -> None:
+def test_sigkill_during_prepare_leaves_nothing_half_done(tmp_path: Path, shakespeare_file: Path) -> None:
     srcs = []
-    text = (shared_data / "tinyshakespeare.txt").read_text()
+    text = shakespeare_file.read_text() * 17  # ~1.1 MB per part: prepare runs long enough to be killed
     for i in range(6):
         p = tmp_path / f"part{i}.txt"
         p.write_text(f"PART {i}\n" + text)

@@ -102,15 +102,15 @@ def test_corrupt_compressed_file_is_a_data_error(tmp_path: Path) -> None:
         _docs([tmp_path / "x.txt.gz"])
 
 
-def test_long_document_pieces_rejoin_and_tokenize_identically(tmp_path: Path, shared_data: Path) -> None:
+def test_long_document_pieces_rejoin_and_tokenize_identically(shakespeare_file: Path, gpt2_dir: str) -> None:
     from tfgpt.tokenizers import BPETokenizer
 
-    src = shared_data / "tinyshakespeare.txt"
-    pieces = [t for _, t, _, _ in iter_pieces([src], segment_chars=50_000)]
+    src = shakespeare_file  # 64 KiB in pieces of about 2,500 characters
+    pieces = [t for _, t, _, _ in iter_pieces([src], segment_chars=2_500)]
     assert len(pieces) > 20
     whole = src.read_text()
     assert "".join(pieces) == whole
-    tok = BPETokenizer.gpt2(shared_data / "gpt2_bpe")
+    tok = BPETokenizer.gpt2(gpt2_dir)
     ids = [i for p in pieces for i in tok.encode_ordinary(p)]
     assert ids == tok.encode_ordinary(whole)
 

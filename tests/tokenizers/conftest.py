@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tfgpt.assets_path import gpt2_vocab_dir
 from tfgpt.tokenizers import BPETokenizer, CharTokenizer
 
 #: Strings that have tripped up GPT-2 re-implementations.
@@ -68,11 +69,9 @@ TRICKY_PIECES = [
 
 
 @pytest.fixture(scope="session")
-def gpt2_dir(shared_data: Path) -> Path:
-    d = shared_data / "gpt2_bpe"
-    if not (d / "encoder.json").is_file():
-        pytest.skip(f"GPT-2 vocabulary files not found in {d}")
-    return d
+def gpt2_dir() -> Path:
+    """GPT-2's encoder.json + vocab.bpe as shipped in the package (tfgpt/assets/gpt2)."""
+    return gpt2_vocab_dir()
 
 
 @pytest.fixture(scope="session")
@@ -103,18 +102,19 @@ def gpt2_graph(gpt2: BPETokenizer):
 
 
 @pytest.fixture(scope="session")
-def verdict(shared_data: Path) -> str:
-    return (shared_data / "the-verdict.txt").read_text(encoding="utf-8")
+def verdict(verdict_file: Path) -> str:
+    return verdict_file.read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="session")
-def shakespeare(shared_data: Path) -> str:
-    return (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")
+def shakespeare(shakespeare_file: Path) -> str:
+    """The first 64 KiB of tinyshakespeare (59 distinct characters)."""
+    return shakespeare_file.read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="session")
 def trained_bpe(shakespeare: str) -> BPETokenizer:
-    return BPETokenizer.train([shakespeare[:300_000]], vocab_size=600)
+    return BPETokenizer.train([shakespeare], vocab_size=600)
 
 
 @pytest.fixture(scope="session")

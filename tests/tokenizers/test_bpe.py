@@ -163,7 +163,7 @@ def test_fingerprints_differ(gpt2: BPETokenizer, trained_bpe: BPETokenizer) -> N
 
 def test_encode_speed_smoke(gpt2: BPETokenizer, shakespeare: str) -> None:
     """Not a benchmark: guards against a silent fall-back to a slow path (> 1 MB/s)."""
-    text = shakespeare[:500_000]
+    text = (shakespeare * 8)[:500_000]
     t0 = time.perf_counter()
     gpt2.encode(text)
     rate = len(text.encode()) / (time.perf_counter() - t0) / 1e6
@@ -191,7 +191,7 @@ def test_bpe_files_from_another_tokenizer_are_refused(
 ) -> None:
     # Consistent encoder.json + vocab.bpe of another vocabulary (same size, same special-token ids):
     # only the digests recorded in tokenizer.json catch it.
-    other = BPETokenizer.train([shakespeare[300_000:600_000]], vocab_size=trained_bpe.vocab_size)
+    other = BPETokenizer.train([shakespeare[len(shakespeare) // 2:]], vocab_size=trained_bpe.vocab_size)
     assert other.special_tokens == trained_bpe.special_tokens and other.merges != trained_bpe.merges
     trained_bpe.save(tmp_path / "mine")
     other.save(tmp_path / "other")
@@ -239,12 +239,16 @@ def test_gpt2_save_copies_files(tmp_path: Path, gpt2: BPETokenizer, gpt2_dir: Pa
     assert json.loads((tmp_path / "encoder.json").read_text()) == json.loads((gpt2_dir / "encoder.json").read_text())
 
 
-def test_gpt2_from_env(monkeypatch: pytest.MonkeyPatch, gpt2_dir: Path) -> None:
-    monkeypatch.setenv("TFGPT_GPT2_BPE_DIR", str(gpt2_dir))
-    assert BPETokenizer.gpt2().vocab_size == 50257
-    monkeypatch.delenv("TFGPT_GPT2_BPE_DIR")
-    with pytest.raises(TokenizerError, match="TFGPT_GPT2_BPE_DIR"):
+def test_gpt2_from_env_else_packaged(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, gpt2: BPETokenizer, trained_bpe: BPETokenizer
+) -> None:
+    trained_bpe.save(tmp_path)  # not GPT-2's files: the error shows $TFGPT_GPT2_BPE_DIR was read
+    monkeypatch.setenv("TFGPT_GPT2_BPE_DIR", str(tmp_path))
+    with pytest.raises(TokenizerError, match=re.escape(f"{tmp_path}: not GPT-2's vocabulary")):
         BPETokenizer.gpt2()
+    monkeypatch.delenv("TFGPT_GPT2_BPE_DIR")
+    default = BPETokenizer.gpt2()  # the copy shipped in tfgpt/assets/gpt2
+    assert default.fingerprint() == gpt2.fingerprint() and default.encode("Hello, world!") == [15496, 11, 995, 0]
 
 
 def test_gpt2_rejects_other_vocab(tmp_path: Path, trained_bpe: BPETokenizer) -> None:

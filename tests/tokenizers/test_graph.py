@@ -150,7 +150,7 @@ def test_char_graph_unknown_character_fails(shakespeare_char: CharTokenizer) -> 
 
 def test_char_detokenize_out_of_range(shakespeare_char: CharTokenizer) -> None:
     graph = shakespeare_char.graph_tokenizer()
-    out = graph.detokenize(tf.constant([[20, 66, -1]])).numpy()[0].decode()
+    out = graph.detokenize(tf.constant([[20, 60, -1]])).numpy()[0].decode()  # 60 = vocab_size
     assert out == shakespeare_char.decode([20]) + "\ufffd\ufffd"
 
 

@@ -7,11 +7,12 @@ from typing import Any
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+#: The first 64 KiB of tinyshakespeare (tests/fixtures/SOURCES.md).
+SHAKESPEARE = Path(__file__).resolve().parents[1] / "fixtures" / "corpus" / "tinyshakespeare-64k.txt"
 
 
 def char_tokens(n: int = 60000) -> tuple[np.ndarray, int]:
-    text = (DATA / "tinyshakespeare.txt").read_text(encoding="utf-8")[:n]
+    text = SHAKESPEARE.read_text(encoding="utf-8")[:n]
     chars = sorted(set(text))
     lookup = {c: i for i, c in enumerate(chars)}
     return np.array([lookup[c] for c in text], dtype=np.int32), len(chars)

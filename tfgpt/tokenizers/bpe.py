@@ -35,6 +35,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from tfgpt.assets_path import gpt2_vocab_dir
 from tfgpt.atomic import write_text_atomic
 from tfgpt.errors import TokenizerError
 from tfgpt.tokenizers.base import END_OF_TEXT, TOKENIZER_JSON, Tokenizer, require_str, write_tokenizer_json
@@ -126,10 +127,10 @@ class BPETokenizer(Tokenizer):
         >>> load_tokenizer(d).encode("lowest") == tok.encode("lowest")
         True
 
-    GPT-2's own vocabulary, from a directory holding its encoder.json + vocab.bpe:
+    GPT-2's own vocabulary (the copy shipped in the package, or a directory with encoder.json + vocab.bpe):
 
-        >>> gpt2 = BPETokenizer.gpt2("/path/to/gpt2_bpe")  # doctest: +SKIP
-        >>> gpt2.encode("Hello world<|endoftext|>")  # doctest: +SKIP
+        >>> gpt2 = BPETokenizer.gpt2()
+        >>> gpt2.encode("Hello world<|endoftext|>")
         [15496, 995, 50256]
     """
 
@@ -228,14 +229,15 @@ class BPETokenizer(Tokenizer):
     def gpt2(cls, directory: str | os.PathLike | None = None) -> BPETokenizer:
         """GPT-2's tokenizer from a directory with its encoder.json + vocab.bpe.
 
-        ``directory`` defaults to ``$TFGPT_GPT2_BPE_DIR``.
+        ``directory`` defaults to ``$TFGPT_GPT2_BPE_DIR``, else the copy shipped in the package
+        (:func:`tfgpt.assets_path.gpt2_vocab_dir`), so it works on a fresh machine.
+
+        Example:
+            >>> BPETokenizer.gpt2().encode("Hello, world!")
+            [15496, 11, 995, 0]
         """
         if directory is None:
-            directory = os.environ.get(GPT2_DIR_ENV)
-            if not directory:
-                raise TokenizerError(
-                    f"no directory given for GPT-2's encoder.json/vocab.bpe and ${GPT2_DIR_ENV} is not set"
-                )
+            directory = os.environ.get(GPT2_DIR_ENV) or gpt2_vocab_dir()
         tok = cls.from_files(directory, kind="gpt2")
         if tok.vocab_size != 50257 or tok.eot_id != 50256:
             raise TokenizerError(
