@@ -161,7 +161,8 @@ def _prepare_parser(add: Adder) -> None:
     p.add_argument("--text-field", default="text", help="JSONL field holding the text")
     p.add_argument("--min-chars", type=int, default=1, help="drop documents shorter than this")
     p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--gpt2-dir", default=None, help="dir with GPT-2's encoder.json + vocab.bpe")
+    p.add_argument("--gpt2-dir", default=None,
+                   help="dir with GPT-2's encoder.json + vocab.bpe (default: the copy in the package)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

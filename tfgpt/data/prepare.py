@@ -251,8 +251,9 @@ def prepare(
     """Prepare ``inputs`` into the data directory ``out``; return the manifest (see module doc).
 
     ``tokenizer`` is ``"char"``, ``"bpe"`` (trained; ``vocab_size`` defaults to 8192) or ``"gpt2"``
-    (``gpt2_dir`` holds encoder.json + vocab.bpe; else ``$TFGPT_GPT2_BPE_DIR``). ``workers`` tokenizer
-    processes (default: CPU count; 0 or 1 tokenises in this process; the output does not depend on it).
+    (``gpt2_dir`` holds encoder.json + vocab.bpe; else ``$TFGPT_GPT2_BPE_DIR``, else the copy in the
+    package). ``workers`` tokenizer processes (default: CPU count; 0 or 1 tokenises in this process;
+    the output does not depend on it).
 
     Example:
         >>> m = prepare(["corpus/*.jsonl.gz"], "data/web", "gpt2", gpt2_dir="gpt2_bpe", dedupe=True)

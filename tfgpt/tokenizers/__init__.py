@@ -71,9 +71,9 @@ def build_tokenizer(
 ) -> Tokenizer:
     """Make a tokenizer of ``kind`` ("char", "bpe", "gpt2"), training on ``texts`` where needed.
 
-    ``gpt2`` loads GPT-2's files from ``gpt2_dir`` (default ``$TFGPT_GPT2_BPE_DIR``); ``bpe``
-    needs ``vocab_size``. ``special_tokens`` defaults to none for char (tinyshakespeare → 65 ids)
-    and ``("<|endoftext|>",)`` for bpe.
+    ``gpt2`` loads GPT-2's files from ``gpt2_dir`` (default ``$TFGPT_GPT2_BPE_DIR``, else the copy
+    in the package); ``bpe`` needs ``vocab_size``. ``special_tokens`` defaults to none for char
+    (tinyshakespeare → 65 ids) and ``("<|endoftext|>",)`` for bpe.
     """
     if kind == "gpt2":
         return BPETokenizer.gpt2(gpt2_dir)
