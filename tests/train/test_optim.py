@@ -1,0 +1,106 @@
+"""tfgpt.train.optim: the warmup + decay schedule against hand-computed values, AdamW exclusions."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tfgpt.config import GPTConfig
+from tfgpt.model.gpt import GPT
+from tfgpt.train.config import TrainConfig
+from tfgpt.train.optim import WarmupCosine, WarmupDecay, make_optimizer, make_schedule, no_decay_variables
+
+# peak 1.0, floor 0.1, warmup 2, decay to step 10: the decay span is 8 steps.
+# warmup: peak * (s + 1) / (warmup + 1) -> 1/3, 2/3; then floor + f(r) * 0.9 with r = (s - 2) / 8.
+COSINE = {
+    0: 1 / 3, 1: 2 / 3,
+    2: 1.0,                                         # r = 0
+    4: 0.1 + 0.9 * 0.5 * (1 + 0.7071067811865476),  # r = 1/4: cos(pi/4) = 0.70711 -> 0.868198
+    6: 0.55,                                        # r = 1/2: half way between peak and floor
+    8: 0.1 + 0.9 * 0.5 * (1 - 0.7071067811865476),  # r = 3/4 -> 0.231802
+    10: 0.1, 25: 0.1,                               # at and past decay_steps: the floor
+}
+LINEAR = {2: 1.0, 4: 0.775, 6: 0.55, 9: 0.2125, 10: 0.1}   # f = 1 - r
+WSD = {2: 1.0, 6: 1.0, 8: 1.0, 9: 0.55, 10: 0.1}            # cooldown 0.25: f = min(1, (1 - r) / 0.25)
+
+
+@pytest.mark.parametrize("shape,expected", [("cosine", COSINE), ("linear", LINEAR), ("wsd", WSD)])
+def test_schedule_hand_computed(shape, expected):
+    s = WarmupDecay(1.0, warmup_steps=2, decay_steps=10, min_lr=0.1, shape=shape, cooldown=0.25)
+    for step, lr in expected.items():
+        assert s.value(step) == pytest.approx(lr, rel=1e-6), (shape, step)
+        assert float(s(keras.ops.convert_to_tensor(step, "int64"))) == pytest.approx(lr, rel=1e-6), (shape, step)
+    assert COSINE[4] == pytest.approx(0.868198, abs=1e-6) and COSINE[8] == pytest.approx(0.231802, abs=1e-6)
+
+
+def test_schedule_nanogpt_numbers():
+    """nanoGPT's defaults: peak 6e-4, floor 6e-5, warmup 2000, decay to 600000."""
+    s = WarmupDecay(6e-4, warmup_steps=2000, decay_steps=600_000, min_lr=6e-5)
+    assert s.value(0) == pytest.approx(6e-4 / 2001, rel=1e-6)
+    assert s.value(1999) == pytest.approx(6e-4 * 2000 / 2001, rel=1e-6)
+    assert s.value(301_000) == pytest.approx(3.3e-4, rel=1e-5)  # the middle of the decay: (6e-4 + 6e-5) / 2
+
+
+def test_schedule_from_config_and_round_trip():
+    s = make_schedule(TrainConfig(learning_rate=2e-3, min_lr=2e-4, warmup_steps=5, max_steps=50,
+                                  lr_schedule="wsd", lr_cooldown=0.5))
+    assert s.get_config() == {"peak_lr": 2e-3, "warmup_steps": 5, "decay_steps": 50, "min_lr": 2e-4,
+                              "shape": "wsd", "cooldown": 0.5}
+    serialized = keras.optimizers.schedules.serialize(s)
+    assert serialized["registered_name"] == "tfgpt>WarmupDecay"
+    again = keras.optimizers.schedules.deserialize(serialized)
+    assert type(again) is WarmupDecay and again.get_config()["shape"] == "wsd"
+    assert again.value(50) == pytest.approx(2e-4)
+
+
+def test_old_name_still_deserializes():
+    assert WarmupCosine is WarmupDecay
+    old = {"module": "tfgpt.train.optim", "class_name": "WarmupCosine", "registered_name": "tfgpt>WarmupCosine",
+           "config": {"peak_lr": 1e-3, "warmup_steps": 10, "decay_steps": 110, "min_lr": 1e-4}}
+    s = keras.optimizers.schedules.deserialize(old)
+    assert isinstance(s, WarmupDecay) and s.shape == "cosine" and s.value(60) == pytest.approx(5.5e-4, rel=1e-5)
+
+
+def test_schedule_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="shape"):
+        WarmupDecay(1e-3, 1, 10, shape="step")
+    with pytest.raises(ValueError, match="cooldown"):
+        WarmupDecay(1e-3, 1, 10, shape="wsd", cooldown=0.0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 50), st.integers(1, 500), st.integers(0, 1000), st.sampled_from(["cosine", "linear", "wsd"]))
+def test_schedule_stays_between_floor_and_peak(warmup, span, step, shape):
+    s = WarmupDecay(6e-4, warmup, warmup + span, 6e-5, shape=shape, cooldown=0.25)
+    lr = s.value(step)
+    if step < warmup:
+        assert lr == pytest.approx(6e-4 * (step + 1) / (warmup + 1), rel=1e-5)
+    else:
+        assert 6e-5 * (1 - 1e-6) <= lr <= 6e-4 * (1 + 1e-6)
+        assert s.value(step + 1) <= lr * (1 + 1e-6)  # never rises after the warmup
+    assert not math.isnan(lr)
+
+
+def test_weight_decay_exclusions():
+    gpt = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    gpt.build((None, 16))
+    excluded = {v.path for v in no_decay_variables(gpt)}
+    assert any(p.endswith("wte/embeddings") for p in excluded) and any(p.endswith("wpe/embeddings") for p in excluded)
+    for v in gpt.trainable_variables:
+        is_matrix = len(v.shape) == 2 and "embeddings" not in v.path
+        assert (v.path in excluded) == (not is_matrix), v.path
+    opt = make_optimizer(TrainConfig(weight_decay=0.5), gpt)
+    opt.build(gpt.trainable_variables)
+    # with zero gradients, only decayed variables move
+    before = [v.numpy().copy() for v in gpt.trainable_variables]
+    opt.apply([np.zeros(v.shape, "float32") for v in gpt.trainable_variables], gpt.trainable_variables)
+    for b, v in zip(before, gpt.trainable_variables, strict=True):
+        moved = not np.array_equal(b, v.numpy())
+        assert moved == (v.path not in excluded), v.path
+
+
