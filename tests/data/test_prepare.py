@@ -182,3 +182,12 @@ def test_sigkill_during_prepare_leaves_nothing_half_done(tmp_path: Path, shakesp
     prepare(srcs, str(tmp_path / "clean"), "char", **kw)
     assert _shard_hashes(out) == _shard_hashes(tmp_path / "clean")
     assert not (out / ".prepare-tmp").exists()
+
+
+def test_gpt2_defaults_to_the_packaged_vocabulary(tmp_path: Path, verdict_file: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TFGPT_GPT2_BPE_DIR", raising=False)
+    m = prepare([str(verdict_file)], str(tmp_path / "g"), "gpt2", val_fraction=0, workers=0, progress=False)
+    assert (m["tokenizer"]["type"], m["tokenizer"]["vocab_size"], m["tokenizer"]["eot_id"]) == ("gpt2", 50257, 50256)
+    ids = read_split_tokens(tmp_path / "g", "train").tolist()
+    assert len(ids) == 5145 + 1 and ids[:4] == [40, 367, 2885, 1464] and ids[-1] == 50256  # "I", " H", "AD", " always"
