@@ -2,7 +2,7 @@
 
 Example:
     >>> from tfgpt.export import export_run
-    >>> info = export_run("runs/shakespeare", "export/shakespeare", verify=True)
+    >>> info = export_run("runs/shakespeare", "export/shakespeare", verify=True)  # doctest: +SKIP
 """
 
 from tfgpt.export.export import EXPORT_JSON, FORMATS, export_run

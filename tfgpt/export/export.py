@@ -11,9 +11,13 @@ The whole dir is built in a temporary sibling and renamed into place (an existin
 ``out`` is replaced only once the new one is complete). ``out`` must be absent, empty or a previous
 export (it holds ``export.json``), and must not be or contain the run dir.
 
-Example:
-    >>> info = export_run("runs/shakespeare", "export/shakespeare", quantize="int8", verify=True)
-    >>> info["verification"]["savedmodel"]["logits_max_abs_diff"] <= 1e-5
+The steps, each a function here: check the options and ``out``, load the run, copy its
+tokenizer, write the SavedModel (+ warmup requests) and the TFLite files, verify, write
+``export.json``, rename into place. Notes on why the export looks as it does: ``docs/design/export.md``.
+
+Example (needs a trained run dir, e.g. from ``tfgpt train``):
+    >>> info = export_run("runs/shakespeare", "export/shakespeare", quantize="int8", verify=True)  # doctest: +SKIP
+    >>> info["verification"]["savedmodel"]["logits_max_abs_diff"] <= 1e-5  # doctest: +SKIP
     True
 """
 
@@ -29,14 +33,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tfgpt import __version__
 from tfgpt.atomic import make_temp_dir
 from tfgpt.errors import ExportError
+from tfgpt.export.verify import verify_export
+from tfgpt.export.warmup import WARMUP_FILE, sample_prompts, write_warmup
 
 EXPORT_JSON = "export.json"
 FORMATS = ("savedmodel", "tflite")
 QUANTIZE = ("int8",)
-WARMUP_FILE = "tf_serving_warmup_requests"
 FORMAT_VERSION = 1
+TOKENIZER = "tokenizer"  # the run's tokenizer, copied for the TFLite runner
 
 
 def _check_formats(formats: Sequence[str] | str) -> list[str]:
@@ -81,72 +88,6 @@ def signature_specs(saved_model_dir: str | os.PathLike) -> dict[str, Any]:
     return specs
 
 
-def sample_prompts(tokenizer: Any, n: int = 3) -> list[str]:
-    """A few prompts the tokenizer can encode (for verification and warmup)."""
-    candidates = ["ROMEO:", "The ", "Hello, world", "a", "\n"]
-    good: list[str] = []
-    for text in candidates:
-        try:
-            if tokenizer.encode(text):
-                good.append(text)
-        except Exception:  # noqa: BLE001 - char vocabularies reject unknown characters
-            continue
-    specials = set(tokenizer.special_tokens.values())
-    plain = [i for i in range(tokenizer.vocab_size) if i not in specials]
-    k = 0
-    while len(good) < n and plain:
-        text = tokenizer.decode(plain[k % len(plain): k % len(plain) + 3 + k])
-        k += 1
-        if text and text not in good:
-            good.append(text)
-        if k > 50:
-            break
-    return good[:n]
-
-
-def write_warmup(sm_dir: Path, name: str, prompts: list[str], max_new_tokens: int = 4) -> Path:
-    """``assets.extra/tf_serving_warmup_requests``: a TFRecord of ``PredictionLog``\\ s, one per signature."""
-    import tensorflow as tf
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-
-    extra = sm_dir / "assets.extra"
-    extra.mkdir(parents=True, exist_ok=True)
-    path = extra / WARMUP_FILE
-    params = {
-        "max_new_tokens": tf.make_tensor_proto(max_new_tokens, tf.int32),
-        "temperature": tf.make_tensor_proto(0.0, tf.float32),
-        "top_k": tf.make_tensor_proto(0, tf.int32),
-        "seed": tf.make_tensor_proto(0, tf.int32),
-    }
-    requests = [
-        ("serving_default", {"prompts": tf.make_tensor_proto(prompts[:1], tf.string), **params}),
-        ("logits", {"ids": tf.make_tensor_proto([[0, 0]], tf.int32)}),
-        ("generate_ids", {"ids": tf.make_tensor_proto([[0]], tf.int32), **params}),
-    ]
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        for signature, inputs in requests:
-            request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(name=name, signature_name=signature), inputs=inputs
-            )
-            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
-            writer.write(log.SerializeToString())
-    return path
-
-
-def _save_savedmodel(model: Any, tokenizer: Any, sm_dir: Path, name: str) -> dict[str, Any]:
-    import tensorflow as tf
-
-    from tfgpt.export.savedmodel import ServingModule
-
-    module = ServingModule(model, tokenizer)
-    try:
-        tf.saved_model.save(module, str(sm_dir), signatures=module.signatures())
-    except Exception as e:  # noqa: BLE001 - tracing can fail in many ways; name the step
-        raise ExportError(f"saving the SavedModel failed: {type(e).__name__}: {e}") from None
-    write_warmup(sm_dir, name, sample_prompts(tokenizer))
-    return {"signatures": signature_specs(sm_dir), "warmup": f"assets.extra/{WARMUP_FILE}", "xla": False}
-
-
 def _check_out(run_dir: Path, out: Path) -> None:
     """Refuse an ``out`` that replacing would destroy anything but a previous export."""
     run, target = run_dir.resolve(), out.resolve()
@@ -157,6 +98,92 @@ def _check_out(run_dir: Path, out: Path) -> None:
     if out.is_dir() and any(out.iterdir()) and not (out / EXPORT_JSON).is_file():
         raise ExportError(f"export dir {out} is not empty and holds no {EXPORT_JSON} (not a previous export): "
                           f"refusing to replace it; choose another --out or remove it")
+
+
+def _check_options(formats: Sequence[str] | str, quantize: str | None, version: int, name: str) -> list[str]:
+    """The formats to write, after refusing an unknown format or quantization, a bad version or name."""
+    formats = _check_formats(formats)
+    if quantize is not None and quantize not in QUANTIZE:
+        raise ExportError(f"unsupported quantization {quantize!r}; choose from {', '.join(QUANTIZE)}")
+    if quantize is not None and "tflite" not in formats:
+        raise ExportError("--quantize int8 applies to the tflite format: add it to --format")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ExportError(f"version must be a positive integer, got {version!r}")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise ExportError(f"model name {name!r} may only hold letters, digits, '_' and '-'")
+    return formats
+
+
+def _source_info(run_dir: Path, weights: Path, model: Any, tokenizer: Any, name: str, version: int,
+                 formats: list[str]) -> dict[str, Any]:
+    """The head of export.json: what is exported, from which run and weights file."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "tfgpt_version": __version__,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "source": {
+            "run": str(run_dir.resolve()),
+            "checkpoint": str(weights.resolve()),
+            "model": model.config.to_dict(),
+            "tokenizer": {"type": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
+                          "eot_id": tokenizer.eot_id, "fingerprint": tokenizer.fingerprint()},
+        },
+        "name": name,
+        "version": version,
+        "formats": formats,
+        "tokenizer": TOKENIZER,
+    }
+
+
+def _save_savedmodel(model: Any, tokenizer: Any, export_dir: Path, name: str, version: int) -> dict[str, Any]:
+    """Write ``savedmodel/<name>/<version>/`` (signatures + warmup requests); its export.json entry."""
+    import tensorflow as tf
+
+    from tfgpt.export.savedmodel import ServingModule
+
+    rel = f"savedmodel/{name}/{version}"
+    sm_dir = export_dir / rel
+    module = ServingModule(model, tokenizer)
+    try:
+        tf.saved_model.save(module, str(sm_dir), signatures=module.signatures())
+    except Exception as e:  # noqa: BLE001 - tracing can fail in many ways; name the step
+        raise ExportError(f"saving the SavedModel failed: {type(e).__name__}: {e}") from None
+    write_warmup(sm_dir, name, sample_prompts(tokenizer))
+    return {"path": rel, "signatures": signature_specs(sm_dir), "warmup": f"assets.extra/{WARMUP_FILE}", "xla": False}
+
+
+def _save_tflite(model: Any, export_dir: Path, quantize: str | None) -> dict[str, Any]:
+    """Write ``tflite/model.tflite`` (+ ``model_int8.tflite``); its export.json entry."""
+    from tfgpt.export.tflite import convert_tflite
+
+    sizes = convert_tflite(model, export_dir / "tflite", quantize=quantize)
+    c = model.config
+    entry: dict[str, Any] = {
+        "files": {f"tflite/{k}": {"size_bytes": v} for k, v in sizes.items()},
+        "signatures": {
+            "prefill": {"inputs": {"ids": "int32 [1, time]"},
+                        "outputs": {"logits": "float32 [1, vocab]", "cache": "float32 cache"}},
+            "decode": {"inputs": {"token": "int32 [1, 1]", "index": "int32 []",
+                                  "cache": "float32 cache, dim 3 any length <= block_size"},
+                       "outputs": {"logits": "float32 [1, vocab]", "cache": "float32 cache"}},
+        },
+        "cache_shape": [1, c.n_layer, 2, c.block_size, c.n_embd],
+        "builtins_only": True,
+    }
+    if "model_int8.tflite" in sizes:
+        entry["int8_size_ratio"] = round(sizes["model_int8.tflite"] / sizes["model.tflite"], 4)
+    return entry
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished ``tmp`` to ``out``; a previous export there goes only once the new one is in."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    os.replace(out, old / "x")
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def export_run(
@@ -177,82 +204,32 @@ def export_run(
     :class:`~tfgpt.errors.ExportError` if a check fails.
 
     Example:
-        >>> export_run("runs/shakespeare", "export/shakespeare", formats="savedmodel,tflite", quantize="int8")
+        >>> info = export_run("runs/shakespeare", "export/shakespeare", formats="savedmodel,tflite",
+        ...                   quantize="int8")  # doctest: +SKIP
+        >>> info["tflite"]["files"]["tflite/model_int8.tflite"]["size_bytes"] > 0  # doctest: +SKIP
+        True
     """
-    import tfgpt
-    from tfgpt.runs import TOKENIZER_DIR, weights_path
+    from tfgpt.runs import TOKENIZER_DIR, load, weights_path
 
-    formats = _check_formats(formats)
-    if quantize is not None and quantize not in QUANTIZE:
-        raise ExportError(f"unsupported quantization {quantize!r}; choose from {', '.join(QUANTIZE)}")
-    if quantize is not None and "tflite" not in formats:
-        raise ExportError("--quantize int8 applies to the tflite format: add it to --format")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ExportError(f"version must be a positive integer, got {version!r}")
+    run_dir, out = Path(run_dir), Path(out)
     name = name or default_name(run_dir)
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
-        raise ExportError(f"model name {name!r} may only hold letters, digits, '_' and '-'")
-    out = Path(out)
-    _check_out(Path(run_dir), out)
-    model, tokenizer = tfgpt.load(run_dir, checkpoint=checkpoint)
+    formats = _check_options(formats, quantize, version, name)
+    _check_out(run_dir, out)
+    model, tokenizer = load(run_dir, checkpoint=checkpoint)
     weights = weights_path(run_dir, checkpoint)
-
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(out.parent, f".{out.name}.")
     try:
         # copyfile, not copy2: the export's files get the umask's mode, not the run's (possibly owner-only) one
-        shutil.copytree(Path(run_dir) / TOKENIZER_DIR, tmp / "tokenizer", copy_function=shutil.copyfile)
-        info: dict[str, Any] = {
-            "format_version": FORMAT_VERSION,
-            "tfgpt_version": tfgpt.__version__,
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "source": {
-                "run": str(Path(run_dir).resolve()),
-                "checkpoint": str(weights.resolve()),
-                "model": model.config.to_dict(),
-                "tokenizer": {"type": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
-                              "eot_id": tokenizer.eot_id, "fingerprint": tokenizer.fingerprint()},
-            },
-            "name": name,
-            "version": version,
-            "formats": formats,
-            "tokenizer": "tokenizer",
-        }
+        shutil.copytree(run_dir / TOKENIZER_DIR, tmp / TOKENIZER, copy_function=shutil.copyfile)
+        info = _source_info(run_dir, weights, model, tokenizer, name, version, formats)
         if "savedmodel" in formats:
-            rel = f"savedmodel/{name}/{version}"
-            sm = _save_savedmodel(model, tokenizer, tmp / rel, name)
-            info["savedmodel"] = {"path": rel, **sm}
+            info["savedmodel"] = _save_savedmodel(model, tokenizer, tmp, name, version)
         if "tflite" in formats:
-            from tfgpt.export.tflite import convert_tflite
-
-            sizes = convert_tflite(model, tmp / "tflite", quantize=quantize)
-            info["tflite"] = {
-                "files": {f"tflite/{k}": {"size_bytes": v} for k, v in sizes.items()},
-                "signatures": {
-                    "prefill": {"inputs": {"ids": "int32 [1, time]"},
-                                "outputs": {"logits": "float32 [1, vocab]", "cache": "float32 cache"}},
-                    "decode": {"inputs": {"token": "int32 [1, 1]", "index": "int32 []",
-                                          "cache": "float32 cache, dim 3 any length <= block_size"},
-                               "outputs": {"logits": "float32 [1, vocab]", "cache": "float32 cache"}},
-                },
-                "cache_shape": [1, model.config.n_layer, 2, model.config.block_size, model.config.n_embd],
-                "builtins_only": True,
-            }
-            if "model_int8.tflite" in sizes:
-                info["tflite"]["int8_size_ratio"] = round(sizes["model_int8.tflite"] / sizes["model.tflite"], 4)
-        info["verification"] = None
-        if verify:
-            from tfgpt.export.verify import verify_export
-
-            info["verification"] = verify_export(tmp, model, tokenizer, info)
+            info["tflite"] = _save_tflite(model, tmp, quantize)
+        info["verification"] = verify_export(tmp, model, tokenizer, info) if verify else None
         (tmp / EXPORT_JSON).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / "x")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -27,8 +27,9 @@ step)``, reproducible for a seed; it is not bit-identical to ``tfgpt.generate``,
 loop lets the stateless RNG pick a different algorithm than TensorFlow's CPU kernel.
 
 Example:
-    >>> module = ServingModule(model, tokenizer)
-    >>> module.serving_default(tf.constant(["ROMEO:"]), max_new_tokens=tf.constant(8))["completions"]
+    >>> model, tokenizer = tfgpt.load("runs/shakespeare")  # doctest: +SKIP
+    >>> module = ServingModule(model, tokenizer)  # doctest: +SKIP
+    >>> module.serving_default(tf.constant(["ROMEO:"]), max_new_tokens=tf.constant(8))["completions"]  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ to the positions a request needs — decode reads and copies the whole cache eve
 (``tf.lite.Optimize.DEFAULT`` without a representative dataset).
 
 Example:
-    >>> sizes = convert_tflite(model, "export/tflite", quantize="int8")
-    >>> flex_ops("export/tflite/model.tflite")
+    >>> sizes = convert_tflite(model, "export/tflite", quantize="int8")  # doctest: +SKIP
+    >>> flex_ops("export/tflite/model.tflite")  # doctest: +SKIP
     []
 """
 
@@ -99,7 +99,7 @@ def convert_tflite(model: Any, out_dir: str | os.PathLike, quantize: str | None 
     Returns ``{file name: size in bytes}``.
 
     Example:
-        >>> convert_tflite(model, "export/tflite")
+        >>> convert_tflite(model, "export/tflite")  # doctest: +SKIP
         {'model.tflite': 412345, 'model_int8.tflite': 123456}
     """
     out = Path(out_dir)

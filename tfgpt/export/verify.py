@@ -7,7 +7,7 @@ run`` (a separate process) returns the same greedy ids. TFLite: prefill logits w
 float greedy tokens equal to Keras; int8 greedy tokens compared, the first divergence reported.
 
 Example:
-    >>> figures = verify_export("export/shakespeare", model, tokenizer, info)
+    >>> figures = verify_export("export/shakespeare", model, tokenizer, info)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from tfgpt.errors import ExportError
+from tfgpt.export.warmup import sample_prompts
 
 LOGITS_TOL = 1e-5
 VERIFY_NEW_TOKENS = 16
@@ -39,7 +40,7 @@ def session_run(sm_dir: str | os.PathLike, signature: str, feeds: dict[str, Any]
     Missing inputs are filled from the SignatureDef's recorded defaults.
 
     Example:
-        >>> session_run("export/savedmodel/m/1", "logits", {"ids": [[1, 2, 3]]})["logits"].shape
+        >>> session_run("export/savedmodel/m/1", "logits", {"ids": [[1, 2, 3]]})["logits"].shape  # doctest: +SKIP
         (1, 3, 65)
     """
     import tensorflow as tf
@@ -171,8 +172,6 @@ def verify_tflite(tflite_dir: Path, model: Any, tokenizer: Any, prompts: list[st
 
 def verify_export(export_dir: str | os.PathLike, model: Any, tokenizer: Any, info: dict[str, Any]) -> dict[str, Any]:
     """Run the checks for every format in ``info`` (the export.json being written)."""
-    from tfgpt.export.export import sample_prompts
-
     export_dir = Path(export_dir)
     prompts = sample_prompts(tokenizer)
     result: dict[str, Any] = {}
