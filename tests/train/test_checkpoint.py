@@ -1,8 +1,27 @@
-"""Checkpoint pruning (no training): which step dirs survive."""
+"""tfgpt.train.checkpoint: step dir names, pruning, and the Checkpoints owner (save, best, restore; no training)."""
 
 from __future__ import annotations
 
-from tfgpt.train.checkpoint import prune_checkpoints, step_dir_name, step_of_dir, write_pointer
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from tfgpt.config import GPTConfig
+from tfgpt.errors import RunDirError
+from tfgpt.model.gpt import GPT
+from tfgpt.train.checkpoint import (
+    Checkpoints,
+    Resumed,
+    prune_checkpoints,
+    rng_variables,
+    step_dir_name,
+    step_of_dir,
+    write_pointer,
+)
+from tfgpt.train.config import TrainConfig
+from tfgpt.train.optim import make_optimizer
 
 
 def test_prune_orders_by_step_past_a_million(tmp_path):
@@ -17,3 +36,47 @@ def test_prune_orders_by_step_past_a_million(tmp_path):
     assert left == ["step-1000000", "step-1000500", "step-999000", "step-notes"]
     assert [step_of_dir(n) for n in ("step-000100", "step-1000000", "step-x", "best.json")] == [100, 1_000_000, None,
                                                                                                  None]
+
+
+def _model_and_optimizer(seed: int):
+    keras.utils.set_random_seed(seed)
+    gpt = GPT(GPTConfig(vocab_size=8, block_size=4, n_layer=1, n_head=1, n_embd=8, dropout=0.1))
+    gpt.build((None, 4))
+    opt = make_optimizer(TrainConfig(warmup_steps=0, max_steps=10), gpt)
+    opt.build(gpt.trainable_variables)
+    return gpt, opt
+
+
+def test_checkpoints_save_best_and_restore(tmp_path):
+    gpt, opt = _model_and_optimizer(0)
+    opt.iterations.assign(3)
+    ckpts = Checkpoints(tmp_path / "ck", gpt, opt, keep=1, info={"strategy": "default"})
+    ckpts.save(3, tokens=96)
+    assert ckpts.latest() == {"step": 3, "dir": "step-000003"} and ckpts.best() is None
+    state = json.loads((tmp_path / "ck/step-000003/state.json").read_text())
+    assert (state["step"], state["tokens"], state["strategy"], state["best_val_loss"]) == (3, 96, "default", None)
+    assert [ckpts.offer_best(3, 96, v) for v in (None, float("nan"), float("inf"), 2.5)] == [False] * 3 + [True]
+    assert ckpts.best() == {"step": 3, "dir": "step-000003", "val_loss": 2.5}
+    opt.iterations.assign(5)
+    assert ckpts.offer_best(5, 160, 2.7) is False  # not lower than 2.5
+    ckpts.save(5, tokens=160)
+    assert ckpts.latest() == {"step": 5, "dir": "step-000005"}
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["best.json", "latest.json", "step-000003",
+                                                                     "step-000005"]  # keep=1, plus the best
+    assert json.loads((tmp_path / "ck/step-000005/state.json").read_text())["best_val_loss"] == 2.5
+    fresh, fresh_opt = _model_and_optimizer(1)
+    assert Checkpoints(tmp_path / "ck", fresh, fresh_opt, keep=1).restore() == Resumed(step=5, best_val=2.5)
+    for a, b in zip(gpt.weights + rng_variables(gpt), fresh.weights + rng_variables(fresh), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert "step-000005" in ckpts.where()
+
+
+def test_checkpoints_off_the_chief_and_without_any(tmp_path):
+    gpt, opt = _model_and_optimizer(0)
+    worker = Checkpoints(tmp_path / "ck", gpt, opt, keep=2, chief=False)
+    worker.save(1, tokens=8)
+    assert worker.offer_best(1, 8, 1.0) is True and worker.best_val == 1.0  # tracked, not written
+    assert not (tmp_path / "ck").exists()
+    assert worker.where() == "no checkpoint was written"
+    with pytest.raises(RunDirError, match=r"latest\.json not found \(no checkpoint yet\)"):
+        worker.restore()

@@ -1,70 +1,58 @@
-"""train() on a real DATA_DIR from tfgpt prepare: run dir contract, eval, samples, bad input."""
+"""tfgpt.train.evaluate: LossEstimator (labels, fixed batches, known losses), perplexity, evaluate_run on a run."""
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import shutil
 
+import numpy as np
 import pytest
-import yaml
 
-from tests.train.helpers import SHAKESPEARE, tiny_config
-from tfgpt.errors import ConfigError, DataError, RunDirError
-from tfgpt.train.evaluate import evaluate_run
-from tfgpt.train.fit import MemoryWarning, train
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    from tfgpt.data.prepare import prepare
-
-    text = SHAKESPEARE.read_text(encoding="utf-8")  # 64 KiB
-    src = tmp_path_factory.mktemp("src") / "shakespeare.txt"
-    src.write_text(text, encoding="utf-8")
-    out = tmp_path_factory.mktemp("data") / "char"
-    prepare([str(src)], str(out), tokenizer="char", val_fraction=0.1, workers=0, progress=False)
-    return out
+from tfgpt.config import GPTConfig
+from tfgpt.errors import ConfigError, RunDirError
+from tfgpt.model.gpt import GPT
+from tfgpt.train.data import array_source
+from tfgpt.train.evaluate import EVAL_SEED_OFFSET, LossEstimator, evaluate_run, perplexity
 
 
-def _vocab(data_dir) -> int:
-    return json.loads((data_dir / "manifest.json").read_text())["tokenizer"]["vocab_size"]
+def _zero_gpt(vocab: int = 8, block: int = 4) -> GPT:
+    """A GPT whose weights are all zero: every logit is 0, so the loss of any batch is log(vocab)."""
+    gpt = GPT(GPTConfig(vocab_size=vocab, block_size=block, n_layer=1, n_head=1, n_embd=8))
+    gpt.build((None, block))
+    gpt.set_weights([np.zeros_like(w) for w in gpt.get_weights()])
+    return gpt
 
 
 @pytest.fixture(scope="module")
-def run(data_dir, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    cfg = tiny_config(max_steps=8, sample_tokens=8, steps_per_execution=4, log_interval=4)
-    cfg["model"]["vocab_size"] = _vocab(data_dir)
-    cfg["data"] = {"tokenizer": "char"}
-    cwd = os.getcwd()
-    os.chdir(data_dir.parent)  # a data dir given relative to the working directory ...
-    try:
-        summary = train(cfg, data_dir=data_dir.name, run_dir=run_dir, progress=False)
-    finally:
-        os.chdir(cwd)  # ... is stored absolute, so eval/resume work from anywhere (tests below)
-    return run_dir, summary
+def two_splits():
+    return array_source({"main": np.arange(64) % 8, "heldout": (np.arange(64) * 3) % 8})
 
 
-def test_run_dir_contract(run, data_dir):
-    run_dir, summary = run
-    assert summary["step"] == 8 and summary["path"] == "fit" and summary["steps_per_execution"] == 4
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert set(saved) == {"model", "train", "data"} and saved["data"]["dir"] == str(data_dir)
-    assert (run_dir / "tokenizer" / "tokenizer.json").read_text() == (data_dir / "tokenizer/tokenizer.json").read_text()
-    assert json.loads((run_dir / "checkpoints/latest.json").read_text()) == {"step": 8, "dir": "step-000008"}
-    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if r["kind"] == "train"] == [4, 8]
-    evals = [r for r in records if r["kind"] == "eval"]
-    assert [r["step"] for r in evals] == [4, 8]
-    assert all(isinstance(r.get("sample"), str) for r in evals)
-    train_rec = records[-2] if records[-1]["kind"] == "eval" else records[-1]
-    for key in ("loss", "lr", "grad_norm", "tokens_per_sec", "mfu"):
-        assert train_rec[key] > 0, key
-    import tfgpt
+def test_loss_estimator_labels_its_splits(two_splits):
+    est = LossEstimator(_zero_gpt(), two_splits, {"train": "main", "val": "heldout"}, eval_iters=3,
+                        batch_size=2, block_size=4, seed=5, jit_compile=False)
+    assert sorted(est.batches) == ["train", "val"] and [len(b) for b in est.batches.values()] == [3, 3]
+    assert est() == pytest.approx({"train": math.log(8), "val": math.log(8)}, rel=1e-6)
+    assert est.tokens_per_split == 3 * 2 * 4
+    # the fixed batches are the source's, drawn with the eval seed (not the training seed)
+    x0, y0 = next(iter(two_splits("heldout", 2, 4, 5 + EVAL_SEED_OFFSET)))
+    np.testing.assert_array_equal(est.batches["val"][0][0], x0)
+    np.testing.assert_array_equal(est.batches["val"][0][1], y0)
 
-    model, tokenizer = tfgpt.load(run_dir)
-    assert model.config.vocab_size == tokenizer.vocab_size
+
+def test_loss_estimator_list_of_names_and_bad_sizes(two_splits):
+    est = LossEstimator(_zero_gpt(), two_splits, ["heldout"], 1, 2, 4, seed=0, jit_compile=False)
+    assert list(est()) == ["heldout"]
+    for iters, batch in ((0, 2), (2, 0)):
+        with pytest.raises(ConfigError, match=f"must be positive, got {iters} and {batch}"):
+            LossEstimator(_zero_gpt(), two_splits, ["main"], iters, batch, 4, seed=0)
+
+
+def test_perplexity():
+    assert perplexity(0.0) == 1.0
+    assert perplexity(math.log(65)) == pytest.approx(65.0)
+    assert perplexity(1e6) == math.inf
 
 
 def test_evaluate_run(run):
@@ -74,45 +62,6 @@ def test_evaluate_run(run):
     assert out["loss"] == pytest.approx(summary["val_loss"], rel=1e-4)
     assert out["perplexity"] == pytest.approx(2.718281828 ** out["loss"], rel=1e-6)
     assert out["tokens"] == 2 * 4 * 16
-
-
-def test_bad_input(run, data_dir, tmp_path):
-    run_dir, _ = run
-    with pytest.raises(DataError, match="data directory .*missing does not exist"):
-        train(tiny_config(), data_dir=tmp_path / "missing", run_dir=tmp_path / "r1", progress=False)
-    cfg = tiny_config()
-    cfg["data"] = {"tokenizer": "gpt2"}
-    with pytest.raises(DataError, match="built with the 'char' tokenizer.*expects 'gpt2'"):
-        train(cfg, data_dir=data_dir, run_dir=tmp_path / "r2", progress=False)
-    with pytest.raises(ConfigError, match="unknown key 'n_layers'"):
-        train(tiny_config(), data_dir=data_dir, run_dir=tmp_path / "r3", overrides=["model.n_layers=2"])
-    small = tiny_config()
-    small["model"]["vocab_size"] = 10
-    with pytest.raises(ConfigError, match=f"tokenizer has {_vocab(data_dir)} tokens"):
-        train(small, data_dir=data_dir, run_dir=tmp_path / "r4", progress=False)
-    with pytest.raises(ConfigError, match="model shape changed.*n_embd: 32 -> 64"):
-        train(None, run_dir=run_dir, resume=True, overrides=["model.n_embd=64", "train.max_steps=20"])
-    with pytest.raises(RunDirError, match="already holds a run"):
-        train(tiny_config(), data_dir=data_dir, run_dir=run_dir, progress=False)
-    with pytest.raises(RunDirError, match="not a run dir"):
-        train(tiny_config(), run_dir=tmp_path / "nothing", resume=True)
-    huge = {"model": {"preset": "gpt2-xl"}, "train": {"batch_size": 512}}
-    missing = "data directory .*missing does not exist"
-    with pytest.warns(MemoryWarning, match="GiB"), pytest.raises(DataError, match=missing):
-        train(huge, data_dir=tmp_path / "missing", run_dir=tmp_path / "r5")
-    with pytest.raises(ConfigError, match="GiB"):
-        train(huge, data_dir=tmp_path / "missing", run_dir=tmp_path / "r6", overrides=["train.memory_check=error"])
-
-
-@pytest.fixture(scope="module")
-def resumed(run, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("resumed") / "copy"
-    shutil.copytree(run[0], run_dir)
-    return run_dir, train(None, run_dir=run_dir, resume=True, progress=False, overrides=["train.max_steps=12"])
-
-
-def test_resume_with_data_dir(resumed):
-    assert (resumed[1]["start_step"], resumed[1]["step"]) == (8, 12)
 
 
 def test_eval_scores_the_weights_load_uses(run, resumed, tmp_path):

@@ -1,4 +1,4 @@
-"""Exact resume, gradient-accumulation equivalence, checkpoints and the NaN stop."""
+"""tfgpt.train.fit: train() end to end: the run dir contract, exact resume, checkpoints, the NaN stop, bad input."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ import json
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+import yaml
 
 from tests.train.helpers import char_tokens, tiny_config, train_records
-from tfgpt.config import GPTConfig
-from tfgpt.model.gpt import GPT
-from tfgpt.train.config import TrainConfig
+from tfgpt.errors import ConfigError, DataError, RunDirError
 from tfgpt.train.data import array_source
-from tfgpt.train.fit import NonFiniteLossError, train
-from tfgpt.train.optim import make_optimizer
-from tfgpt.train.step import GPTTrainer
+from tfgpt.train.fit import MemoryWarning, NonFiniteLossError, train
+
+
+def vocab_of(data_dir) -> int:
+    return json.loads((data_dir / "manifest.json").read_text())["tokenizer"]["vocab_size"]
 
 
 @pytest.fixture(scope="module")
@@ -42,27 +42,6 @@ def test_resume_is_exact(tmp_path, source):
     assert diff <= 1e-5, diff
     assert max(abs(a[s]["lr"] - b[s]["lr"]) for s in a) <= 1e-9
     assert full["weights_sha256"] == resumed["weights_sha256"]
-
-
-def test_accumulation_matches_big_batch():
-    """Accumulating 4 micro-batches of 2 equals one batch of 8 (loss, grad norm and weights)."""
-    ids, _ = char_tokens(20000)
-    x = np.stack([ids[i * 17:i * 17 + 16] for i in range(8)])
-    y = np.stack([ids[i * 17 + 1:i * 17 + 17] for i in range(8)])
-    results = []
-    for accum in (1, 4):
-        keras.utils.set_random_seed(0)
-        gpt = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32))
-        gpt.build((None, 16))
-        trainer = GPTTrainer(gpt, grad_accum_steps=accum, grad_clip=1.0)
-        trainer.compile(optimizer=make_optimizer(TrainConfig(warmup_steps=0, max_steps=10), gpt), jit_compile=True)
-        logs = trainer.fit(tf.data.Dataset.from_tensors((x, y)).repeat(), steps_per_epoch=3, verbose=0).history
-        results.append((logs, [w.numpy() for w in gpt.trainable_weights]))
-    (h1, w1), (h4, w4) = results
-    np.testing.assert_allclose(h1["loss"], h4["loss"], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(h1["grad_norm"], h4["grad_norm"], rtol=1e-4)
-    for a, b in zip(w1, w4, strict=True):
-        np.testing.assert_allclose(a, b, atol=2e-5)
 
 
 def test_checkpoints_keep_last_k_and_best(tmp_path, source):
@@ -130,30 +109,6 @@ def test_fp16_overflow_steps_count_and_resume_exactly(tmp_path, source, monkeypa
         assert again[step]["lr"] == pytest.approx(records[step]["lr"], rel=1e-6), step
 
 
-def test_fused_steps_match_keras_loop():
-    """With XLA and steps_per_execution 4, the fused loop trains exactly as Keras' per-step loop."""
-    ids, _ = char_tokens(20000)
-    x = np.stack([ids[i * 17:i * 17 + 16] for i in range(32)]).reshape(8, 4, 16)
-    y = np.stack([ids[i * 17 + 1:i * 17 + 17] for i in range(32)]).reshape(8, 4, 16)
-    results = []
-    for fuse in (False, True):
-        keras.utils.set_random_seed(0)
-        gpt = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32))
-        gpt.build((None, 16))
-        trainer = GPTTrainer(gpt, grad_clip=1.0, fuse_steps=fuse)
-        trainer.compile(optimizer=make_optimizer(TrainConfig(warmup_steps=2, max_steps=8), gpt), jit_compile=True,
-                        steps_per_execution=4)
-        logs = trainer.fit(tf.data.Dataset.from_tensor_slices((x, y)).repeat(), steps_per_epoch=8, verbose=0).history
-        assert trainer._fusable() is fuse
-        assert int(trainer.optimizer.iterations.numpy()) == 8
-        results.append((logs, [w.numpy() for w in gpt.trainable_weights]))
-    (h0, w0), (h1, w1) = results
-    np.testing.assert_allclose(h0["loss"], h1["loss"], rtol=1e-5)
-    np.testing.assert_allclose(h0["lr"], h1["lr"], rtol=1e-6)
-    for a, b in zip(w0, w1, strict=True):
-        np.testing.assert_allclose(a, b, atol=2e-5)
-
-
 def test_gradient_checkpointing_gives_the_same_training(tmp_path, source):
     """Recomputing block activations in the backward pass changes memory, not the numbers."""
     cfg = tiny_config(max_steps=6, checkpoint_interval=6, eval_interval=6)
@@ -164,3 +119,56 @@ def test_gradient_checkpointing_gives_the_same_training(tmp_path, source):
     assert sorted(a) == sorted(b)
     assert max(abs(a[s]["loss"] - b[s]["loss"]) for s in a) <= 1e-4
     assert abs(plain["loss"] - remat["loss"]) <= 1e-4
+
+
+def test_run_dir_contract(run, data_dir):
+    run_dir, summary = run
+    assert summary["step"] == 8 and summary["path"] == "fit" and summary["steps_per_execution"] == 4
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert set(saved) == {"model", "train", "data"} and saved["data"]["dir"] == str(data_dir)
+    assert (run_dir / "tokenizer" / "tokenizer.json").read_text() == (data_dir / "tokenizer/tokenizer.json").read_text()
+    assert json.loads((run_dir / "checkpoints/latest.json").read_text()) == {"step": 8, "dir": "step-000008"}
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [4, 8]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [4, 8]
+    assert all(isinstance(r.get("sample"), str) for r in evals)
+    train_rec = records[-2] if records[-1]["kind"] == "eval" else records[-1]
+    for key in ("loss", "lr", "grad_norm", "tokens_per_sec", "mfu"):
+        assert train_rec[key] > 0, key
+    import tfgpt
+
+    model, tokenizer = tfgpt.load(run_dir)
+    assert model.config.vocab_size == tokenizer.vocab_size
+
+
+def test_bad_input(run, data_dir, tmp_path):
+    run_dir, _ = run
+    with pytest.raises(DataError, match="data directory .*missing does not exist"):
+        train(tiny_config(), data_dir=tmp_path / "missing", run_dir=tmp_path / "r1", progress=False)
+    cfg = tiny_config()
+    cfg["data"] = {"tokenizer": "gpt2"}
+    with pytest.raises(DataError, match="built with the 'char' tokenizer.*expects 'gpt2'"):
+        train(cfg, data_dir=data_dir, run_dir=tmp_path / "r2", progress=False)
+    with pytest.raises(ConfigError, match="unknown key 'n_layers'"):
+        train(tiny_config(), data_dir=data_dir, run_dir=tmp_path / "r3", overrides=["model.n_layers=2"])
+    small = tiny_config()
+    small["model"]["vocab_size"] = 10
+    with pytest.raises(ConfigError, match=f"tokenizer has {vocab_of(data_dir)} tokens"):
+        train(small, data_dir=data_dir, run_dir=tmp_path / "r4", progress=False)
+    with pytest.raises(ConfigError, match="model shape changed.*n_embd: 32 -> 64"):
+        train(None, run_dir=run_dir, resume=True, overrides=["model.n_embd=64", "train.max_steps=20"])
+    with pytest.raises(RunDirError, match="already holds a run"):
+        train(tiny_config(), data_dir=data_dir, run_dir=run_dir, progress=False)
+    with pytest.raises(RunDirError, match="not a run dir"):
+        train(tiny_config(), run_dir=tmp_path / "nothing", resume=True)
+    huge = {"model": {"preset": "gpt2-xl"}, "train": {"batch_size": 512}}
+    missing = "data directory .*missing does not exist"
+    with pytest.warns(MemoryWarning, match="GiB"), pytest.raises(DataError, match=missing):
+        train(huge, data_dir=tmp_path / "missing", run_dir=tmp_path / "r5")
+    with pytest.raises(ConfigError, match="GiB"):
+        train(huge, data_dir=tmp_path / "missing", run_dir=tmp_path / "r6", overrides=["train.memory_check=error"])
+
+
+def test_resume_with_data_dir(resumed):
+    assert (resumed[1]["start_step"], resumed[1]["step"]) == (8, 12)
