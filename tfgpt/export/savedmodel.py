@@ -40,7 +40,6 @@ import tensorflow as tf
 from tensorflow.python.trackable.data_structures import NoDependency
 
 from tfgpt.generate.sampling import MIN_TEMPERATURE, NEG_INF, stateless_uniform
-from tfgpt.model.attention import cache_update_mode
 
 DEFAULT_MAX_NEW_TOKENS = 32
 SIGNATURES = ("serving_default", "logits", "generate_ids")
@@ -109,13 +108,14 @@ class ServingModule(tf.Module):
         self.block_size = int(c.block_size)
         self.vocab_size = int(c.vocab_size)
         self.n_layer = int(c.n_layer)
-        self.n_embd = int(c.n_embd)
+        self.n_head = int(c.n_head)
+        self.head_dim = int(c.head_dim)
         self.eot_id = -1 if tokenizer.eot_id is None else int(tokenizer.eot_id)
         # The model's vocabulary may be padded past the tokenizer's (e.g. 50304): never sample those ids.
         self.vocab_limit = min(int(tokenizer.vocab_size), self.vocab_size)
         self.cache_dtype = model.dtype_policy.compute_dtype
 
-    # -- the decode loop (plain TF control flow; the cache write traced in "scatter" mode) -----
+    # -- the decode loop (plain TF control flow; cache writes with cache_update="scatter") -----
 
     def _decode(
         self, ids: tf.Tensor, max_new: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor, seed: tf.Tensor
@@ -123,17 +123,18 @@ class ServingModule(tf.Module):
         """``ids`` ``[b, p]`` (equal lengths, p + max_new ≤ block_size) → new ids ``[b, max_new]``
         (-1 past the end), counts ``[b]``.
 
-        The KV cache is one ``[b, 2, p + max_new, n_embd]`` tensor per layer (sized to this request,
-        not to block_size), so each step's ``tensor_scatter_nd_update`` touches one layer's buffer
-        rather than the whole model's; prefill projects only the last position to logits.
+        The KV cache is the model's own layout, one ``[b, 2, n_head, p + max_new, head_dim]`` tensor
+        per layer (sized to this request, not to block_size), so each step's
+        ``tensor_scatter_nd_update`` (``cache_update="scatter"``: no XLA ops) touches one layer's
+        buffer rather than the whole model's; prefill projects only the last position to logits.
         """
         model = self.model
         batch, length = tf.shape(ids)[0], tf.shape(ids)[1]
-        caches = [
-            tf.zeros([batch, 2, length + max_new, self.n_embd], self.cache_dtype) for _ in range(self.n_layer)
-        ]
-        with cache_update_mode("scatter"):
-            hidden, caches = model.hidden_states(ids, cache=caches, cache_index=tf.constant(0, tf.int32))
+        layer_shape = [batch, 2, self.n_head, length + max_new, self.head_dim]
+        caches = [tf.zeros(layer_shape, self.cache_dtype) for _ in range(self.n_layer)]
+        hidden, caches = model.hidden_states(
+            ids, cache=caches, cache_index=tf.constant(0, tf.int32), cache_update="scatter"
+        )
         logits = model.logits_from_hidden(hidden[:, -1:, :])[:, -1, :]
         out = tf.TensorArray(tf.int32, size=max_new, element_shape=tf.TensorShape([None]))
         done = tf.zeros([batch], tf.bool)
@@ -146,17 +147,16 @@ class ServingModule(tf.Module):
             token = sample_tf(logits, temperature, top_k, seed, step, self.vocab_limit)
             done = tf.logical_or(done, tf.equal(token, eot))
             out = out.write(step, tf.where(done, -1, token))
-            with cache_update_mode("scatter"):
-                new_logits, caches = model(
-                    tf.maximum(token, 0)[:, None], cache=list(caches), cache_index=length + step
-                )
+            new_logits, caches = model(
+                tf.maximum(token, 0)[:, None], cache=list(caches), cache_index=length + step, cache_update="scatter"
+            )
             return step + 1, new_logits[:, -1, :], caches, out, done
 
-        layer_shape = tf.TensorShape([None, 2, None, self.n_embd])
+        layer_invariant = tf.TensorShape([None, 2, self.n_head, None, self.head_dim])
         step, _, _, out, _ = tf.while_loop(
             cond, body, (tf.constant(0, tf.int32), logits, caches, out, done),
             shape_invariants=(
-                tf.TensorShape([]), tf.TensorShape([None, self.vocab_size]), [layer_shape] * self.n_layer,
+                tf.TensorShape([]), tf.TensorShape([None, self.vocab_size]), [layer_invariant] * self.n_layer,
                 tf.TensorShape(None), tf.TensorShape([None]),
             ),
         )

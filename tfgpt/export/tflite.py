@@ -11,6 +11,9 @@ to the positions a request needs — decode reads and copies the whole cache eve
     ``token`` int32 ``[1, 1]``, ``index`` int32 ``[]`` (its position, < the cache length), ``cache``
     ``[1, n_layer, 2, length, n_embd]`` → ``logits`` float32 ``[1, vocab]``, ``cache`` (same length).
 
+The signatures' cache layout is a contract with device runners and stays as above; inside the
+graph it is converted to the model's own per-layer, heads-first ``[1, 2, n_head, length, head_dim]``.
+
 ``model_int8.tflite`` is the same graph with dynamic-range int8 weights
 (``tf.lite.Optimize.DEFAULT`` without a representative dataset).
 
@@ -50,7 +53,9 @@ class TFLiteModule(tf.Module):
         self.vars = [v.value for v in model.variables]
         c = model.config
         self.cache_shape = [1, int(c.n_layer), 2, int(c.block_size), int(c.n_embd)]
-        self.layer_cache_shape = [1, 2, int(c.block_size), int(c.n_embd)]
+        self.n_head, self.head_dim = int(c.n_head), int(c.head_dim)
+        # The model's own cache layout (per layer, heads-first); the signatures convert to cache_shape.
+        self.layer_cache_shape = [1, 2, self.n_head, int(c.block_size), self.head_dim]
         self.prefill = tf.function(
             self._prefill, input_signature=[tf.TensorSpec([1, None], tf.int32, name="ids")]
         )
@@ -71,15 +76,28 @@ class TFLiteModule(tf.Module):
         caches = [tf.fill(self.layer_cache_shape, zero) for _ in range(self.cache_shape[1])]
         hidden, caches = self.model.hidden_states(ids, cache=caches, cache_index=tf.constant(0, tf.int32))
         logits = self.model.logits_from_hidden(hidden[:, -1:, :])
-        return {"logits": tf.reshape(logits, [1, -1]), "cache": tf.stack(caches, axis=1)}
+        return {"logits": tf.reshape(logits, [1, -1]), "cache": self._external_cache(caches)}
 
     def _decode(self, token: tf.Tensor, index: tf.Tensor, cache: tf.Tensor) -> dict[str, tf.Tensor]:
         # Per-layer caches inside the graph: each layer's DYNAMIC_UPDATE_SLICE then writes its own
-        # [1, 2, block, n_embd] slice instead of the whole 5-D cache (n_layer full copies a step).
-        caches = tf.unstack(cache, axis=1)
-        hidden, caches = self.model.hidden_states(token, cache=caches, cache_index=index)
+        # [1, 2, n_head, length, head_dim] buffer instead of the whole 5-D cache (n_layer full copies a step).
+        hidden, caches = self.model.hidden_states(token, cache=self._model_cache(cache), cache_index=index)
         logits = self.model.logits_from_hidden(hidden)
-        return {"logits": tf.reshape(logits, [1, -1]), "cache": tf.stack(caches, axis=1)}
+        return {"logits": tf.reshape(logits, [1, -1]), "cache": self._external_cache(caches)}
+
+    # -- the signature's cache layout <-> the model's -------------------------------------------
+
+    def _model_cache(self, cache: tf.Tensor) -> list[tf.Tensor]:
+        """``[1, n_layer, 2, length, n_embd]`` → ``n_layer`` × ``[1, 2, n_head, length, head_dim]``."""
+        layers = tf.unstack(cache, axis=1)  # n_layer × [1, 2, length, n_embd]
+        split = [tf.reshape(c, [1, 2, -1, self.n_head, self.head_dim]) for c in layers]  # [1, 2, length, h, d]
+        return [tf.transpose(c, [0, 1, 3, 2, 4]) for c in split]  # [1, 2, n_head, length, head_dim]
+
+    def _external_cache(self, caches: list[tf.Tensor]) -> tf.Tensor:
+        """``n_layer`` × ``[1, 2, n_head, length, head_dim]`` → ``[1, n_layer, 2, length, n_embd]``."""
+        time_first = [tf.transpose(c, [0, 1, 3, 2, 4]) for c in caches]  # [1, 2, length, n_head, head_dim]
+        layers = [tf.reshape(c, [1, 2, -1, self.cache_shape[4]]) for c in time_first]  # [1, 2, length, n_embd]
+        return tf.stack(layers, axis=1)  # [1, n_layer, 2, length, n_embd]
 
 
 def _convert(saved_dir: str, quantize: bool) -> bytes:

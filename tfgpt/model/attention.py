@@ -2,16 +2,16 @@
 
 The same ``call`` serves training (no cache: every position attends to itself and the past)
 and cached decoding (write this chunk's keys/values at ``cache_index``, attend over the
-whole cache with positions after the chunk masked out). Shapes never depend on the step, so
-one compiled decode step serves every token. The mask is arithmetic (no boolean tensors),
-which keeps TFLite conversion to builtin ops.
+whole cache with positions after the chunk masked out). The cache has one layout, per layer
+and heads-first: ``[batch, 2, heads, max_len, head_dim]`` (keys at ``[:, 0]``, values at
+``[:, 1]``), so attention over it is a plain batched matrix product. Shapes never depend on
+the step, so one compiled decode step serves every token. The mask is arithmetic (no boolean
+tensors), which keeps TFLite conversion to builtin ops. Design notes: docs/design/attention.md.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -19,55 +19,62 @@ from keras import ops
 
 MASK_VALUE = -1e9
 
-#: How cached keys/values are written: "slice" (default; ``ops.slice_update``, which TensorFlow
-#: lowers to ``XlaDynamicUpdateSlice``: in place under XLA, a TFLite DYNAMIC_UPDATE_SLICE builtin)
-#: or "scatter" (``ops.scatter_update``, i.e. ``tf.tensor_scatter_nd_update``: a plain TF kernel,
-#: for SavedModels run without XLA, as TensorFlow Serving does). Read when a call is traced.
-_CACHE_UPDATE_MODE = "slice"
-CACHE_UPDATE_MODES = ("slice", "scatter")
-
-
-@contextlib.contextmanager
-def cache_update_mode(mode: str) -> Iterator[None]:
-    """Trace cache writes with ``mode`` ("slice" or "scatter") inside the ``with`` block.
-
-    Example:
-        >>> with cache_update_mode("scatter"):
-        ...     concrete = tf.function(step).get_concrete_function(...)  # no Xla* ops in the graph
-    """
-    global _CACHE_UPDATE_MODE
-    if mode not in CACHE_UPDATE_MODES:
-        raise ValueError(f"cache update mode must be one of {CACHE_UPDATE_MODES}, got {mode!r}")
-    previous, _CACHE_UPDATE_MODE = _CACHE_UPDATE_MODE, mode
-    try:
-        yield
-    finally:
-        _CACHE_UPDATE_MODE = previous
-
-
-def _scatter_time(cache: Any, lead: tuple, index: Any, kv: Any) -> Any:
-    """``cache[*lead, :, s, index + t, :] = kv[:, s, t, :]`` with ``ops.scatter_update``.
-
-    ``cache``: ``[batch, *lead_dims, 2, max_len, width]``; ``kv``: ``[batch, 2, time, width]``;
-    ``lead``: fixed indices of the dims between batch and the k/v axis (the layer slot, or none).
-    """
-    shape = ops.shape(kv)
-    batch, time, width = shape[0], shape[2], shape[3]
-    b = ops.arange(batch, dtype="int32")[:, None, None]
-    s = ops.arange(2, dtype="int32")[None, :, None]
-    t = ops.arange(time, dtype="int32")[None, None, :] + index
-    zeros = ops.zeros((batch, 2, time), "int32")
-    cols = [b + zeros] + [ops.cast(v, "int32") + zeros for v in lead] + [s + zeros, t + zeros]
-    indices = ops.reshape(ops.stack(cols, axis=-1), (-1, len(cols)))
-    return ops.scatter_update(cache, indices, ops.reshape(kv, (-1, width)))
+#: How a call writes keys/values into the cache (the ``cache_update`` argument):
+#: "slice" (``ops.slice_update``: TensorFlow lowers it to ``XlaDynamicUpdateSlice``, in place
+#: under XLA and a DYNAMIC_UPDATE_SLICE builtin in TFLite) or "scatter" (``ops.scatter_update``,
+#: i.e. ``tf.tensor_scatter_nd_update``: a plain TF kernel, for graphs run without XLA such as
+#: the SavedModel TensorFlow Serving loads).
+CACHE_UPDATES = ("slice", "scatter")
 
 
 def causal_mask(q_len: int, k_len: int, start: Any = 0) -> Any:
-    """Float mask ``[q_len, k_len]``: 1 where key position ≤ query position (``start + i``), else 0."""
+    """Float mask ``[q_len, k_len]``: 1 where key position ≤ query position (``start + i``), else 0.
+
+    Example:
+        >>> import keras
+        >>> keras.ops.convert_to_numpy(causal_mask(2, 3, start=1)).tolist()
+        [[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]
+    """
     q_pos = ops.arange(q_len, dtype="int32") + ops.cast(start, "int32")
     k_pos = ops.arange(k_len, dtype="int32")
-    diff = ops.expand_dims(q_pos, 1) - ops.expand_dims(k_pos, 0)
+    diff = ops.expand_dims(q_pos, 1) - ops.expand_dims(k_pos, 0)  # [q_len, k_len]
     return ops.cast(ops.clip(diff + 1, 0, 1), "float32")
+
+
+def check_cache_update(mode: str) -> str:
+    """``mode`` if it is one of :data:`CACHE_UPDATES`, else a ValueError naming it."""
+    if mode not in CACHE_UPDATES:
+        raise ValueError(f"cache_update must be one of {CACHE_UPDATES}, got {mode!r}")
+    return mode
+
+
+def update_cache(cache: Any, kv: Any, index: Any, mode: str = "slice") -> Any:
+    """``cache[:, :, :, index : index + time] = kv``, written the ``mode`` way.
+
+    ``cache``: ``[batch, 2, heads, max_len, head_dim]``; ``kv``: ``[batch, 2, heads, time,
+    head_dim]`` in the cache's dtype; ``index``: int32 scalar.
+
+    Example:
+        >>> import keras
+        >>> cache = keras.ops.zeros((1, 2, 1, 4, 1))
+        >>> new = update_cache(cache, keras.ops.ones((1, 2, 1, 2, 1)), 1, mode="scatter")
+        >>> keras.ops.convert_to_numpy(new)[0, 0, 0, :, 0].tolist()
+        [0.0, 1.0, 1.0, 0.0]
+    """
+    index = ops.cast(index, "int32")
+    if check_cache_update(mode) == "slice":
+        zero = ops.zeros((), "int32")
+        return ops.slice_update(cache, (zero, zero, zero, index, zero), kv)
+    shape = ops.shape(kv)
+    batch, heads, time, head_dim = shape[0], shape[2], shape[3], shape[4]
+    # One row [b, s, h, index + t] per head_dim vector written.
+    grid = ops.zeros((batch, 2, heads, time), "int32")
+    b = ops.reshape(ops.arange(batch, dtype="int32"), (-1, 1, 1, 1)) + grid
+    s = ops.reshape(ops.arange(2, dtype="int32"), (1, -1, 1, 1)) + grid
+    h = ops.reshape(ops.arange(heads, dtype="int32"), (1, 1, -1, 1)) + grid
+    t = ops.reshape(ops.arange(time, dtype="int32"), (1, 1, 1, -1)) + index + grid
+    indices = ops.reshape(ops.stack([b, s, h, t], axis=-1), (-1, 4))  # [batch·2·heads·time, 4]
+    return ops.scatter_update(cache, indices, ops.reshape(kv, (-1, head_dim)))  # kv: [batch·2·heads·time, head_dim]
 
 
 @keras.saving.register_keras_serializable(package="tfgpt")
@@ -83,19 +90,21 @@ class CausalSelfAttention(keras.layers.Layer):
 
     Call args:
         x: ``[batch, time, width]``.
-        cache: optional keys/values of earlier positions: ``[batch, 2, max_len, width]``, or
-            heads-first ``[batch, 2, heads, max_len, head_dim]`` (fastest for decoding), or the
-            model-level ``[batch, n_layer, 2, max_len, width]`` cache with ``cache_layer`` set.
-        cache_index: int scalar, where this chunk's first position goes in the cache.
-        cache_layer: this layer's slot in a model-level cache (updated in place, never copied).
+        cache: optional keys/values of earlier positions, ``[batch, 2, heads, max_len, head_dim]``.
+        cache_index: int scalar, where this chunk's first position goes in the cache (default 0).
+        cache_update: how the cache is written, "slice" (default) or "scatter" (no XLA ops).
 
     Returns ``y`` (``[batch, time, width]``), or ``(y, new_cache)`` when a cache is given.
 
     Example:
+        >>> import keras
         >>> attn = CausalSelfAttention(num_heads=4)
-        >>> y = attn(keras.ops.zeros((2, 8, 64)))
-        >>> tuple(y.shape)
+        >>> tuple(attn(keras.ops.zeros((2, 8, 64))).shape)
         (2, 8, 64)
+        >>> cache = keras.ops.zeros((2, 2, 4, 16, 16))  # [batch, 2, heads, max_len, head_dim]
+        >>> y, cache = attn(keras.ops.zeros((2, 3, 64)), cache=cache, cache_index=0)
+        >>> tuple(y.shape), tuple(cache.shape)
+        ((2, 3, 64), (2, 2, 4, 16, 16))
     """
 
     def __init__(
@@ -108,6 +117,7 @@ class CausalSelfAttention(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        # === Config ===
         self.num_heads = num_heads
         self.dropout = dropout
         self.use_bias = use_bias
@@ -120,6 +130,7 @@ class CausalSelfAttention(keras.layers.Layer):
             raise ValueError(f"width {width} is not divisible by num_heads {self.num_heads}")
         self.width = width
         self.head_dim = width // self.num_heads
+        # === Layers ===
         self.c_attn = keras.layers.Dense(
             3 * width,
             use_bias=self.use_bias,
@@ -145,90 +156,60 @@ class CausalSelfAttention(keras.layers.Layer):
         x: Any,
         cache: Any = None,
         cache_index: Any = None,
-        cache_layer: int | None = None,
+        cache_update: str = "slice",
         training: bool | None = None,
     ) -> Any:
-        batch, q_len = ops.shape(x)[0], ops.shape(x)[1]
-        qkv = self.c_attn(x)
-        q, k, v = ops.split(qkv, 3, axis=-1)
+        check_cache_update(cache_update)
+        batch, time = ops.shape(x)[0], ops.shape(x)[1]
+        # qkv: one projection, split into query, key, value
+        q, k, v = ops.split(self.c_attn(x), 3, axis=-1)  # 3 × [batch, time, width]
+        # heads
+        q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)  # [batch, heads, time, head_dim]
         start: Any = 0
-        if cache is not None and cache_layer is None and len(cache.shape) == 5:
-            return self._call_heads_major(q, k, v, cache, cache_index, training)
-        if cache is not None:
+        if cache is not None:  # keys/values so far: write this chunk's, read them all
+            self._check_cache(cache)
             start = 0 if cache_index is None else cache_index
-            index = ops.cast(start, "int32")
-            zero = ops.zeros((), "int32")
-            kv = ops.cast(ops.stack([k, v], axis=1), cache.dtype)  # [batch, 2, time, width]
-            scatter = _CACHE_UPDATE_MODE == "scatter"
-            if cache_layer is None:
-                if scatter:
-                    new_cache = _scatter_time(cache, (), index, kv)
-                else:
-                    new_cache = ops.slice_update(cache, (zero, zero, index, zero), kv)
-                k_all, v_all = new_cache[:, 0], new_cache[:, 1]
-            else:
-                # Update the model-level cache in place (XLA aliases the buffer): no per-step copies.
-                layer = ops.cast(cache_layer, "int32")
-                if scatter:
-                    new_cache = _scatter_time(cache, (layer,), index, kv)
-                else:
-                    new_cache = ops.slice_update(cache, (zero, layer, zero, index, zero), ops.expand_dims(kv, 1))
-                k_all, v_all = new_cache[:, cache_layer, 0], new_cache[:, cache_layer, 1]
-            k, v = ops.cast(k_all, q.dtype), ops.cast(v_all, q.dtype)
-        y = self._attend(self._heads(q), self._heads(k), self._heads(v), start, "bthd", training)
-        y = ops.reshape(y, (batch, q_len, self.width))
+            kv = ops.cast(ops.stack([k, v], axis=1), cache.dtype)  # [batch, 2, heads, time, head_dim]
+            cache = update_cache(cache, kv, start, cache_update)
+            k = ops.cast(cache[:, 0], q.dtype)  # [batch, heads, max_len, head_dim]
+            v = ops.cast(cache[:, 1], q.dtype)  # [batch, heads, max_len, head_dim]
+        # attend
+        y = self._attend(q, k, v, start, training)  # [batch, heads, time, head_dim]
+        # project: heads side by side again
+        y = ops.transpose(y, (0, 2, 1, 3))  # [batch, time, heads, head_dim]
+        y = ops.reshape(y, (batch, time, self.width))  # [batch, time, width]
         y = self.resid_dropout(self.c_proj(y), training=training)
-        if cache is not None:
-            return y, new_cache
-        return y
+        return y if cache is None else (y, cache)
 
-    def _heads(self, t: Any) -> Any:
-        """``[batch, time, width]`` → ``[batch, time, heads, head_dim]`` (a free reshape)."""
-        return ops.reshape(t, (ops.shape(t)[0], ops.shape(t)[1], self.num_heads, self.head_dim))
+    def _split_heads(self, t: Any) -> Any:
+        """``[batch, time, width]`` → ``[batch, heads, time, head_dim]``."""
+        t = ops.reshape(t, (ops.shape(t)[0], ops.shape(t)[1], self.num_heads, self.head_dim))  # [b, t, h, d]
+        return ops.transpose(t, (0, 2, 1, 3))  # [batch, heads, time, head_dim]
 
-    def _attend(self, q: Any, k: Any, v: Any, start: Any, layout: str, training: bool | None) -> Any:
-        """Masked softmax attention; ``layout`` "bthd" (time before heads) or "bhtd" (heads first).
+    def _attend(self, q: Any, k: Any, v: Any, start: Any, training: bool | None) -> Any:
+        """Masked softmax attention of ``q`` (query positions ``start + i``) over ``k``/``v``.
 
-        Returns ``[batch, q_time, heads, head_dim]`` for "bthd", ``[batch, heads, q_time, head_dim]``
-        for "bhtd".
+        ``q``: ``[batch, heads, q_len, head_dim]``; ``k``, ``v``: ``[batch, heads, k_len, head_dim]``;
+        returns ``[batch, heads, q_len, head_dim]``. Scores and softmax are float32.
         """
-        scores_eq, out_eq = {
-            "bthd": ("bqhd,bkhd->bhqk", "bhqk,bkhd->bqhd"),
-            "bhtd": ("bhqd,bhkd->bhqk", "bhqk,bhkd->bhqd"),
-        }[layout]
-        time_axis = 1 if layout == "bthd" else 2
-        q_len, k_len = ops.shape(q)[time_axis], ops.shape(k)[time_axis]
+        q_len, k_len = ops.shape(q)[2], ops.shape(k)[2]
         q = q * ops.cast(1.0 / math.sqrt(self.head_dim), q.dtype)
-        scores = ops.cast(ops.einsum(scores_eq, q, k), "float32")
-        mask = causal_mask(q_len, k_len, start)
+        scores = ops.cast(ops.einsum("bhqd,bhkd->bhqk", q, k), "float32")  # [batch, heads, q_len, k_len]
+        mask = causal_mask(q_len, k_len, start)  # [q_len, k_len]
         scores = scores + (mask - 1.0) * (-MASK_VALUE)
         probs = ops.softmax(scores, axis=-1)
         probs = self.attn_dropout(ops.cast(probs, v.dtype), training=training)
-        return ops.einsum(out_eq, probs, v)
+        return ops.einsum("bhqk,bhkd->bhqd", probs, v)
 
-    def _call_heads_major(self, q: Any, k: Any, v: Any, cache: Any, cache_index: Any, training: bool | None) -> Any:
-        """Cached attention over a per-layer ``[batch, 2, heads, max_len, head_dim]`` cache.
-
-        Keys and values are stored heads-first, so each decode step attends with plain batched
-        matrix products over the cache; the ``[batch, time, heads, head_dim]`` layout would make
-        XLA transpose the whole cache every step.
-        """
-        if _CACHE_UPDATE_MODE != "slice":
-            raise ValueError("the heads-major per-layer cache supports cache_update_mode('slice') only")
-        batch, q_len = ops.shape(q)[0], ops.shape(q)[1]
-        start = 0 if cache_index is None else cache_index
-        index = ops.cast(start, "int32")
-        zero = ops.zeros((), "int32")
-        to_heads_first = (0, 2, 1, 3)
-        kv = ops.stack(
-            [ops.transpose(self._heads(k), to_heads_first), ops.transpose(self._heads(v), to_heads_first)], axis=1
-        )
-        new_cache = ops.slice_update(cache, (zero, zero, zero, index, zero), ops.cast(kv, cache.dtype))
-        qh = ops.transpose(self._heads(q), to_heads_first)
-        kh, vh = ops.cast(new_cache[:, 0], q.dtype), ops.cast(new_cache[:, 1], q.dtype)
-        y = self._attend(qh, kh, vh, start, "bhtd", training)
-        y = ops.reshape(ops.transpose(y, to_heads_first), (batch, q_len, self.width))
-        return self.resid_dropout(self.c_proj(y), training=training), new_cache
+    def _check_cache(self, cache: Any) -> None:
+        """A one-line error for a cache not shaped ``[batch, 2, heads, max_len, head_dim]``."""
+        shape = tuple(cache.shape)
+        expected = (None, 2, self.num_heads, None, self.head_dim)
+        if len(shape) != 5 or any(e is not None and s not in (None, e) for s, e in zip(shape, expected, strict=True)):
+            raise ValueError(
+                f"cache must be [batch, 2, heads={self.num_heads}, max_len, head_dim={self.head_dim}], "
+                f"got shape {shape}"
+            )
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape

@@ -19,6 +19,7 @@ class MLP(keras.layers.Layer):
     """Dense(4·width) → GELU → Dense(width) → dropout.
 
     Example:
+        >>> import keras
         >>> mlp = MLP()
         >>> tuple(mlp(keras.ops.zeros((1, 3, 32))).shape)
         (1, 3, 32)
@@ -34,6 +35,7 @@ class MLP(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        # === Config ===
         self.expansion = expansion
         self.dropout = dropout
         self.use_bias = use_bias
@@ -42,6 +44,7 @@ class MLP(keras.layers.Layer):
 
     def build(self, input_shape: tuple) -> None:
         width = input_shape[-1]
+        # === Layers ===
         self.c_fc = keras.layers.Dense(
             self.expansion * width,
             use_bias=self.use_bias,
@@ -86,10 +89,12 @@ class TransformerBlock(keras.layers.Layer):
     ``norm="pre"`` (GPT-2): ``x + attn(ln1(x))`` then ``x + mlp(ln2(x))``.
     ``norm="post"`` (original Transformer): ``ln1(x + attn(x))`` then ``ln2(x + mlp(x))``.
 
-    Call args are those of :class:`CausalSelfAttention`; with a cache the block returns
+    Call args are those of :class:`CausalSelfAttention` (``cache`` is this layer's
+    ``[batch, 2, heads, max_len, head_dim]`` keys/values); with a cache the block returns
     ``(y, new_cache)``.
 
     Example:
+        >>> import keras
         >>> block = TransformerBlock(num_heads=2)
         >>> tuple(block(keras.ops.zeros((1, 5, 16))).shape)
         (1, 5, 16)
@@ -109,6 +114,7 @@ class TransformerBlock(keras.layers.Layer):
         super().__init__(**kwargs)
         if norm not in ("pre", "post"):
             raise ValueError(f"norm must be 'pre' or 'post', got {norm!r}")
+        # === Config ===
         self.num_heads = num_heads
         self.dropout = dropout
         self.use_bias = use_bias
@@ -120,6 +126,7 @@ class TransformerBlock(keras.layers.Layer):
     def build(self, input_shape: tuple) -> None:
         common = dict(dropout=self.dropout, use_bias=self.use_bias, init_stddev=self.init_stddev,
                       proj_init_stddev=self.proj_init_stddev, dtype=self.dtype_policy)
+        # === Layers ===
         self.ln_1 = keras.layers.LayerNormalization(
             epsilon=self.layer_norm_epsilon, center=self.use_bias, dtype=self.dtype_policy, name="ln_1"
         )
@@ -137,29 +144,26 @@ class TransformerBlock(keras.layers.Layer):
         x: Any,
         cache: Any = None,
         cache_index: Any = None,
-        cache_layer: int | None = None,
+        cache_update: str = "slice",
         training: bool | None = None,
     ) -> Any:
-        new_cache = None
-        if self.norm == "pre":
-            h = self.ln_1(x)
-        else:
-            h = x
-        if cache is not None:
-            a, new_cache = self.attn(
-                h, cache=cache, cache_index=cache_index, cache_layer=cache_layer, training=training
-            )
-        else:
-            a = self.attn(h, training=training)
-        if self.norm == "pre":
+        if self.norm == "pre":  # GPT-2: x + attn(ln_1(x)), then x + mlp(ln_2(x))
+            a, cache = self._attention(self.ln_1(x), cache, cache_index, cache_update, training)
             x = x + a
             x = x + self.mlp(self.ln_2(x), training=training)
-        else:
+        else:  # the original Transformer: ln_1(x + attn(x)), then ln_2(x + mlp(x))
+            a, cache = self._attention(x, cache, cache_index, cache_update, training)
             x = self.ln_1(x + a)
             x = self.ln_2(x + self.mlp(x, training=training))
-        if cache is not None:
-            return x, new_cache
-        return x
+        return x if cache is None else (x, cache)
+
+    def _attention(
+        self, x: Any, cache: Any, cache_index: Any, cache_update: str, training: bool | None
+    ) -> tuple[Any, Any]:
+        """``(attn(x), new_cache)``; ``new_cache`` is None when there is no cache."""
+        if cache is None:
+            return self.attn(x, training=training), None
+        return self.attn(x, cache=cache, cache_index=cache_index, cache_update=cache_update, training=training)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape

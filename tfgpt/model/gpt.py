@@ -2,10 +2,10 @@
 
 ``model(ids)`` returns logits ``[batch, time, vocab]`` (float32 even under mixed precision).
 ``model(ids, cache=cache, cache_index=i)`` runs with a static-shape KV cache and returns
-``(logits, new_cache)`` of the same form: ``[batch, n_layer, 2, max_len, n_embd]`` (5-D, so TFLite
-can carry it), or a list of per-layer ``[batch, 2, max_len, n_embd]`` or heads-first
-``[batch, 2, n_head, max_len, head_dim]`` tensors (what generation uses). A decode step costs one
-token's work. Generation and export trace this same path.
+``(logits, new_cache)``. The cache is :meth:`GPT.init_cache`'s list of ``n_layer`` per-layer,
+heads-first ``[batch, 2, n_head, max_len, head_dim]`` tensors, the one layout generation and
+export use (the TFLite export converts it to its external 5-D form at its signature). A decode
+step costs one token's work. Generation and export trace this same path.
 """
 
 from __future__ import annotations
@@ -29,16 +29,28 @@ class GPT(keras.Model):
     Args:
         config: a :class:`~tfgpt.config.GPTConfig` (or its fields as keyword arguments).
 
+    Call args:
+        token_ids: int ``[batch, time]``.
+        cache: optional, the list :meth:`init_cache` makes (or a call returned).
+        cache_index: int scalar, the position of ``token_ids[:, 0]`` (default 0).
+        cache_update: how the cache is written: "slice" (default) or "scatter" (no XLA ops).
+
     Example:
+        >>> import keras
         >>> model = GPT(GPTConfig.preset("char-small"))
         >>> logits = model(keras.ops.zeros((1, 16), "int32"))
         >>> tuple(logits.shape)
         (1, 16, 65)
         >>> cache = model.init_cache(batch_size=1, max_length=32)
+        >>> len(cache), tuple(cache[0].shape)  # n_layer × [batch, 2, n_head, max_len, head_dim]
+        (4, (1, 2, 4, 32, 32))
         >>> logits, cache = model(keras.ops.zeros((1, 4), "int32"), cache=cache, cache_index=0)
+        >>> tuple(logits.shape)
+        (1, 4, 65)
     """
 
     def __init__(self, config: GPTConfig | dict | None = None, **kwargs: Any) -> None:
+        # === Config ===
         fields = {k: kwargs.pop(k) for k in list(kwargs) if k in _CONFIG_FIELDS}
         if config is None:
             config = from_dict(GPTConfig, fields, where="GPT(...)")
@@ -51,6 +63,7 @@ class GPT(keras.Model):
         c = config
         proj_std = 0.02 / math.sqrt(2 * c.n_layer)
         policy = self.dtype_policy
+        # === Layers ===
         self.wte = keras.layers.Embedding(
             c.vocab_size, c.n_embd,
             embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
@@ -95,30 +108,51 @@ class GPT(keras.Model):
 
     # -- pieces, used by generation and export -------------------------------------------
 
-    def init_cache(
-        self, batch_size: int, max_length: int | None = None, dtype: str | None = None, per_layer: bool = False
-    ) -> Any:
-        """Zeros ``[batch, n_layer, 2, max_length, n_embd]`` for cached decoding.
+    def init_cache(self, batch_size: int, max_length: int | None = None, dtype: str | None = None) -> list[Any]:
+        """Zeros for cached decoding: a list of ``n_layer`` ``[batch, 2, n_head, max_length, head_dim]``.
 
-        ``per_layer=True`` gives a list of ``n_layer`` heads-first tensors
-        ``[batch, 2, n_head, max_length, head_dim]`` instead: the same values, but each layer's
-        buffer is separate, so a compiled decode loop updates each in place (one 5-D buffer makes
-        XLA copy it once per layer per step), and attention reads it without transposes.
+        One buffer per layer, so a compiled decode loop updates each in place (one 5-D buffer for
+        the whole model makes XLA copy it once per layer per step), heads-first, so attention
+        reads it without transposes. ``max_length`` defaults to block_size and may not exceed it.
         """
         c = self.config
         max_length = max_length or c.block_size
         if max_length > c.block_size:
             raise ValueError(f"cache length {max_length} exceeds block_size {c.block_size}")
         dtype = dtype or self.dtype_policy.compute_dtype
-        if per_layer:
-            shape = (batch_size, 2, c.n_head, max_length, c.head_dim)
-            return [ops.zeros(shape, dtype=dtype) for _ in range(c.n_layer)]
-        return ops.zeros((batch_size, c.n_layer, 2, max_length, c.n_embd), dtype=dtype)
+        shape = (batch_size, 2, c.n_head, max_length, c.head_dim)
+        return [ops.zeros(shape, dtype=dtype) for _ in range(c.n_layer)]
 
     def hidden_states(
-        self, token_ids: Any, cache: Any = None, cache_index: Any = None, training: bool | None = None
+        self,
+        token_ids: Any,
+        cache: Any = None,
+        cache_index: Any = None,
+        cache_update: str = "slice",
+        training: bool | None = None,
     ) -> tuple[Any, Any]:
-        """Final-LayerNorm hidden states ``[batch, time, n_embd]`` and the updated cache (or None)."""
+        """Final-LayerNorm hidden states ``[batch, time, n_embd]`` and the updated cache (or None).
+
+        ``cache``: the list :meth:`init_cache` makes (or one from an earlier call), written at
+        ``cache_index`` the ``cache_update`` way ("slice" or "scatter").
+        """
+        x = self._embed(token_ids, 0 if cache is None or cache_index is None else cache_index, training)
+        if cache is None:
+            for block in self.blocks:
+                x = block(x, training=training)
+            return self.ln_f(x), None
+        cache = self._check_cache(cache)
+        index = 0 if cache_index is None else cache_index
+        new_cache = []
+        for block, layer_cache in zip(self.blocks, cache, strict=True):
+            x, layer_cache = block(
+                x, cache=layer_cache, cache_index=index, cache_update=cache_update, training=training
+            )
+            new_cache.append(layer_cache)
+        return self.ln_f(x), new_cache
+
+    def _embed(self, token_ids: Any, start: Any, training: bool | None) -> Any:
+        """Token + position embeddings ``[batch, time, n_embd]`` for positions ``start, start + 1, ...``."""
         token_ids = ops.cast(token_ids, "int32")
         seq_len = ops.shape(token_ids)[1]
         if isinstance(seq_len, int) and seq_len > self.config.block_size:
@@ -128,25 +162,19 @@ class GPT(keras.Model):
                 f"sequence length {seq_len} exceeds block_size {self.config.block_size}: crop the input "
                 f"to its last {self.config.block_size} tokens"
             )
-        positions = ops.arange(seq_len, dtype="int32")
-        if cache is not None and cache_index is not None:
-            positions = positions + ops.cast(cache_index, "int32")
-        x = self.wte(token_ids) + ops.expand_dims(self.wpe(positions), 0)
-        x = self.drop(x, training=training)
-        if cache is None:
-            for block in self.blocks:
-                x = block(x, training=training)
-            return self.ln_f(x), None
-        index = 0 if cache_index is None else cache_index
-        if isinstance(cache, (list, tuple)):
-            new_caches = []
-            for block, layer_cache in zip(self.blocks, cache, strict=True):
-                x, layer_cache = block(x, cache=layer_cache, cache_index=index, training=training)
-                new_caches.append(layer_cache)
-            return self.ln_f(x), new_caches
-        for i, block in enumerate(self.blocks):
-            x, cache = block(x, cache=cache, cache_index=index, cache_layer=i, training=training)
-        return self.ln_f(x), cache
+        positions = ops.arange(seq_len, dtype="int32") + ops.cast(start, "int32")  # [time]
+        x = self.wte(token_ids) + ops.expand_dims(self.wpe(positions), 0)  # [batch, time, n_embd]
+        return self.drop(x, training=training)
+
+    def _check_cache(self, cache: Any) -> list[Any]:
+        """The per-layer cache as a list, or a one-line error naming the expected form."""
+        if not isinstance(cache, (list, tuple)) or len(cache) != self.config.n_layer:
+            got = f"a list of {len(cache)}" if isinstance(cache, (list, tuple)) else f"shape {tuple(cache.shape)}"
+            raise ValueError(
+                f"cache must be a list of {self.config.n_layer} per-layer [batch, 2, n_head, max_len, head_dim] "
+                f"tensors (GPT.init_cache), got {got}"
+            )
+        return list(cache)
 
     def logits_from_hidden(self, hidden: Any) -> Any:
         """Project hidden states to vocabulary logits (float32)."""
@@ -158,9 +186,14 @@ class GPT(keras.Model):
         return ops.cast(logits, "float32")
 
     def call(
-        self, token_ids: Any, cache: Any = None, cache_index: Any = None, training: bool | None = None
+        self,
+        token_ids: Any,
+        cache: Any = None,
+        cache_index: Any = None,
+        cache_update: str = "slice",
+        training: bool | None = None,
     ) -> Any:
-        hidden, new_cache = self.hidden_states(token_ids, cache, cache_index, training=training)
+        hidden, new_cache = self.hidden_states(token_ids, cache, cache_index, cache_update, training=training)
         logits = self.logits_from_hidden(hidden)
         if cache is not None:
             return logits, new_cache
