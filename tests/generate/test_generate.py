@@ -55,6 +55,19 @@ def test_streaming_chunks_equal_one_call(model):
     np.testing.assert_array_equal(out, generate_ids(model, prompt, 30, temperature=0.9, top_k=5, seed=3))
 
 
+def test_a_callback_returning_true_stops_generation(model):
+    prompt = np.array([[1, 2, 3]], np.int32)
+    blocks = []
+    out = generate_ids(model, prompt, 30, temperature=0, on_tokens=lambda b: blocks.append(b) or len(blocks) == 3,
+                       stream_chunk=2)
+    assert [b.shape for b in blocks] == [(1, 2)] * 3
+    np.testing.assert_array_equal(out, naive_greedy(model, prompt, 6))
+
+
+def test_zero_new_tokens_gives_an_empty_block(model):
+    assert generate_ids(model, [[1, 2], [3, 4]], 0).shape == (2, 0)
+
+
 def test_seed_reproducibility_and_variation(model):
     prompt = np.array([[1, 2, 3]], np.int32)
     a = generate_ids(model, prompt, 20, temperature=1.0, top_p=0.9, seed=1)
@@ -145,8 +158,9 @@ def test_bad_input_gives_clear_errors(model, tokenizer):
 
 def test_prompt_longer_than_block_size_is_cropped_with_a_warning(model, tokenizer):
     long_prompt = np.arange(40, dtype=np.int32)[None] % tokenizer.vocab_size
-    with pytest.warns(UserWarning, match="block_size"):
+    with pytest.warns(UserWarning, match="keeping the last 24") as record:
         out = generate_ids(model, long_prompt, 4, temperature=0)
+    assert record[0].filename == __file__  # the warning points at the caller
     np.testing.assert_array_equal(out, naive_greedy(model, long_prompt[:, -24:], 4))
 
 

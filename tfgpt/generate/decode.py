@@ -127,8 +127,17 @@ class Decoder:
     """Compiled prefill/loop/slide functions for one model, cached per sampling mode and shape.
 
     Example:
+        >>> import numpy as np
+        >>> from tfgpt.config import GPTConfig
+        >>> from tfgpt.model import GPT
+        >>> model = GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=1, n_head=2, n_embd=16))
         >>> decoder = Decoder.for_model(model)
-        >>> prefill = decoder.prefill()
+        >>> decoder is Decoder.for_model(model)  # one per model: compiled functions are reused
+        True
+        >>> ids = np.array([[1, 2, 3, 0]], np.int32)  # a 3-token prompt, right-padded
+        >>> logits, cache = decoder.prefill()(ids, model.init_cache(1, 16), np.int32(2))
+        >>> tuple(logits.shape)  # the logits at position 2
+        (1, 20)
     """
 
     _instances: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

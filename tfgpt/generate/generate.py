@@ -1,13 +1,17 @@
 """``generate``: text in, text out, with the KV-cached compiled decode loop.
 
+``generate_ids`` works on token ids in three named steps: prefill (the prompt into a fresh
+KV cache), decode in the cache while it has room, then slide a block_size window.
+
 Example:
-    >>> model, tokenizer = tfgpt.load("runs/shakespeare")
-    >>> print(tfgpt.generate(model, tokenizer, "ROMEO:", max_new_tokens=100, temperature=0.8, top_k=40))
+    >>> model, tokenizer = tfgpt.load("runs/shakespeare")  # doctest: +SKIP
+    >>> print(tfgpt.generate(model, tokenizer, "ROMEO:", max_new_tokens=100, top_k=40))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -58,6 +62,39 @@ def _check_sampling(
     )
 
 
+@dataclasses.dataclass
+class _Decoding:
+    """One ``generate_ids`` call: the compiled functions, the sampling inputs and the state they advance."""
+
+    decoder: Decoder
+    mode: SamplingMode
+    temperature: np.float32
+    top_p: np.float32
+    seed: np.int32
+    eot: np.int32
+    on_tokens: Callable[[np.ndarray], bool | None] | None
+    logits: Any = None
+    cache: Any = None
+    done: np.ndarray = None
+    pieces: list[np.ndarray] = dataclasses.field(default_factory=list)
+    produced: int = 0
+    stopped: bool = False
+
+    def running(self, limit: int) -> bool:
+        """Whether to produce more: under ``limit`` tokens, no stop from the callback, a row still going."""
+        return self.produced < limit and not self.stopped and not self.done.all()
+
+    def emit(self, block_ids: np.ndarray) -> None:
+        """Keep a new ``[batch, k]`` block and hand it to ``on_tokens`` (True from it stops generation)."""
+        self.pieces.append(block_ids)
+        self.produced += block_ids.shape[1]
+        self.stopped = bool(self.on_tokens(block_ids)) if self.on_tokens is not None else False
+
+    def new_ids(self) -> np.ndarray:
+        """Everything produced, ``[batch, produced]`` int32."""
+        return np.concatenate(self.pieces, axis=1) if self.pieces else np.zeros((len(self.done), 0), np.int32)
+
+
 def generate_ids(
     model: Any,
     prompt_ids: Sequence[Sequence[int]] | np.ndarray,
@@ -78,8 +115,35 @@ def generate_ids(
     ``on_tokens``, the loop runs ``stream_chunk`` tokens per compiled call and hands each new
     ``[batch, k]`` block to the callback; returning True from it stops generation.
     ``vocab_limit`` keeps ids below it (the tokenizer's size when the model's vocabulary is padded).
+
+    Example:
+        >>> from tfgpt.config import GPTConfig
+        >>> from tfgpt.model import GPT
+        >>> model = GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=1, n_head=2, n_embd=16))
+        >>> generate_ids(model, [[1, 2, 3]], max_new_tokens=5, temperature=0).shape
+        (1, 5)
     """
-    config = model.config
+    ids = _check_prompt_ids(model.config, prompt_ids, max_new_tokens)
+    mode = _check_sampling(model.config.vocab_size, temperature, top_k, top_p, vocab_limit)
+    if max_new_tokens == 0:
+        return np.zeros((ids.shape[0], 0), np.int32)
+    run = _Decoding(
+        Decoder.for_model(model, jit_compile=jit_compile), mode,
+        temperature=np.float32(1.0 if mode.greedy else temperature),
+        top_p=np.float32(1.0 if top_p is None else top_p),
+        seed=seed32(seed),
+        eot=np.int32(-1 if eot_id is None else eot_id),
+        on_tokens=on_tokens,
+    )
+    max_len = _prefill(run, model, ids, max_new_tokens)
+    length = ids.shape[1]
+    _decode_in_cache(run, length, min(max_new_tokens, max_len - length), stream_chunk)
+    _decode_sliding(run, ids, max_new_tokens, model.config.block_size)
+    return run.new_ids()
+
+
+def _check_prompt_ids(config: Any, prompt_ids: Any, max_new_tokens: int) -> np.ndarray:
+    """The prompt as int32 ``[batch, length]``, checked, and cropped (with a warning) to block_size."""
     ids = np.asarray(prompt_ids, dtype=np.int32)
     if ids.ndim != 2 or ids.shape[1] == 0:
         raise GenerationError("the prompt is empty: give at least one token")
@@ -87,69 +151,67 @@ def generate_ids(
         raise GenerationError(f"max_new_tokens must be ≥ 0, got {max_new_tokens}")
     if ids.min() < 0 or ids.max() >= config.vocab_size:
         raise GenerationError(f"prompt token ids must be in [0, {config.vocab_size}), got {ids.min()}..{ids.max()}")
-    mode = _check_sampling(config.vocab_size, temperature, top_k, top_p, vocab_limit)
     block = config.block_size
     if ids.shape[1] > block:
         warnings.warn(
             f"prompt has {ids.shape[1]} tokens, more than block_size {block}: keeping the last {block}",
-            stacklevel=2,
+            stacklevel=3,
         )
         ids = ids[:, -block:]
-    batch, length = ids.shape
-    if max_new_tokens == 0:
-        return np.zeros((batch, 0), np.int32)
+    return ids
 
+
+def _prefill(run: _Decoding, model: Any, ids: np.ndarray, max_new_tokens: int) -> int:
+    """Run the prompt into a fresh cache; sets ``run.logits``/``cache``/``done``, returns the cache length.
+
+    The cache holds prompt + new tokens rounded up to a power of two (at most block_size) and the
+    prompt is right-padded to a power of two: few compiled shapes, and a short request reads a
+    short cache.
+    """
     if not model.built:
         model.build((None, None))
-    decoder = Decoder.for_model(model, jit_compile=jit_compile)
+    batch, length = ids.shape
+    block = model.config.block_size
     max_len = _bucket(length + max_new_tokens, block)
-    pad_len = min(_bucket(length, block), max_len)
-    padded = np.zeros((batch, pad_len), np.int32)
+    padded = np.zeros((batch, min(_bucket(length, block), max_len)), np.int32)  # [batch, padded length]
     padded[:, :length] = ids
-    cache = model.init_cache(batch, max_len, per_layer=True)
-    logits, cache = decoder.prefill()(padded, cache, np.int32(length - 1))
+    cache = model.init_cache(batch, max_len)
+    run.logits, run.cache = run.decoder.prefill()(padded, cache, np.int32(length - 1))
+    run.done = np.zeros((batch,), bool)
+    return max_len
 
-    temp = np.float32(1.0 if mode.greedy else temperature)
-    p = np.float32(1.0 if top_p is None else top_p)
-    seed_t = seed32(seed)
-    eot = np.int32(-1 if eot_id is None else eot_id)
-    done = np.zeros((batch,), bool)
-    pieces: list[np.ndarray] = []
-    produced = 0
 
-    def emit(block_ids: np.ndarray) -> bool:
-        pieces.append(block_ids)
-        return bool(on_tokens(block_ids)) if on_tokens is not None else False
+def _decode_in_cache(run: _Decoding, start: int, in_cache: int, stream_chunk: int) -> None:
+    """Phase 1: the compiled cached loop, while the cache has room (``in_cache`` tokens from ``start``).
 
-    # Phase 1: cached decoding while the cache has room.
-    in_cache = min(max_new_tokens, max_len - length)
-    chunk = _bucket(max(1, min(stream_chunk if on_tokens is not None else in_cache, in_cache)), 1 << 30)
-    step_cap = max(1, stream_chunk) if on_tokens is not None else chunk
-    loop = decoder.loop(mode, chunk)
-    stop = False
-    while produced < in_cache and not stop and not done.all():
-        n = min(step_cap, in_cache - produced)
-        out, steps, logits, cache, done_t = loop(
-            logits, cache, np.int32(length + produced), np.int32(n), temp, p, seed_t,
-            np.int32(produced), eot, done,
+    Without a callback one call produces everything; with one, ``stream_chunk`` tokens per call.
+    """
+    streaming = run.on_tokens is not None
+    chunk = _bucket(max(1, min(stream_chunk if streaming else in_cache, in_cache)), 1 << 30)
+    step_cap = max(1, stream_chunk) if streaming else chunk
+    loop = run.decoder.loop(run.mode, chunk)
+    while run.running(in_cache):
+        n = min(step_cap, in_cache - run.produced)
+        out, steps, run.logits, run.cache, done = loop(
+            run.logits, run.cache, np.int32(start + run.produced), np.int32(n), run.temperature, run.top_p,
+            run.seed, np.int32(run.produced), run.eot, run.done,
         )
-        steps = int(np.asarray(steps))
-        done = np.asarray(done_t)
-        produced += steps
-        stop = emit(np.asarray(out)[:, :steps])
-    # Phase 2: the text outgrew block_size: slide a block_size window, one token at a time.
-    if produced < max_new_tokens and not stop and not done.all():
-        history = np.concatenate([ids] + pieces, axis=1)[:, -block:]
-        slide = decoder.slide(mode)
-        ctx = history
-        while produced < max_new_tokens and not stop and not done.all():
-            token, ctx, logits = slide(ctx, logits, temp, p, seed_t, np.int32(produced))
-            token = np.asarray(token)
-            token = np.where(done, max(int(eot), 0), token).astype(np.int32)
-            done = done | (token == eot)
-            produced += 1
-            stop = emit(token[:, None])
-    return np.concatenate(pieces, axis=1) if pieces else np.zeros((batch, 0), np.int32)
+        run.done = np.asarray(done)
+        run.emit(np.asarray(out)[:, : int(np.asarray(steps))])
+
+
+def _decode_sliding(run: _Decoding, ids: np.ndarray, max_new_tokens: int, block: int) -> None:
+    """Phase 2: the text outgrew block_size: slide a block_size window, one token at a time."""
+    if not run.running(max_new_tokens):
+        return
+    ctx = np.concatenate([ids] + run.pieces, axis=1)[:, -block:]  # [batch, block_size]
+    slide = run.decoder.slide(run.mode)
+    pad = max(int(run.eot), 0)
+    while run.running(max_new_tokens):
+        token, ctx, run.logits = slide(ctx, run.logits, run.temperature, run.top_p, run.seed, np.int32(run.produced))
+        token = np.where(run.done, pad, np.asarray(token)).astype(np.int32)
+        run.done = run.done | (token == run.eot)
+        run.emit(token[:, None])
 
 
 def _check_prompt(prompt: Any) -> str:
@@ -226,7 +288,14 @@ def generate(
     ``stream`` receives text deltas as they are produced.
 
     Example:
-        >>> text = generate(model, tokenizer, "ROMEO:", max_new_tokens=50, temperature=0.8, top_k=40)
+        >>> from tfgpt.config import GPTConfig
+        >>> from tfgpt.model import GPT
+        >>> from tfgpt.tokenizers import CharTokenizer
+        >>> tokenizer = CharTokenizer.train(["ROMEO: hello there"])
+        >>> model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16))
+        >>> text = generate(model, tokenizer, "ROMEO:", max_new_tokens=8, temperature=0.8, top_k=4, seed=1)
+        >>> len(text) <= 8 and set(text) <= set("ROMEO: hello there")
+        True
     """
     prompt = _check_prompt(prompt)
     stops = [stop] if isinstance(stop, str) else list(stop or [])
