@@ -68,12 +68,22 @@ def ids() -> np.ndarray:
     return np.random.default_rng(1).integers(0, SHAPE["vocab_size"], (2, SHAPE["block_size"])).astype("int32")
 
 
-def test_backbone_config(backbone: keras_hub.models.GPT2Backbone) -> None:
+def test_backbone_config(model: GPT, backbone: keras_hub.models.GPT2Backbone) -> None:
     assert isinstance(backbone, keras_hub.models.GPT2Backbone)
     assert (backbone.vocabulary_size, backbone.num_layers, backbone.num_heads, backbone.hidden_dim) == (
         100, 2, 4, 64,
     )
     assert backbone.intermediate_dim == 256 and backbone.max_sequence_length == 32
+    config = backbone.get_config()
+    assert {k: config[k] for k in ("vocabulary_size", "num_layers", "num_heads", "hidden_dim", "intermediate_dim",
+                                   "dropout", "max_sequence_length")} == {
+        "vocabulary_size": 100, "num_layers": 2, "num_heads": 4, "hidden_dim": 64, "intermediate_dim": 256,
+        "dropout": 0.0, "max_sequence_length": 32,
+    }
+    # The q/k/v kernels are the fused c_attn's column blocks, split into heads: [d, 3d] -> 3 x [d, heads, head_dim].
+    c_attn = _np(model.blocks[0].attn.c_attn.kernel)
+    key = _np(backbone.transformer_layers[0]._self_attention_layer.key_dense.kernel)
+    np.testing.assert_array_equal(key, c_attn[:, 64:128].reshape(64, 4, 16))
     assert backbone.count_params() == GPTConfig(**SHAPE).num_params()
 
 
@@ -131,7 +141,10 @@ def test_from_keras_hub_logits_match(backbone: keras_hub.models.GPT2Backbone, id
 
 def test_round_trip_identical_weights(model: GPT, backbone: keras_hub.models.GPT2Backbone) -> None:
     again = from_keras_hub(backbone)
-    assert again.config == model.config
+    assert again.config.to_dict() == {
+        "vocab_size": 100, "block_size": 32, "n_layer": 2, "n_head": 4, "n_embd": 64, "dropout": 0.0,
+        "bias": True, "norm": "pre", "tie_embeddings": True, "layer_norm_epsilon": 1e-5,
+    }
     assert _paths(again) == _paths(model)
     for a, b in zip(model.weights, again.weights, strict=True):
         np.testing.assert_array_equal(_np(a), _np(b), err_msg=a.path)
