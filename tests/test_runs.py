@@ -1,4 +1,4 @@
-"""Run directories: save_run / load round trip, checkpoint selection, clear errors."""
+"""tfgpt.runs: the run-dir layout, save_run / load round trip, checkpoint pointers and selection, load_run_model."""
 
 import json
 import os
@@ -11,8 +11,26 @@ import tfgpt
 from tfgpt.config import GPTConfig
 from tfgpt.errors import RunDirError
 from tfgpt.model import GPT
-from tfgpt.runs import save_run, weights_path
+from tfgpt.runs import (
+    BEST_JSON,
+    CHECKPOINTS,
+    CONFIG_YAML,
+    LATEST_JSON,
+    LOGS_DIR,
+    METRICS_JSONL,
+    MODEL_KERAS,
+    STATE_JSON,
+    STATE_NPZ,
+    TOKENIZER_DIR,
+    WEIGHTS_H5,
+    load_run_model,
+    pointer_path,
+    read_pointer,
+    save_run,
+    weights_path,
+)
 from tfgpt.tokenizers import CharTokenizer
+from tfgpt.train.config import DataConfig, TrainConfig
 
 
 @pytest.fixture()
@@ -72,3 +90,53 @@ def test_missing_pieces_give_clear_errors(run, tmp_path):
         tfgpt.load(path)
     with pytest.raises(RunDirError, match="checkpoint not found"):
         weights_path(path, checkpoint="step-9")
+
+
+def test_layout_names():
+    """The run-dir contract users and older runs rely on: these names must not drift."""
+    assert (CONFIG_YAML, TOKENIZER_DIR, MODEL_KERAS, METRICS_JSONL, LOGS_DIR, CHECKPOINTS) == (
+        "config.yaml", "tokenizer", "model.keras", "metrics.jsonl", "logs", "checkpoints")
+    assert (LATEST_JSON, BEST_JSON, WEIGHTS_H5, STATE_NPZ, STATE_JSON) == (
+        "latest.json", "best.json", "model.weights.h5", "train_state.npz", "state.json")
+
+
+def test_pointers(tmp_path):
+    assert pointer_path(tmp_path, "best") == tmp_path / "best.json"
+    with pytest.raises(ValueError, match="one of latest, best, got 'newest'"):
+        pointer_path(tmp_path, "newest")
+    assert read_pointer(tmp_path, "latest") is None
+    (tmp_path / "latest.json").write_text('{"step": 7, "dir": "step-000007"}')
+    assert read_pointer(tmp_path) == {"step": 7, "dir": "step-000007"}
+    for text, message in (("{", "latest.json: not valid JSON"), ('{"step": 7}', "latest.json: expected"),
+                          ('{"step": 7, "dir": 7}', "latest.json: expected"), ("[1]", "latest.json: expected")):
+        (tmp_path / "latest.json").write_text(text)
+        with pytest.raises(RunDirError, match=message):
+            read_pointer(tmp_path, "latest")
+
+
+def test_load_run_model_final(run, tmp_path):
+    path, model, _ = run
+    loaded, (mcfg, tcfg, dcfg), step, weights = load_run_model(path)
+    assert (mcfg, tcfg, dcfg, step, weights) == (model.config, TrainConfig(), DataConfig(), None, path / "model.keras")
+    ids = np.array([[1, 2, 3]], np.int32)
+    np.testing.assert_array_equal(np.asarray(loaded(ids)), np.asarray(model(ids)))
+    with pytest.raises(RunDirError, match=r"no best checkpoint \(checkpoints/best.json not found\)"):
+        load_run_model(path, "best")
+    with pytest.raises(RunDirError, match="not a run dir \\(no config.yaml\\)"):
+        load_run_model(tmp_path / "elsewhere")
+
+
+def test_load_run_model_follows_pointers(run):
+    path, model, _ = run
+    ckpt = path / "checkpoints" / "step-000010"
+    ckpt.mkdir(parents=True)
+    changed = GPT(model.config)
+    changed.build((None, None))
+    changed.save_weights(ckpt / "model.weights.h5")
+    (ckpt / "state.json").write_text(json.dumps({"step": 10}))
+    for name in ("latest", "best"):
+        (path / "checkpoints" / f"{name}.json").write_text(json.dumps({"step": 10, "dir": "step-000010"}))
+    for which in ("latest", "best", "step-000010", str(ckpt)):
+        loaded, _, step, weights = load_run_model(path, which)
+        assert (step, weights) == (10, ckpt / "model.weights.h5"), which
+        np.testing.assert_array_equal(loaded.get_weights()[0], changed.get_weights()[0])

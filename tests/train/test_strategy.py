@@ -1,6 +1,7 @@
-"""Mirrored (2 logical CPU devices) and multi-worker (2 processes on 127.0.0.1) training.
+"""tfgpt.train.strategy: choosing a strategy, and training under mirrored and multi-worker ones.
 
-Each runs in subprocesses: logical devices and TF_CONFIG must be set before TensorFlow starts.
+Mirrored (2 logical CPU devices) and multi-worker (2 processes on 127.0.0.1) training each run in
+subprocesses: logical devices and TF_CONFIG must be set before TensorFlow starts.
 Both use gradient accumulation; the global batch and data are the same as a default-strategy
 run, so all three must reach (nearly) the same loss, and the two workers identical weights.
 """
@@ -16,8 +17,25 @@ from pathlib import Path
 
 import pytest
 
+from tfgpt.errors import ConfigError
+from tfgpt.train.strategy import STRATEGIES, get_strategy, is_chief, is_multi_worker
+
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 240
+
+
+def test_get_strategy_by_name(monkeypatch):
+    default = get_strategy("default")
+    assert default.num_replicas_in_sync == 1 and is_chief(default) and not is_multi_worker(default)
+    assert STRATEGIES == ("default", "mirrored", "multiworker")
+    with pytest.raises(ConfigError, match="unknown strategy 'tpu'; valid: default, mirrored, multiworker"):
+        get_strategy("tpu")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match="needs the TF_CONFIG environment variable"):
+        get_strategy("multiworker")
+    monkeypatch.setenv("TF_CONFIG", "{cluster")
+    with pytest.raises(ConfigError, match="TF_CONFIG is not valid JSON"):
+        get_strategy("multiworker")
 
 
 def _env(**extra: str) -> dict[str, str]:
