@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tfgpt.errors import TokenizerError
 from tfgpt.tokenizers.base import END_OF_TEXT, FORMAT_VERSION, TOKENIZER_JSON, Tokenizer
 from tfgpt.tokenizers.bpe import BPETokenizer
+from tfgpt.tokenizers.build import KINDS, build_tokenizer
 from tfgpt.tokenizers.char import CharTokenizer
 
 __all__ = [
@@ -33,8 +33,6 @@ __all__ = [
     "build_tokenizer",
     "load_tokenizer",
 ]
-
-KINDS = ("char", "bpe", "gpt2")
 
 
 def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
@@ -61,29 +59,3 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
         return BPETokenizer.from_config(config, directory)
     raise TokenizerError(f"{path}: unknown tokenizer type {kind!r}; expected one of {', '.join(KINDS)}")
 
-
-def build_tokenizer(
-    kind: str,
-    texts: Iterable[str] | None = None,
-    vocab_size: int | None = None,
-    special_tokens: Sequence[str] | None = None,
-    gpt2_dir: str | os.PathLike | None = None,
-) -> Tokenizer:
-    """Make a tokenizer of ``kind`` ("char", "bpe", "gpt2"), training on ``texts`` where needed.
-
-    ``gpt2`` loads GPT-2's files from ``gpt2_dir`` (default ``$TFGPT_GPT2_BPE_DIR``, else the copy
-    in the package); ``bpe`` needs ``vocab_size``. ``special_tokens`` defaults to none for char
-    (tinyshakespeare → 65 ids) and ``("<|endoftext|>",)`` for bpe.
-    """
-    if kind == "gpt2":
-        return BPETokenizer.gpt2(gpt2_dir)
-    if kind not in KINDS:
-        raise TokenizerError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(KINDS)}")
-    if texts is None:
-        raise TokenizerError(f"a {kind} tokenizer needs training texts")
-    if kind == "char":
-        return CharTokenizer.train(texts, special_tokens=special_tokens or ())
-    if not vocab_size:
-        raise TokenizerError("a bpe tokenizer needs vocab_size")
-    specials = (END_OF_TEXT,) if special_tokens is None else special_tokens
-    return BPETokenizer.train(texts, vocab_size=vocab_size, special_tokens=specials)
