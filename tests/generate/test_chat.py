@@ -26,3 +26,21 @@ def test_unknown_character_skips_the_line_and_keeps_the_conversation(tmp_path):
     assert text.count("You: ") == 3
     after = text.split("[not sent:", 1)[1]
     assert "\n" in after and len(after.split("You: ")[1].strip()) > 0
+
+
+def test_each_reply_continues_the_whole_conversation(tmp_path):
+    """Turn n's prompt is every earlier turn with its reply plus the new line; turn n samples with seed + n."""
+    import tfgpt
+
+    tok = CharTokenizer.train(["You: Model: hello there, how are you\n"])
+    keras.utils.set_random_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16))
+    run = save_run(tmp_path / "run", model, tok)
+    out = io.StringIO()
+    code = chat(str(run), max_new_tokens=5, temperature=1.0, seed=3, stdin=io.StringIO("hello\nhow\n"), stdout=out)
+    assert code == 0
+    model, tok = tfgpt.load(run)
+    kwargs = dict(max_new_tokens=5, temperature=1.0, stop=["\nYou:"])
+    first = tfgpt.generate(model, tok, "You: hello\nModel:", seed=3, **kwargs)
+    second = tfgpt.generate(model, tok, f"You: hello\nModel:{first}\nYou: how\nModel:", seed=4, **kwargs)
+    assert out.getvalue().splitlines()[1:] == ["You: Model:" + first, "You: Model:" + second, "You: "]

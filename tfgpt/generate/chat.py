@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
+
+from tfgpt.errors import TokenizerError
 
 USER = "You: "
 BOT = "Model:"
@@ -28,18 +30,13 @@ def chat(
 ) -> int:
     """Read lines from ``stdin`` until EOF or ``/quit``; stream replies to ``stdout``."""
     import tfgpt
-    from tfgpt.errors import TokenizerError
 
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     model, tokenizer = tfgpt.load(run_dir)
-
-    try:  # role markers only when the vocabulary can spell them (a small char vocabulary may not)
-        tokenizer.encode(USER + BOT)
-        user, bot = USER, BOT
-    except TokenizerError:
-        user, bot = "", ""
+    user, bot = _role_markers(tokenizer)
     stops = list(stop or []) + (["\n" + USER.strip()] if user else [])
+    sampling = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, stop=stops)
     history = ""
     stdout.write(f"tfgpt chat ({run_dir}): type a line, /quit or Ctrl-D to leave\n")
     turn = 0
@@ -50,23 +47,36 @@ def chat(
         if not line or line.strip() in ("/quit", "/exit"):
             stdout.write("\n")
             return 0
-        before = history
-        history += f"{user}{line.rstrip()}\n{bot}"
+        said = f"{user}{line.rstrip()}\n{bot}"
         stdout.write(bot)
-
-        def emit(delta: str) -> None:
-            stdout.write(delta)
-            stdout.flush()
-
-        try:
-            reply = tfgpt.generate(
-                model, tokenizer, history, max_new_tokens=max_new_tokens, temperature=temperature,
-                top_k=top_k, top_p=top_p, seed=seed + turn, stop=stops, stream=emit,
-            )
-        except TokenizerError as e:  # a character the vocabulary lacks: drop the line, keep the chat
-            history = before
-            stdout.write(f"\n[not sent: {e}]\n")
+        reply = _reply(model, tokenizer, history + said, stdout, seed=seed + turn, **sampling)
+        if reply is None:  # not sent: the conversation goes on without the line
             continue
-        history += reply + "\n"
+        history += said + reply + "\n"
         stdout.write("\n")
         turn += 1
+
+
+def _role_markers(tokenizer: Any) -> tuple[str, str]:
+    """``(USER, BOT)`` when the vocabulary can spell them (a small char vocabulary may not), else ``("", "")``."""
+    try:
+        tokenizer.encode(USER + BOT)
+    except TokenizerError:
+        return "", ""
+    return USER, BOT
+
+
+def _reply(model: Any, tokenizer: Any, prompt: str, stdout: TextIO, **sampling: Any) -> str | None:
+    """The model's reply to ``prompt``, streamed to ``stdout``; None, with a note, for a character the
+    vocabulary lacks."""
+    import tfgpt
+
+    def emit(delta: str) -> None:
+        stdout.write(delta)
+        stdout.flush()
+
+    try:
+        return tfgpt.generate(model, tokenizer, prompt, stream=emit, **sampling)
+    except TokenizerError as e:
+        stdout.write(f"\n[not sent: {e}]\n")
+        return None
