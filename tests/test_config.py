@@ -47,10 +47,25 @@ def test_ints_are_accepted_for_floats():
     assert from_dict(GPTConfig, {"dropout": 0}).dropout == 0.0
 
 
+BABY_POST = {
+    "vocab_size": 65, "block_size": 256, "n_layer": 6, "n_head": 6, "n_embd": 384, "dropout": 0.2,
+    "bias": True, "norm": "post", "tie_embeddings": False, "layer_norm_epsilon": 1e-05,
+}
+
+
+def test_to_dict_holds_every_field():
+    assert GPTConfig.preset("baby", norm="post", tie_embeddings=False).to_dict() == BABY_POST
+    assert from_dict(GPTConfig, BABY_POST).to_dict() == BABY_POST
+
+
 def test_yaml_round_trip(tmp_path):
     cfg = GPTConfig.preset("baby", norm="post", tie_embeddings=False)
     save_model_config(tmp_path / "config.yaml", cfg, train={"lr": 0.001})
-    assert load_model_config(tmp_path / "config.yaml") == cfg
+    text = (tmp_path / "config.yaml").read_text()
+    assert text.startswith("model:\n  vocab_size: 65\n  block_size: 256\n")
+    assert "  layer_norm_epsilon: 1.0e-05\n" in text and text.endswith("train:\n  lr: 0.001\n")
+    assert read_yaml(tmp_path / "config.yaml")["model"] == BABY_POST
+    assert load_model_config(tmp_path / "config.yaml").to_dict() == BABY_POST
     assert read_yaml(tmp_path / "config.yaml")["train"] == {"lr": 0.001}
     assert not list(tmp_path.glob(".*tmp"))
 
