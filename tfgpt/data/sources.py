@@ -113,8 +113,9 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     de-duplicated list of files. Raises :class:`DataError` for a path that matches nothing.
 
     Example:
-        >>> expand_inputs(["/work/shared/data/tinyshakespeare.txt"])
-        [PosixPath('/work/shared/data/tinyshakespeare.txt')]
+        >>> from tfgpt.assets_path import asset_path
+        >>> [p.name for p in expand_inputs([str(asset_path("corpus") / "*.txt")])]  # the bundled demo corpus
+        ['tinyshakespeare.txt']
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [str(inputs)]
