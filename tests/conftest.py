@@ -18,7 +18,7 @@ import pytest
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 #: The directory beside the repository root that tests must not read.
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
-_GUARDED_EVENTS = frozenset({"open", "os.listdir", "os.scandir"})
+_GUARDED_EVENTS = frozenset({"open", "os.listdir", "os.scandir", "glob.glob", "glob.glob/2"})
 
 
 class SharedDataRead(AssertionError):
@@ -26,7 +26,7 @@ class SharedDataRead(AssertionError):
 
 
 class SharedReadGuard:
-    """An audit hook that refuses (and records) every open/listing of a path under ``root``.
+    """An audit hook that refuses (and records) every open, listing or glob of a path under ``root``.
 
     Raising stops the read where it happens; recording catches reads whose error was swallowed
     (``pytest_runtest_makereport`` fails the test that made them).

@@ -35,13 +35,19 @@ def test_lists_shared():
     sorted(SHARED.iterdir())
 
 
+def test_globs_shared():
+    import glob
+
+    glob.glob(str(SHARED / "data" / "*.txt"))
+
+
 def test_reads_fixture(shakespeare_file):
     assert shakespeare_file.read_text().startswith("First Citizen:")
 '''
 
 
 def test_guard_fails_every_test_that_touches_shared(tmp_path: Path) -> None:
-    """A copy of the conftest, in a repo whose ``../shared`` exists, fails the three tests that
+    """A copy of the conftest, in a repo whose ``../shared`` exists, fails the four tests that
     touch it (even the one that swallows the error) and passes the one that reads a fixture."""
     repo, shared = tmp_path / "repo", tmp_path / "shared"
     (shared / "data").mkdir(parents=True)
@@ -54,12 +60,13 @@ def test_guard_fails_every_test_that_touches_shared(tmp_path: Path) -> None:
                           cwd=repo, capture_output=True, text=True, timeout=120)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
-    assert "3 failed, 1 passed" in out, out
+    assert "4 failed, 1 passed" in out, out
     target = str((shared / "data" / "corpus.txt").resolve())
-    for name in ("test_reads_shared", "test_swallows_the_error", "test_lists_shared"):
+    for name in ("test_reads_shared", "test_swallows_the_error", "test_lists_shared", "test_globs_shared"):
         assert f"FAILED tests/test_reads.py::{name}" in out, out
     assert out.count(f"test read {target}, under {shared.resolve()}") >= 2, out
     assert f"test read {shared.resolve()}, under" in out, out  # the directory listing
+    assert f"test read {shared.resolve() / 'data' / '*.txt'}, under" in out, out  # the glob
 
 
 def test_guard_raises_here_and_names_the_path(shared_guard) -> None:
