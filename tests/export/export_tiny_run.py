@@ -1,4 +1,4 @@
-"""A tiny run dir for export/serve tests (imported by their conftests)."""
+"""A tiny run dir for export/serve tests (imported by their conftests), and helpers to read its export."""
 
 from __future__ import annotations
 
@@ -40,3 +40,19 @@ def make_tiny_run(
         emb[tok.vocab_size:] *= 3.0  # enough to win argmax everywhere, small enough for 1e-5 logits
         model.wte.embeddings.assign(emb)
     return save_run(run_dir, model, tok)
+
+
+def sm_dir(exported: tuple[Path, dict]) -> Path:
+    """The SavedModel dir of an ``(export dir, export.json)`` fixture."""
+    out, info = exported
+    return out / info["savedmodel"]["path"]
+
+
+def graph_ops(sm_dir: Path) -> set[str]:
+    """Every op type in a SavedModel's graph and its functions."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((sm_dir / "saved_model.pb").read_bytes())
+    graph = proto.meta_graphs[0].graph_def
+    return {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
