@@ -11,15 +11,18 @@ Top-level keys (format version :data:`FORMAT_VERSION`): ``format``, ``format_ver
 ``cleaning``, ``timing``.
 
 Example:
-    >>> m = load_manifest("data/shakespeare")
+    >>> m = load_manifest("data/shakespeare")  # doctest: +SKIP
     >>> m["tokenizer"]["vocab_size"], m["splits"]["train"]["tokens"]  # doctest: +SKIP
     (65, 1003854)
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -73,21 +76,48 @@ def load_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
     return m
 
 
-def check_tokenizer(manifest: dict[str, Any], tokenizer: Any, data_dir: str | os.PathLike = "") -> None:
-    """Refuse a data dir made with another tokenizer. ``tokenizer`` is a Tokenizer or a fingerprint.
+def check_tokenizer(manifest: dict[str, Any], tokenizer: Any = None, data_dir: str | os.PathLike = "", *,
+                    kind: str | None = None) -> None:
+    """Refuse a data dir made with another tokenizer.
+
+    ``tokenizer`` (a Tokenizer or its fingerprint) must be the very one the data was tokenised with;
+    ``kind`` ("char", "bpe", "gpt2") only its type, as a config names it. ``None`` skips that check.
 
     Example:
-        >>> check_tokenizer(load_manifest(d), run_tokenizer, d)  # doctest: +SKIP
+        >>> m = {"tokenizer": {"type": "char", "fingerprint": "ab12"}}
+        >>> check_tokenizer(m, "ab12", kind="char")
+        >>> check_tokenizer(m, kind="bpe", data_dir="data/x")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        tfgpt.errors.DataError: data/x was built with the 'char' tokenizer but the config expects 'bpe'; ...
     """
+    where = data_dir or "data directory"
+    have_kind = manifest["tokenizer"].get("type")
+    if kind is not None and have_kind is not None and have_kind != kind:
+        raise DataError(f"{where} was built with the {have_kind!r} tokenizer but the config expects {kind!r}; "
+                        f"prepare it again with --tokenizer {kind} or change the config")
     if tokenizer is None:
         return
     want = tokenizer if isinstance(tokenizer, str) else tokenizer.fingerprint()
     have = manifest["tokenizer"]["fingerprint"]
     if want != have:
         raise DataError(
-            f"{data_dir or 'data directory'} was prepared with another tokenizer: data tokenizer "
+            f"{where} was prepared with another tokenizer: data tokenizer "
             f"{have} != model tokenizer {want}; re-run `tfgpt prepare` with the model's tokenizer"
         )
+
+
+def tokenizer_dir(data_dir: str | os.PathLike, manifest: dict[str, Any] | None = None) -> Path:
+    """The data dir's saved tokenizer directory; :class:`DataError` when it is missing.
+
+    Example:
+        >>> tokenizer_dir("data/shakespeare")  # doctest: +SKIP
+        PosixPath('data/shakespeare/tokenizer')
+    """
+    name = (manifest or {}).get("tokenizer", {}).get("dir", TOKENIZER_DIR)
+    path = Path(data_dir) / name
+    if not path.is_dir():
+        raise DataError(f"data directory {data_dir} has no {name}/ directory (re-run `tfgpt prepare`)")
+    return path
 
 
 def split_shards(manifest: dict[str, Any], data_dir: str | os.PathLike, split: str) -> list[dict[str, Any]]:
@@ -124,3 +154,58 @@ def verify_shards(data_dir: str | os.PathLike, split: str | None = None, hashes:
                 if digest != sh["sha256"]:
                     raise DataError(f"shard {p} is corrupt: sha256 {digest} != manifest {sh['sha256']}")
     return m
+
+
+def build_manifest(config: dict[str, Any], tokenizer: Any, dtype: str, splits: dict[str, Any], method: str,
+                   sources: list[Any], stats: Any, seconds: float, workers: int,
+                   command: list[str] | None = None) -> dict[str, Any]:
+    """The manifest of a finished ``prepare`` run (see the module doc for its keys).
+
+    ``splits`` maps each split to its ``tokens``/``documents``/``shards``; ``sources`` are
+    :class:`~tfgpt.data.sources.SourceInfo` s and ``stats`` the main pass's
+    :class:`~tfgpt.data.clean.CleanStats`. ``command`` defaults to ``sys.argv``.
+    """
+    from tfgpt.data.split import SPLIT_RULES
+
+    total_tokens = sum(s["tokens"] for s in splits.values())
+    total_bytes = sum(i.bytes for i in sources)
+    invalid = sum(i.invalid_utf8_bytes for i in sources)
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": shlex.join(command if command is not None else sys.argv),
+        "config": config,
+        "tokenizer": {"type": tokenizer.kind, "fingerprint": tokenizer.fingerprint(),
+                      "vocab_size": tokenizer.vocab_size, "eot_id": tokenizer.eot_id, "dir": TOKENIZER_DIR},
+        "dtype": dtype,
+        "record_tokens": min(config["record_tokens"], config["shard_tokens"]),
+        "shard_tokens": config["shard_tokens"],
+        "splits": splits,
+        "split": {"method": method, "val_fraction": config["val_fraction"], "seed": config["seed"],
+                  "rule": SPLIT_RULES[method]},
+        "sources": [i.to_json() for i in sources],
+        "source_identity": [i.identity() for i in sources],
+        "counts": {"documents_read": stats.documents_read, "documents_kept": stats.documents_kept,
+                   "tokens": total_tokens, "input_bytes": total_bytes, "invalid_utf8_bytes_replaced": invalid},
+        "cleaning": _cleaning(config, stats, sources, invalid),
+        "timing": {"seconds": round(seconds, 3), "input_mb_per_s": round(total_bytes / 1e6 / max(seconds, 1e-9), 3),
+                   "tokens_per_s": round(total_tokens / max(seconds, 1e-9), 1), "workers": workers},
+    }
+
+
+def _cleaning(config: dict[str, Any], stats: Any, sources: list[Any], invalid: int) -> dict[str, Any]:
+    return {
+        "normalization": "NFC",
+        "line_endings": "\\r\\n and \\r -> \\n",
+        "control_chars": "Unicode Cc except \\n and \\t removed",
+        "min_chars": config["min_chars"],
+        **stats.to_json(),
+        "invalid_utf8_bytes_replaced": invalid,
+        "files_with_invalid_utf8": [i.path for i in sources if i.invalid_utf8_bytes],
+    }
+
+
+def dumps(manifest: dict[str, Any]) -> str:
+    """The text of ``manifest.json``: indented, UTF-8 kept as is, newline-terminated."""
+    return json.dumps(manifest, indent=1, ensure_ascii=False) + "\n"

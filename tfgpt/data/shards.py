@@ -68,7 +68,8 @@ def _example(payload: bytes, n: int) -> bytes:
         FEATURE_TOKENS: tf.train.Feature(bytes_list=tf.train.BytesList(value=[payload])),
         FEATURE_COUNT: tf.train.Feature(int64_list=tf.train.Int64List(value=[n])),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # deterministic: the feature map in key order, so the same tokens give the same shard bytes (and sha256)
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
 class ShardWriter:

@@ -38,7 +38,7 @@ import tarfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 from tfgpt.errors import DataError
 
@@ -55,17 +55,48 @@ _CUT_RE = re.compile(r"\S\r?\n(?=[!-~])")
 # UTF-16 surrogates: a JSON string can hold one alone ("\ud83d" unpaired), which UTF-8 text cannot.
 _SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 
-_invalid_bytes = [0]
 
 
-def _count_replace(exc: UnicodeError) -> tuple[str, int]:
-    if not isinstance(exc, UnicodeDecodeError):
-        raise exc
-    _invalid_bytes[0] += exc.end - exc.start
-    return "\ufffd", exc.end
+class Piece(NamedTuple):
+    """One piece of a document as read: ``first``..``last`` pieces make a document (raw, not cleaned)."""
+
+    source: int  #: index of the input file
+    text: str
+    first: bool
+    last: bool
 
 
-codecs.register_error("tfgpt_count_replace", _count_replace)
+class Utf8Decoder:
+    """Incremental UTF-8 decoding that replaces invalid bytes with U+FFFD and counts them.
+
+    The text is what ``errors="replace"`` gives (one U+FFFD per invalid sequence); the count lives on
+    the decoder, so each source keeps its own (no process-wide error handler or counter).
+
+    Example:
+        >>> d = Utf8Decoder()
+        >>> d.decode(b"caf\xc3"), d.decode(b"\xa9 \xff\xfe!", final=True), d.invalid_bytes
+        ('caf', '\xe9 \ufffd\ufffd!', 2)
+    """
+
+    def __init__(self) -> None:
+        self.invalid_bytes = 0
+        self._pending = b""
+
+    def decode(self, data: bytes, final: bool = False) -> str:
+        buf = memoryview(self._pending + data)
+        out = []
+        while True:
+            try:
+                text, used = codecs.utf_8_decode(buf, "strict", final)
+            except UnicodeDecodeError as e:
+                out.append(str(buf[: e.start], "utf-8"))
+                out.append("\ufffd")
+                self.invalid_bytes += e.end - e.start
+                buf = buf[e.end :]
+                continue
+            out.append(text)
+            self._pending = bytes(buf[used:])
+            return "".join(out)
 
 
 @dataclasses.dataclass
@@ -210,12 +241,9 @@ def _read_exact(f: IO[bytes], n: int) -> bytes:
     return bytes(out)
 
 
-Piece = tuple[int, str, bool, bool]
-
-
-def _text_pieces(f: IO[bytes], segment_chars: int) -> Iterator[tuple[str, bool, bool]]:
+def _text_pieces(f: IO[bytes], segment_chars: int, info: SourceInfo) -> Iterator[tuple[str, bool, bool]]:
     """One document from a binary stream, as (text, first, last) pieces."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="tfgpt_count_replace")
+    decoder = Utf8Decoder()
     buf = ""
     first = True
     while True:
@@ -230,6 +258,7 @@ def _text_pieces(f: IO[bytes], segment_chars: int) -> Iterator[tuple[str, bool, 
             first = False
             buf = buf[cut:]
         if final:
+            info.invalid_utf8_bytes += decoder.invalid_bytes
             yield buf, first, True
             return
 
@@ -247,13 +276,15 @@ def _find_cut(buf: str, limit: int) -> int:
     return cut
 
 
-def _jsonl_docs(f: IO[bytes], where: str, text_field: str) -> Iterator[str]:
+def _jsonl_docs(f: IO[bytes], where: str, text_field: str, info: SourceInfo) -> Iterator[str]:
     for lineno, line in enumerate(f, 1):
         if lineno == 1 and line.startswith(codecs.BOM_UTF8):
             line = line[len(codecs.BOM_UTF8):]
         if not line.strip():
             continue
-        text = line.decode("utf-8", errors="tfgpt_count_replace")
+        decoder = Utf8Decoder()
+        text = decoder.decode(line, final=True)
+        info.invalid_utf8_bytes += decoder.invalid_bytes
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
@@ -292,16 +323,16 @@ def _stream_pieces(
     try:
         if kind == "text":
             info.documents += 1
-            for text, first, last in _text_pieces(f, segment_chars):
-                yield idx, text, first, last
+            for text, first, last in _text_pieces(f, segment_chars, info):
+                yield Piece(idx, text, first, last)
         elif kind == "jsonl":
-            for text in _jsonl_docs(f, where, text_field):
+            for text in _jsonl_docs(f, where, text_field, info):
                 info.documents += 1
                 if len(text) > segment_chars:
-                    yield from ((idx, t, a, b) for t, a, b in _text_pieces(io.BytesIO(text.encode()),
-                                                                          segment_chars))
+                    whole = io.BytesIO(text.encode())
+                    yield from (Piece(idx, t, a, b) for t, a, b in _text_pieces(whole, segment_chars, info))
                 else:
-                    yield idx, text, True, True
+                    yield Piece(idx, text, True, True)
         else:
             try:
                 tar = tarfile.open(fileobj=f, mode="r|")
@@ -343,8 +374,7 @@ def iter_pieces(
         infos = source_infos(files)
     for idx, path in enumerate(files):
         info = infos[idx]
-        info.documents = info.skipped_members = 0
-        before = _invalid_bytes[0]
+        info.documents = info.skipped_members = info.invalid_utf8_bytes = 0
         try:
             raw = open(path, "rb")  # noqa: SIM115
         except OSError as e:
@@ -357,7 +387,6 @@ def iter_pieces(
             while reader.read(READ_CHUNK):
                 pass
         info.sha256 = counting.sha256.hexdigest()
-        info.invalid_utf8_bytes = _invalid_bytes[0] - before
 
 
 def source_infos(files: list[Path]) -> list[SourceInfo]:
