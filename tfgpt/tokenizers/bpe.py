@@ -95,6 +95,44 @@ def _merge_ranks(merges: Sequence[tuple[str, str]]) -> dict[bytes, int]:
     return ranks
 
 
+def _check_encoder(encoder: dict[str, int], ranks: dict[bytes, int], special_tokens: dict[str, int],
+                   source: str) -> None:
+    """Raise :class:`TokenizerError` unless encoder.json agrees with the merge ranks and the special tokens.
+
+    Every non-special token must be a GPT-2-alphabet string whose id is its merge rank, and the
+    special tokens must have their own ids, above every BPE token's.
+    """
+    u2b = unicode_to_bytes()
+    enc_bytes: dict[bytes, int] = {}
+    for k, v in encoder.items():
+        if k in special_tokens:
+            if int(v) != int(special_tokens[k]):
+                raise TokenizerError(
+                    f"{source}: special token {k!r} has id {v} in encoder.json, "
+                    f"{special_tokens[k]} in tokenizer.json"
+                )
+            continue
+        if any(c not in u2b for c in k):
+            raise TokenizerError(f"{source}: encoder token {k!r} has characters outside GPT-2's byte alphabet")
+        enc_bytes[token_str_to_bytes(k)] = int(v)
+    for data, rank in ranks.items():
+        got = enc_bytes.get(data)
+        if got != rank:
+            have = "missing" if got is None else f"id {got}"
+            raise TokenizerError(
+                f"{source}: encoder.json and vocab.bpe disagree: token {token_bytes_to_str(data)!r} "
+                f"is {have} in encoder.json but merge order gives id {rank}"
+            )
+    if len(enc_bytes) != len(ranks):
+        extra = sorted(token_bytes_to_str(b) for b in set(enc_bytes) - set(ranks))[:3]
+        raise TokenizerError(f"{source}: encoder.json has tokens no merge produces: {extra!r}")
+    for tok, i in special_tokens.items():
+        if int(i) < len(ranks):
+            raise TokenizerError(f"{source}: special token {tok!r} has id {i}, which a BPE token uses")
+    if len(set(special_tokens.values())) != len(special_tokens):
+        raise TokenizerError(f"{source}: special tokens share ids: {special_tokens!r}")
+
+
 def check_special_token(token: object, source: str = "<memory>") -> None:
     """Raise :class:`TokenizerError` unless ``token`` is a non-empty string without whitespace.
 
@@ -160,34 +198,7 @@ class BPETokenizer(Tokenizer):
             }
         for tok in special_tokens:
             check_special_token(tok, source)
-        enc_bytes: dict[bytes, int] = {}
-        for k, v in encoder.items():
-            if k in special_tokens:
-                if int(v) != int(special_tokens[k]):
-                    raise TokenizerError(
-                        f"{source}: special token {k!r} has id {v} in encoder.json, "
-                        f"{special_tokens[k]} in tokenizer.json"
-                    )
-                continue
-            if any(c not in u2b for c in k):
-                raise TokenizerError(f"{source}: encoder token {k!r} has characters outside GPT-2's byte alphabet")
-            enc_bytes[token_str_to_bytes(k)] = int(v)
-        for data, rank in ranks.items():
-            got = enc_bytes.get(data)
-            if got != rank:
-                have = "missing" if got is None else f"id {got}"
-                raise TokenizerError(
-                    f"{source}: encoder.json and vocab.bpe disagree: token {token_bytes_to_str(data)!r} "
-                    f"is {have} in encoder.json but merge order gives id {rank}"
-                )
-        if len(enc_bytes) != len(ranks):
-            extra = sorted(token_bytes_to_str(b) for b in set(enc_bytes) - set(ranks))[:3]
-            raise TokenizerError(f"{source}: encoder.json has tokens no merge produces: {extra!r}")
-        for tok, i in special_tokens.items():
-            if int(i) < len(ranks):
-                raise TokenizerError(f"{source}: special token {tok!r} has id {i}, which a BPE token uses")
-        if len(set(special_tokens.values())) != len(special_tokens):
-            raise TokenizerError(f"{source}: special tokens share ids: {special_tokens!r}")
+        _check_encoder(encoder, ranks, special_tokens, source)
         encoder = {**encoder, **special_tokens}
         self._encoder = {k: int(v) for k, v in encoder.items()}
         self._specials = {k: int(v) for k, v in special_tokens.items()}
