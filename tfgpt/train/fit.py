@@ -146,7 +146,7 @@ def _apply_remat(gpt: GPT) -> None:
         block.call = remat_call
 
 
-# -- the records passed between the steps -----------------------------------------------------------
+# -- the records passed between the steps ----------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,25 +214,26 @@ def train(
         data_dir: overrides ``data.dir``.
         run_dir: where to write (default ``runs/<config name>``).
         overrides: ``section.key=value`` strings (``--set``).
-        resume: continue from ``RUN/checkpoints/latest.json`` exactly (optimizer, step, schedule,
-            data position, dropout RNG); the model shape must be unchanged.
+        resume: continue from the latest checkpoint exactly (optimizer, step, schedule, data
+            position, dropout RNG); the model shape must be unchanged.
         strategy: "default", "mirrored" or "multiworker" (TF_CONFIG).
         progress: show a progress bar.
-        source: train from in-memory tokens instead of a data dir (see :mod:`tfgpt.train.data`).
-        tokenizer: the tokenizer for samples/``RUN/tokenizer`` when ``source`` is given.
+        source, tokenizer: train on in-memory tokens (see :mod:`tfgpt.train.data`), not a data dir.
 
-    Returns ``{"run_dir", "step", "start_step", "loss", "train_loss", "val_loss", "best_val_loss",
-    "tokens_per_sec", "mfu", "strategy", "path", "replicas", "jit_compile", "precision",
-    "steps_per_execution", "weights_sha256", "wall_s"}``. Raises :class:`NonFiniteLossError` on a
-    NaN/Inf loss.
+    Returns ``run_dir``, ``step``, ``start_step``, the last ``loss``/``train_loss``/``val_loss``,
+    ``best_val_loss``, ``tokens_per_sec``, ``mfu``, how it ran (``strategy``, ``path``, ``replicas``,
+    ``jit_compile``, ``precision``, ``steps_per_execution``), ``weights_sha256`` and ``wall_s``.
+    Raises :class:`NonFiniteLossError` on a NaN/Inf loss.
 
     Example:
         >>> import numpy as np
         >>> from tfgpt.train.data import array_source
         >>> src = array_source({"train": np.arange(5000) % 65, "val": np.arange(900) % 65})
         >>> s = train({"model": {"preset": "char-small", "n_layer": 1}, "train": {"max_steps": 4,
-        ...            "eval_interval": 4, "eval_iters": 1, "batch_size": 2, "warmup_steps": 1}},
-        ...           run_dir="/tmp/doc-run", source=src, progress=False)  # doctest: +SKIP
+        ...            "eval_interval": 4, "eval_iters": 1, "batch_size": 2, "warmup_steps": 1,
+        ...            "sample_tokens": 0}}, run_dir="doc-run", source=src, progress=False)
+        >>> s["step"], s["path"], sorted(p.name for p in Path("doc-run").iterdir())
+        (4, 'fit', ['checkpoints', 'config.yaml', 'logs', 'metrics.jsonl', 'model.keras'])
     """
     t_start = time.time()
     plan = _plan_run(config, data_dir, run_dir, overrides, resume, in_memory=source is not None)
@@ -249,7 +250,7 @@ def train(
     return _summary(plan, place, built, path, metrics, time.time() - t_start)
 
 
-# -- 1. plan: configs and the run dir ----------------------------------------------------------------
+# -- 1. plan: configs and the run dir --------------------------------------------------------------
 
 
 def _plan_run(
@@ -292,7 +293,7 @@ def _check_run_dir(plan: RunPlan) -> None:
         raise RunDirError(f"--resume: {pointer_path(ckpt_dir, 'latest')} not found (no checkpoint yet)")
 
 
-# -- 2. place: strategy, precision, memory --------------------------------------------------------------
+# -- 2. place: strategy, precision, memory ---------------------------------------------------------
 
 
 def _place(plan: RunPlan, strategy: str) -> Placement:
@@ -311,7 +312,7 @@ def _place(plan: RunPlan, strategy: str) -> Placement:
     return Placement(strategy, strat, replicas, precision, is_chief(strat), multi, jit)
 
 
-# -- 3. data and tokenizer ----------------------------------------------------------------------------
+# -- 3. data and tokenizer -------------------------------------------------------------------------
 
 
 def _open_data(plan: RunPlan, source: Source | None, tokenizer: Any) -> RunData:
@@ -344,7 +345,7 @@ def _check_tokenizer_fits(plan: RunPlan, tokenizer: Any) -> None:
             raise DataError(f"--resume: the data dir's tokenizer differs from {run_tok}")
 
 
-# -- 4. model: build, restore, compile -----------------------------------------------------------------
+# -- 4. model: build, restore, compile -------------------------------------------------------------
 
 
 def _build(plan: RunPlan, place: Placement) -> Built:
@@ -372,7 +373,7 @@ def _build(plan: RunPlan, place: Placement) -> Built:
     return Built(gpt, trainer, optimizer, checkpoints, start_step, spe)
 
 
-# -- 5. run dir and monitor ---------------------------------------------------------------------------------
+# -- 5. run dir and monitor ------------------------------------------------------------------------
 
 
 def _write_run_dir(plan: RunPlan, data: RunData, start_step: int) -> None:
@@ -402,7 +403,7 @@ def _make_monitor(plan: RunPlan, place: Placement, data: RunData, built: Built, 
                         estimator=estimator, tokenizer=data.tokenizer, chief=place.chief, progress=progress)
 
 
-# -- 6. run ------------------------------------------------------------------------------------------------
+# -- 6. run ----------------------------------------------------------------------------------------
 
 
 def _run(plan: RunPlan, place: Placement, data: RunData, built: Built, monitor: TrainMonitor) -> str:
@@ -445,7 +446,7 @@ def _custom_loop(
     monitor.on_train_end()
 
 
-# -- 7. summary -------------------------------------------------------------------------------------------
+# -- 7. summary ------------------------------------------------------------------------------------
 
 
 def _summary(plan: RunPlan, place: Placement, built: Built, path: str, metrics: dict[str, Any],
