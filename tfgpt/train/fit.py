@@ -115,7 +115,7 @@ def _memory_check(model_cfg: GPTConfig, tcfg: TrainConfig, replicas: int, mixed:
         )
         if tcfg.memory_check == "error":
             raise ConfigError(msg)
-        warnings.warn(msg, MemoryWarning, stacklevel=3)
+        warnings.warn(msg, MemoryWarning, stacklevel=4)  # the caller of train()
     return est
 
 
