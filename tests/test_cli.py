@@ -1,5 +1,6 @@
 """The tfgpt command line, run as a user runs it (a subprocess)."""
 
+import argparse
 import subprocess
 import sys
 
@@ -22,6 +23,29 @@ def run(tmp_path_factory):
     keras.utils.set_random_seed(0)
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=16))
     return save_run(tmp_path_factory.mktemp("cli") / "run", model, tok)
+
+
+def test_parser_commands_and_defaults():
+    """In process: each sub-command's helper adds its arguments and binds its cmd_* function."""
+    from tfgpt.cli import build_parser, cmd_eval, cmd_generate, cmd_prepare, cmd_train
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(sub.choices) == ["prepare", "train", "eval", "export", "serve", "demo", "generate", "chat"]
+    t = parser.parse_args(["train", "--config", "c.yaml", "--set", "train.max_steps=5", "--set", "lr=1", "--resume"])
+    assert (t.func, t.config, t.set, t.resume, t.strategy, t.quiet, t.data) == (
+        cmd_train, "c.yaml", ["train.max_steps=5", "lr=1"], True, "default", False, None)
+    e = parser.parse_args(["eval", "--run", "r"])
+    assert (e.func, e.split, e.checkpoint, e.eval_iters) == (cmd_eval, "val", "final", None)
+    g = parser.parse_args(["generate", "--run", "r", "--prompt", "x", "--stop", "a", "--stop", "b"])
+    assert (g.func, g.max_new_tokens, g.temperature, g.top_k, g.seed, g.stop) == (cmd_generate, 200, 0.8, None, 0,
+                                                                                   ["a", "b"])
+    pr = parser.parse_args(["prepare", "--input", "a.txt", "b/", "--out", "d", "--tokenizer", "bpe"])
+    assert (pr.func, pr.input, pr.shard_tokens, pr.val_fraction, pr.seed) == (cmd_prepare, ["a.txt", "b/"], 1 << 25,
+                                                                              0.0005, 1337)
+    for bad in (["eval"], ["train", "--strategy", "tpu"], ["prepare", "--out", "d", "--tokenizer", "x"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
 
 
 def test_help_lists_commands():
