@@ -207,8 +207,10 @@ class GraphBPETokenizer(tf.Module):
         >>> g.detokenize(g.tokenize(tf.constant([text]))).numpy()
         array([b'lower lowest<|endoftext|>'], dtype=object)
 
-    With GPT-2's files (``BPETokenizer.gpt2(directory)``) the ids are GPT-2's, e.g.
-    ``"Hello world<|endoftext|>"`` → ``[15496, 995, 50256]``.
+    Over GPT-2's vocabulary (shipped in the package) the ids are GPT-2's:
+
+        >>> BPETokenizer.gpt2().graph_tokenizer().tokenize(tf.constant(["Hello world<|endoftext|>"])).to_list()
+        [[15496, 995, 50256]]
     """
 
     def __init__(self, tokenizer: BPEVocab, name: str | None = None) -> None:
