@@ -109,24 +109,11 @@ class TFLiteGenerator:
         ``vocab_limit``: ids ≥ it are never produced (pass the tokenizer's size when the model's
         vocabulary is padded past it, as :func:`tfgpt.generate` does).
         """
-        ids = [int(i) for i in ids]
-        if not ids:
-            raise GenerationError("the prompt is empty: give at least one token")
-        if min(ids) < 0 or max(ids) >= self.vocab_size:
-            raise GenerationError(f"prompt token ids must be in [0, {self.vocab_size})")
-        if max_new_tokens < 0:
-            raise GenerationError(f"max_new_tokens must be ≥ 0, got {max_new_tokens}")
-        limit = self.vocab_size if vocab_limit is None else int(vocab_limit)
-        if not 0 < limit <= self.vocab_size:
-            raise GenerationError(f"vocab_limit must be in [1, {self.vocab_size}], got {vocab_limit}")
+        context, limit = self._check_request(ids, max_new_tokens, vocab_limit)
         rng = np.random.default_rng(seed)
         out: list[int] = []
         if max_new_tokens == 0:
             return out
-        context = ids[-self.block_size:]
-        if len(ids) > self.block_size:
-            warnings.warn(f"prompt has {len(ids)} tokens, more than block_size {self.block_size}: "
-                          f"keeping the last {self.block_size}", stacklevel=2)
         cache_len = self.cache_length(len(context), max_new_tokens)
         result = self.prefill(ids=np.asarray([context], np.int32))
         logits, cache = result["logits"][0], _crop_cache(result["cache"], cache_len)
@@ -151,6 +138,25 @@ class TFLiteGenerator:
                 position += 1
             logits, cache = result["logits"][0], result["cache"]
         return out
+
+    def _check_request(
+        self, ids: Sequence[int], max_new_tokens: int, vocab_limit: int | None
+    ) -> tuple[list[int], int]:
+        """The prompt's last block_size ids (a warning when that crops it) and the vocabulary limit, checked."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            raise GenerationError("the prompt is empty: give at least one token")
+        if min(ids) < 0 or max(ids) >= self.vocab_size:
+            raise GenerationError(f"prompt token ids must be in [0, {self.vocab_size})")
+        if max_new_tokens < 0:
+            raise GenerationError(f"max_new_tokens must be ≥ 0, got {max_new_tokens}")
+        limit = self.vocab_size if vocab_limit is None else int(vocab_limit)
+        if not 0 < limit <= self.vocab_size:
+            raise GenerationError(f"vocab_limit must be in [1, {self.vocab_size}], got {vocab_limit}")
+        if len(ids) > self.block_size and max_new_tokens > 0:
+            warnings.warn(f"prompt has {len(ids)} tokens, more than block_size {self.block_size}: "
+                          f"keeping the last {self.block_size}", stacklevel=3)
+        return ids[-self.block_size:], limit
 
 
 def generate_tflite(
