@@ -10,7 +10,7 @@ Example:
     >>> tok = build_tokenizer("char", ["ab"], special_tokens=["<|endoftext|>"])
     >>> out = encode_job([JobItem(0, "ab", True), JobItem(1, "ba", False)], tok)
     >>> np.frombuffer(out.train, np.uint16).tolist(), np.frombuffer(out.val, np.uint16).tolist(), out.tokens
-    ([1, 2, 0], [2, 1], 5)
+    ([0, 1, 2], [1, 0], 5)
 """
 
 from __future__ import annotations

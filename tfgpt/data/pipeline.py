@@ -25,8 +25,8 @@ are counted against the manifest in-graph, so a shard that changed under a runni
 (naming the file) instead of training on garbage; TFRecord CRCs catch flipped bits.
 
 Example:
-    >>> ds = lm_dataset("data/owt", "train", block_size=1024, batch_size=8, seed=0)
-    >>> x, y = next(iter(ds)); x.shape
+    >>> ds = lm_dataset("data/owt", "train", block_size=1024, batch_size=8, seed=0)  # doctest: +SKIP
+    >>> x, y = next(iter(ds)); x.shape  # doctest: +SKIP
     TensorShape([8, 1024])
 """
 
@@ -34,13 +34,12 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from tfgpt.data.manifest import TOKENIZER_DIR, check_tokenizer, load_manifest, split_shards, verify_shards
+from tfgpt.data.manifest import check_tokenizer, load_manifest, split_shards, tokenizer_dir, verify_shards
 from tfgpt.data.shards import FEATURE_TOKENS, dtype_from_name, read_shard_tokens
 from tfgpt.errors import DataError
 
@@ -88,7 +87,7 @@ def lm_dataset(
     batches of the same stream in O(1) for training (for evaluation it skips batches by reading).
 
     Example:
-        >>> ds = lm_dataset("data/shakespeare", "val", 256, 32, seed=0, shuffle=False, repeat=False)
+        >>> ds = lm_dataset("data/shakespeare", "val", 256, 32, seed=0, shuffle=False, repeat=False)  # doctest: +SKIP
         >>> sum(1 for _ in ds)  # doctest: +SKIP
         14
     """
@@ -108,17 +107,23 @@ def lm_dataset(
     if total < block_size + 1:
         raise DataError(f"{data_dir}: split {split!r} holds {total} tokens, fewer than block_size + 1 = "
                         f"{block_size + 1}")
-    options = tf.data.Options()
-    options.deterministic = True
-    explicit = num_shards is not None
-    policy = tf.data.experimental.AutoShardPolicy
     if shuffle:
         ds = _random_windows(shards, dtype, block_size, batch_size, seed, repeat, start_step, shards_in_memory)
-        options.experimental_distribute.auto_shard_policy = policy.OFF if explicit else policy.DATA
     else:
         ds = _sequential_windows(shards, dtype, block_size, batch_size, repeat, start_step)
-        options.experimental_distribute.auto_shard_policy = policy.OFF if explicit else policy.FILE
-    return ds.with_options(options)
+    return ds.with_options(_options(shuffle, explicit=num_shards is not None))
+
+
+def _options(shuffle: bool, explicit: bool) -> tf.data.Options:
+    """Deterministic; auto-shard by data (random windows) or by file (sequential), off when sharded here."""
+    options = tf.data.Options()
+    options.deterministic = True
+    policy = tf.data.experimental.AutoShardPolicy
+    if explicit:
+        options.experimental_distribute.auto_shard_policy = policy.OFF
+    else:
+        options.experimental_distribute.auto_shard_policy = policy.DATA if shuffle else policy.FILE
+    return options
 
 
 def _units(shards: list[dict[str, Any]], block_size: int) -> list[list[int]]:
@@ -159,72 +164,91 @@ def random_stream_layout(shards: list[dict[str, Any]], block_size: int, batch_si
 
 def _random_windows(shards: list[dict[str, Any]], dtype: tf.DType, block_size: int, batch_size: int,
                     seed: int, repeat: bool, start_step: int, shards_in_memory: int) -> tf.data.Dataset:
-    layout = random_stream_layout(shards, block_size, batch_size, shards_in_memory)
-    units = tf.ragged.constant(layout["units"], dtype=tf.int64)
-    unit_tokens = tf.constant([sum(shards[i]["tokens"] for i in u) for u in layout["units"]], tf.int64)
-    n_units = len(layout["units"])
-    groups = layout["groups_per_epoch"]
-    bounds = tf.constant(layout["group_bounds"], tf.int64)
-    bpr = layout["batches_per_round"]
-    paths = tf.constant([s["path"] for s in shards])
-    records = tf.constant([s["records"] for s in shards], tf.int64)
-    nbytes = tf.constant([s["tokens"] * dtype.size for s in shards], tf.int64)
-    first_round, first_offset = divmod(start_step, bpr)
-    seed_t = tf.constant(seed, tf.int64)
-
-    def read_shard(i: tf.Tensor) -> tf.data.Dataset:
-        raw = tf.data.TFRecordDataset(paths[i], buffer_size=1 << 22).map(_parse_tokens).batch(records[i])
-        raw = raw.map(lambda parts: tf.strings.reduce_join(parts))
-
-        def check(blob: tf.Tensor) -> tf.Tensor:
-            ok = tf.equal(tf.cast(tf.strings.length(blob), tf.int64), nbytes[i])
-            with tf.control_dependencies([tf.debugging.Assert(
-                    ok, ["token shard", paths[i], "does not hold the tokens its manifest lists (bytes:",
-                         tf.strings.length(blob), "expected:", nbytes[i], ")"])]):
-                return tf.identity(blob)
-
-        return raw.map(check)
+    """Random windows, round after round (see the module doc), starting at batch ``start_step``."""
+    rounds = _Rounds(shards, dtype, block_size, batch_size, seed, shards_in_memory)
+    first_round, first_offset = divmod(start_step, rounds.batches_per_round)
+    offsets = tf.range(block_size + 1, dtype=tf.int64)
 
     def load_round(r: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        epoch, g = r // groups, r % groups
-        perm = tf.random.experimental.stateless_shuffle(
-            tf.range(n_units, dtype=tf.int64), seed=tf.stack([seed_t, epoch]))
-        members = perm[bounds[g]:bounds[g + 1]]
-        shard_ids = tf.gather(units, members).flat_values
-        k = tf.size(shard_ids, out_type=tf.int64)
-        blobs = (tf.data.Dataset.from_tensor_slices(shard_ids)
-                 .interleave(read_shard, cycle_length=shards_in_memory, num_parallel_calls=shards_in_memory,
-                             deterministic=True)
-                 .batch(k).get_single_element())
-        tokens = tf.io.decode_raw(tf.strings.reduce_join(blobs), dtype)
-        # The round's units lie side by side in ``tokens`` but are not neighbours in the stream: draw
-        # one of the round's window starts that stay inside a unit, uniformly (a unit with
-        # probability proportional to its usable length, then a start inside it).
-        lengths = tf.gather(unit_tokens, members)
-        usable = lengths - block_size
-        usable_end = tf.cumsum(usable)
-        draws = tf.random.stateless_uniform([bpr, batch_size], seed=tf.stack([seed_t + 1, r]), minval=0,
-                                            maxval=usable_end[-1], dtype=tf.int64)
-        unit = tf.searchsorted(usable_end, tf.reshape(draws, [-1]), side="right")
-        shift = tf.gather(tf.cumsum(lengths, exclusive=True) - (usable_end - usable), unit)
-        starts = draws + tf.reshape(shift, [bpr, batch_size])
+        tokens, starts = rounds.load(r)
         offset = tf.where(r == first_round, tf.constant(first_offset, tf.int64), tf.constant(0, tf.int64))
         return tokens, starts[offset:]
 
-    offsets = tf.range(block_size + 1, dtype=tf.int64)
-
     def windows(tokens: tf.Tensor, starts: tf.Tensor) -> tf.data.Dataset:
         def batch(s: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            w = tf.cast(tf.gather(tokens, s[:, None] + offsets[None, :]), tf.int32)
+            w = tf.cast(tf.gather(tokens, s[:, None] + offsets[None, :]), tf.int32)  # [batch, block_size + 1]
             return w[:, :-1], w[:, 1:]
 
         return tf.data.Dataset.from_tensor_slices(starts).map(batch)
 
-    end = np.iinfo(np.int64).max if repeat else groups
+    end = np.iinfo(np.int64).max if repeat else rounds.groups
     ds = tf.data.Dataset.range(first_round, end)
     ds = ds.map(load_round, num_parallel_calls=1, deterministic=True).prefetch(1)
     ds = ds.flat_map(windows)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+class _Rounds:
+    """The random-window stream's rounds: which units round ``r`` holds, their tokens, its window starts."""
+
+    def __init__(self, shards: list[dict[str, Any]], dtype: tf.DType, block_size: int, batch_size: int,
+                 seed: int, shards_in_memory: int) -> None:
+        layout = random_stream_layout(shards, block_size, batch_size, shards_in_memory)
+        self.units = tf.ragged.constant(layout["units"], dtype=tf.int64)
+        self.unit_tokens = tf.constant([sum(shards[i]["tokens"] for i in u) for u in layout["units"]], tf.int64)
+        self.n_units = len(layout["units"])
+        self.groups = layout["groups_per_epoch"]
+        self.bounds = tf.constant(layout["group_bounds"], tf.int64)
+        self.batches_per_round = layout["batches_per_round"]
+        self.paths = tf.constant([s["path"] for s in shards])
+        self.records = tf.constant([s["records"] for s in shards], tf.int64)
+        self.nbytes = tf.constant([s["tokens"] * dtype.size for s in shards], tf.int64)
+        self.dtype, self.block_size, self.batch_size = dtype, block_size, batch_size
+        self.shards_in_memory = shards_in_memory
+        self.seed = tf.constant(seed, tf.int64)
+
+    def read_shard(self, i: tf.Tensor) -> tf.data.Dataset:
+        """Shard ``i``'s token bytes as one string, checked against the manifest's byte count."""
+        raw = tf.data.TFRecordDataset(self.paths[i], buffer_size=1 << 22).map(_parse_tokens).batch(self.records[i])
+        raw = raw.map(lambda parts: tf.strings.reduce_join(parts))
+
+        def check(blob: tf.Tensor) -> tf.Tensor:
+            ok = tf.equal(tf.cast(tf.strings.length(blob), tf.int64), self.nbytes[i])
+            with tf.control_dependencies([tf.debugging.Assert(
+                    ok, ["token shard", self.paths[i], "does not hold the tokens its manifest lists (bytes:",
+                         tf.strings.length(blob), "expected:", self.nbytes[i], ")"])]):
+                return tf.identity(blob)
+
+        return raw.map(check)
+
+    def load(self, r: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Round ``r``'s tokens (its units side by side) and window starts ``[batches_per_round, batch]``."""
+        epoch, g = r // self.groups, r % self.groups
+        perm = tf.random.experimental.stateless_shuffle(
+            tf.range(self.n_units, dtype=tf.int64), seed=tf.stack([self.seed, epoch]))
+        members = perm[self.bounds[g]:self.bounds[g + 1]]
+        shard_ids = tf.gather(self.units, members).flat_values
+        k = tf.size(shard_ids, out_type=tf.int64)
+        blobs = (tf.data.Dataset.from_tensor_slices(shard_ids)
+                 .interleave(self.read_shard, cycle_length=self.shards_in_memory,
+                             num_parallel_calls=self.shards_in_memory, deterministic=True)
+                 .batch(k).get_single_element())
+        tokens = tf.io.decode_raw(tf.strings.reduce_join(blobs), self.dtype)
+        return tokens, self._starts(members, r)
+
+    def _starts(self, members: tf.Tensor, r: tf.Tensor) -> tf.Tensor:
+        """The round's units lie side by side in its tokens but are not neighbours in the stream: draw
+        window starts that stay inside a unit, uniformly (a unit with probability proportional to its
+        usable length, then a start inside it)."""
+        bpr, batch_size = self.batches_per_round, self.batch_size
+        lengths = tf.gather(self.unit_tokens, members)
+        usable = lengths - self.block_size
+        usable_end = tf.cumsum(usable)
+        draws = tf.random.stateless_uniform([bpr, batch_size], seed=tf.stack([self.seed + 1, r]), minval=0,
+                                            maxval=usable_end[-1], dtype=tf.int64)
+        unit = tf.searchsorted(usable_end, tf.reshape(draws, [-1]), side="right")  # [bpr * batch]
+        shift = tf.gather(tf.cumsum(lengths, exclusive=True) - (usable_end - usable), unit)
+        return draws + tf.reshape(shift, [bpr, batch_size])  # [bpr, batch]
 
 
 def _sequential_windows(shards: list[dict[str, Any]], dtype: tf.DType, block_size: int, batch_size: int,
@@ -259,8 +283,7 @@ def load_data_tokenizer(data_dir: str | os.PathLike) -> Any:
     """
     from tfgpt.tokenizers import load_tokenizer
 
-    load_manifest(data_dir)
-    return load_tokenizer(Path(data_dir) / TOKENIZER_DIR)
+    return load_tokenizer(tokenizer_dir(data_dir, load_manifest(data_dir)))
 
 
 def read_split_tokens(data_dir: str | os.PathLike, split: str) -> np.ndarray:

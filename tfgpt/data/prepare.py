@@ -14,11 +14,11 @@ flat whatever the corpus size):
 
 Example:
     >>> import tempfile, pathlib
-    >>> tmp = pathlib.Path(tempfile.mkdtemp()); _ = (tmp / "a.txt").write_text("to be or not to be\n" * 50)
+    >>> tmp = pathlib.Path(tempfile.mkdtemp()); _ = (tmp / "a.txt").write_text("to be or not to be\\n" * 50)
     >>> m = prepare([str(tmp / "a.txt")], str(tmp / "data"), "char", val_fraction=0.1, workers=0,
     ...             progress=False, command=["example"])
     >>> m["tokenizer"]["vocab_size"], m["split"]["method"], m["splits"]["val"]["tokens"]
-    (9, 'tail', 95)
+    (8, 'tail', 95)
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from tfgpt.data.encode import tokenize_to_shards
 from tfgpt.data.manifest import MANIFEST, TOKENIZER_DIR, build_manifest, dumps
 from tfgpt.data.progress import Progress
 from tfgpt.data.shards import RECORD_TOKENS, dtype_name, token_dtype
-from tfgpt.data.sources import SEGMENT_CHARS, expand_inputs, source_infos
+from tfgpt.data.sources import SEGMENT_CHARS, SourceInfo, expand_inputs, source_infos
 from tfgpt.data.split import SplitStreams, ensure_val
 from tfgpt.data.vocab import corpus_tokenizer
 from tfgpt.errors import DataError
@@ -101,35 +101,18 @@ class PrepareConfig:
 
 
 def prepare(
-    inputs: list[str],
-    out: str,
-    tokenizer: str,
-    vocab_size: int | None = None,
-    val_fraction: float = 0.0005,
-    dedupe: bool = False,
-    near_dedupe: bool = False,
-    workers: int | None = None,
-    shard_tokens: int = DEFAULT_SHARD_TOKENS,
-    text_field: str = "text",
-    min_chars: int = DEFAULT_MIN_CHARS,
-    seed: int = DEFAULT_SEED,
-    gpt2_dir: str | None = None,
-    progress: bool = True,
-    *,
-    sample_chars: int = DEFAULT_SAMPLE_CHARS,
-    record_tokens: int = RECORD_TOKENS,
-    command: list[str] | None = None,
+    inputs: list[str], out: str, tokenizer: str, vocab_size: int | None = None, val_fraction: float = 0.0005,
+    dedupe: bool = False, near_dedupe: bool = False, workers: int | None = None,
+    shard_tokens: int = DEFAULT_SHARD_TOKENS, text_field: str = "text", min_chars: int = DEFAULT_MIN_CHARS,
+    seed: int = DEFAULT_SEED, gpt2_dir: str | None = None, progress: bool = True, *,
+    sample_chars: int = DEFAULT_SAMPLE_CHARS, record_tokens: int = RECORD_TOKENS, command: list[str] | None = None,
 ) -> dict[str, Any]:
     """Prepare ``inputs`` into the data directory ``out``; return the manifest (see module doc).
 
     ``tokenizer`` is ``"char"``, ``"bpe"`` (trained; ``vocab_size`` defaults to 8192) or ``"gpt2"``
     (``gpt2_dir`` holds encoder.json + vocab.bpe; else ``$TFGPT_GPT2_BPE_DIR``, else the copy in the
     package). ``workers`` tokenizer processes (default: CPU count; 0 or 1 tokenises in this process;
-    the output does not depend on it).
-
-    Example:
-        >>> m = prepare(["corpus/*.jsonl.gz"], "data/web", "gpt2", dedupe=True)  # doctest: +SKIP
-        >>> m["splits"]["train"]["tokens"], m["cleaning"]["dropped"]  # doctest: +SKIP
+    the output does not depend on it). ``command`` (default ``sys.argv``) is recorded in the manifest.
     """
     t_start = time.perf_counter()
     cfg = PrepareConfig(tokenizer, vocab_size=vocab_size, val_fraction=val_fraction, dedupe=dedupe,
@@ -139,10 +122,8 @@ def prepare(
     out_dir = Path(out)
     files = expand_inputs(list(inputs))
     infos = source_infos(files)
-    done = reuse_or_clear(out_dir, cfg.to_json(), [i.identity() for i in infos])
+    done = _finished(out_dir, cfg, infos, progress)
     if done is not None:
-        if progress:
-            print(f"{out_dir}: already prepared with these settings and inputs (nothing to do)", file=sys.stderr)
         return done
 
     staging = out_dir / STAGING
@@ -162,6 +143,14 @@ def prepare(
     write_text_atomic(out_dir / MANIFEST, dumps(manifest))
     shutil.rmtree(staging, ignore_errors=True)
     return manifest
+
+
+def _finished(out_dir: Path, cfg: PrepareConfig, infos: list[SourceInfo], progress: bool) -> dict[str, Any] | None:
+    """The manifest of ``out_dir`` when it is already prepared with these settings and inputs."""
+    done = reuse_or_clear(out_dir, cfg.to_json(), [i.identity() for i in infos])
+    if done is not None and progress:
+        print(f"{out_dir}: already prepared with these settings and inputs (nothing to do)", file=sys.stderr)
+    return done
 
 
 def _tokenize(corpus: Corpus, tok: Tokenizer, staging: Path, cfg: PrepareConfig, stats: CleanStats,

@@ -12,9 +12,13 @@ complete, so a shard that exists under its name is whole; its sha256, size, reco
 go into ``manifest.json``. Decode in TensorFlow with ``tf.io.decode_raw(tokens, tf.uint16)``.
 
 Example:
-    >>> w = ShardWriter("out", "train", np.uint16, shard_tokens=1 << 20)
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp())
+    >>> w = ShardWriter(out, "train", np.uint16, shard_tokens=1 << 20)
     >>> w.write(np.arange(10, dtype=np.uint16)); shards = w.close()
-    >>> read_shard_tokens("out/" + shards[0]["file"], np.uint16)[:3]
+    >>> shards[0]["file"], shards[0]["tokens"], shards[0]["records"]
+    ('train-00000', 10, 1)
+    >>> read_shard_tokens(out / shards[0]["file"], np.uint16)[:3]
     array([0, 1, 2], dtype=uint16)
 """
 

@@ -16,8 +16,8 @@ between two non-space characters), where cleaning and GPT-2-style pre-tokenisati
 result as on the whole text. Invalid UTF-8 is replaced with U+FFFD and counted per source.
 
 Example:
-    >>> files = expand_inputs(["corpus/", "extra/*.jsonl.gz"])
-    >>> for source, text, first, last in iter_pieces(files):
+    >>> files = expand_inputs(["corpus/", "extra/*.jsonl.gz"])  # doctest: +SKIP
+    >>> for source, text, first, last in iter_pieces(files):  # doctest: +SKIP
     ...     ...
 """
 
@@ -67,7 +67,7 @@ class Piece(NamedTuple):
 
 
 class Utf8Decoder:
-    """Incremental UTF-8 decoding that replaces invalid bytes with U+FFFD and counts them.
+    r"""Incremental UTF-8 decoding that replaces invalid bytes with U+FFFD and counts them.
 
     The text is what ``errors="replace"`` gives (one U+FFFD per invalid sequence); the count lives on
     the decoder, so each source keeps its own (no process-wide error handler or counter).

@@ -7,7 +7,7 @@ the last ``val_fraction`` of the token stream becomes val instead (``method = "t
 
 Example:
     >>> [is_val(bytes([i]) * 16, seed=1337, val_fraction=0.5) for i in range(4)]
-    [True, True, False, True]
+    [True, True, False, False]
 """
 
 from __future__ import annotations
