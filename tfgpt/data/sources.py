@@ -310,16 +310,7 @@ def _stream_pieces(
     segment_chars: int,
     explicit: bool = False,
 ) -> Iterator[Piece]:
-    comp, kind = _kind(name)
-    if comp:
-        f = _COMPRESSED[comp](fileobj=f, mode="rb") if comp == ".gz" else _COMPRESSED[comp](f, mode="rb")
-    if kind in ("sniff", "unknown") and (comp or not explicit):
-        head = _read_exact(f, 512)
-        is_tar = len(head) >= 262 and head[257:262] == b"ustar"
-        f = io.BufferedReader(_Prefixed(head, f), READ_CHUNK)
-        kind = "tar" if is_tar else "text"
-    elif kind == "unknown":
-        kind = "text"
+    f, kind = _open_kind(f, name, explicit)
     try:
         if kind == "text":
             info.documents += 1
@@ -334,25 +325,45 @@ def _stream_pieces(
                 else:
                     yield Piece(idx, text, True, True)
         else:
-            try:
-                tar = tarfile.open(fileobj=f, mode="r|")
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    base = member.name.rsplit("/", 1)[-1]
-                    mcomp, mkind = _kind(base)
-                    if base.startswith(".") or (mkind == "unknown" and "." in base):
-                        info.skipped_members += 1
-                        continue
-                    mf = tar.extractfile(member)
-                    if mf is None:
-                        continue
-                    yield from _stream_pieces(mf, base, f"{where}:{member.name}", info, idx, text_field,
-                                              segment_chars)
-            except tarfile.TarError as e:
-                raise DataError(f"{where}: not a readable tar archive ({e})") from None
+            yield from _tar_pieces(f, where, info, idx, text_field, segment_chars)
     except (EOFError, lzma.LZMAError, zlib.error, OSError) as e:
         raise DataError(f"{where}: cannot decompress or read ({type(e).__name__}: {e})") from None
+
+
+def _open_kind(f: IO[bytes], name: str, explicit: bool) -> tuple[IO[bytes], str]:
+    """``f`` decompressed as its name says, and its kind: 'text', 'jsonl' or 'tar' (sniffed when unknown)."""
+    comp, kind = _kind(name)
+    if comp:
+        f = _COMPRESSED[comp](fileobj=f, mode="rb") if comp == ".gz" else _COMPRESSED[comp](f, mode="rb")
+    if kind in ("sniff", "unknown") and (comp or not explicit):
+        head = _read_exact(f, 512)
+        is_tar = len(head) >= 262 and head[257:262] == b"ustar"
+        f = io.BufferedReader(_Prefixed(head, f), READ_CHUNK)
+        kind = "tar" if is_tar else "text"
+    elif kind == "unknown":
+        kind = "text"
+    return f, kind
+
+
+def _tar_pieces(f: IO[bytes], where: str, info: SourceInfo, idx: int, text_field: str, segment_chars: int
+                ) -> Iterator[Piece]:
+    """The pieces of every member of a (streamed) tar archive; hidden and unknown-type members skipped."""
+    try:
+        tar = tarfile.open(fileobj=f, mode="r|")
+        for member in tar:
+            if not member.isfile():
+                continue
+            base = member.name.rsplit("/", 1)[-1]
+            _, mkind = _kind(base)
+            if base.startswith(".") or (mkind == "unknown" and "." in base):
+                info.skipped_members += 1
+                continue
+            mf = tar.extractfile(member)
+            if mf is None:
+                continue
+            yield from _stream_pieces(mf, base, f"{where}:{member.name}", info, idx, text_field, segment_chars)
+    except tarfile.TarError as e:
+        raise DataError(f"{where}: not a readable tar archive ({e})") from None
 
 
 def iter_pieces(
