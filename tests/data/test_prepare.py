@@ -191,3 +191,21 @@ def test_gpt2_defaults_to_the_packaged_vocabulary(tmp_path: Path, verdict_file: 
     assert (m["tokenizer"]["type"], m["tokenizer"]["vocab_size"], m["tokenizer"]["eot_id"]) == ("gpt2", 50257, 50256)
     ids = read_split_tokens(tmp_path / "g", "train").tolist()
     assert len(ids) == 5145 + 1 and ids[:4] == [40, 367, 2885, 1464] and ids[-1] == 50256  # "I", " H", "AD", " always"
+
+
+def test_prepare_config_defaults_and_manifest_config(tmp_path: Path) -> None:
+    from tfgpt.data.prepare import PrepareConfig
+
+    bpe = PrepareConfig("bpe", gpt2_dir=str(tmp_path / "." / "g"), workers=3)
+    assert bpe.vocab_size == 8192 and bpe.n_workers == 3 and PrepareConfig("char", workers=0).n_workers == 0
+    assert bpe.to_json() == {
+        "tokenizer": "bpe", "vocab_size": 8192, "val_fraction": 0.0005, "dedupe": False, "near_dedupe": False,
+        "shard_tokens": 1 << 25, "record_tokens": 1 << 20, "text_field": "text", "min_chars": 1, "seed": 1337,
+        "sample_chars": 50_000_000, "gpt2_dir": str(tmp_path / "g"),
+    }
+    char = PrepareConfig("char").to_json()
+    assert char["vocab_size"] is None and char["sample_chars"] is None and "workers" not in char
+    with pytest.raises(DataError, match="unknown tokenizer 'wordpiece'; choose one of char, bpe, gpt2"):
+        PrepareConfig("wordpiece")
+    with pytest.raises(DataError, match="min_chars must be in"):
+        PrepareConfig("char", min_chars=-1)

@@ -130,3 +130,35 @@ def test_jsonl_bom_skipped_and_lone_surrogates_named(tmp_path: Path) -> None:
         path.write_text('{"text": "fine"}\n' + json.dumps({"text": doc + "\ud83d" + doc}) + "\n")
         with pytest.raises(DataError, match=rf"bad{i}\.jsonl:2: field 'text' holds a lone surrogate '\\ud83d'"):
             _docs([path], segment_chars=50)
+
+
+def test_utf8_decoder_matches_replace_and_counts_bytes() -> None:
+    """Same text as errors="replace" whatever the chunking; the count is the bytes replaced."""
+    import codecs
+    import random
+
+    from tfgpt.data.sources import Utf8Decoder
+
+    data = b"ok \xe2\x82\xac \xe2\x82 x \xf0\x9f\x98 y \xed\xa0\x80 z \xef\xbf\xbd \xff\xfe \xc0\xaf end\xe2\x82"
+    want = data.decode("utf-8", errors="replace")
+    assert want.count("\ufffd") - 1 == 10  # one genuine U+FFFD in the input, 10 invalid sequences
+    rng = random.Random(0)
+    for _ in range(200):
+        cuts = sorted(rng.sample(range(len(data) + 1), 4))
+        d = Utf8Decoder()
+        got = "".join(d.decode(data[a:b]) for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True))
+        assert got + d.decode(b"", final=True) == want
+        assert d.invalid_bytes == 2 + 3 + 3 + 2 + 2 + 2  # the bytes of the six bad runs, in order
+    assert codecs.decode(b"\xed\xa0\x80", "utf-8", "replace") == "\ufffd" * 3  # encoded surrogates: 3 sequences
+
+
+def test_invalid_bytes_counted_per_source(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_bytes(b"a\xffb")
+    (tmp_path / "b.jsonl").write_bytes(b'{"text": "\xe2\x82"}\n{"text": "ok"}\n')
+    (tmp_path / "c.txt").write_bytes(b"clean")
+    files = sorted(tmp_path.iterdir())
+    infos = source_infos(files)
+    assert _docs(files, infos=infos) == ["a\ufffdb", "\ufffd", "ok", "clean"]
+    assert [i.invalid_utf8_bytes for i in infos] == [1, 2, 0]
+    _docs(files, infos=infos)  # a second pass counts afresh
+    assert [i.invalid_utf8_bytes for i in infos] == [1, 2, 0]
