@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["prepare", "lm_dataset", "load_manifest", "verify_shards", "check_tokenizer", "load_data_tokenizer",
-           "read_split_tokens"]
+           "read_split_tokens", "tokenizer_dir"]
 
 _WHERE = {
     "prepare": "tfgpt.data.prepare",
@@ -23,6 +23,7 @@ _WHERE = {
     "load_manifest": "tfgpt.data.manifest",
     "verify_shards": "tfgpt.data.manifest",
     "check_tokenizer": "tfgpt.data.manifest",
+    "tokenizer_dir": "tfgpt.data.manifest",
 }
 
 
