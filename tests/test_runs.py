@@ -52,13 +52,19 @@ def test_load_round_trip(run):
     )
 
 
-def test_latest_checkpoint_is_used_when_newer(run):
-    path, model, _ = run
-    ckpt = path / "checkpoints" / "step-000010"
+def _write_checkpoint(run_dir, config, step=10):
+    """A checkpoint dir with fresh random weights (differing from the run's); returns (dir, model)."""
+    ckpt = run_dir / "checkpoints" / f"step-{step:06d}"
     ckpt.mkdir(parents=True)
-    changed = GPT(model.config)
+    changed = GPT(config)
     changed.build((None, None))
     changed.save_weights(ckpt / "model.weights.h5")
+    return ckpt, changed
+
+
+def test_latest_checkpoint_is_used_when_newer(run):
+    path, model, _ = run
+    ckpt, changed = _write_checkpoint(path, model.config)
     (path / "checkpoints" / "latest.json").write_text(json.dumps({"step": 10, "dir": "step-000010"}))
     future = (path / "model.keras").stat().st_mtime + 10
     os.utime(ckpt / "model.weights.h5", (future, future))
@@ -128,11 +134,7 @@ def test_load_run_model_final(run, tmp_path):
 
 def test_load_run_model_follows_pointers(run):
     path, model, _ = run
-    ckpt = path / "checkpoints" / "step-000010"
-    ckpt.mkdir(parents=True)
-    changed = GPT(model.config)
-    changed.build((None, None))
-    changed.save_weights(ckpt / "model.weights.h5")
+    ckpt, changed = _write_checkpoint(path, model.config)
     (ckpt / "state.json").write_text(json.dumps({"step": 10}))
     for name in ("latest", "best"):
         (path / "checkpoints" / f"{name}.json").write_text(json.dumps({"step": 10, "dir": "step-000010"}))
