@@ -104,3 +104,148 @@ def test_eval_refuses_non_positive_iters(run, iters, capsys):
     with pytest.raises(ConfigError, match="--eval-iters"):
         evaluate_run(run[0], eval_iters=int(iters))
     assert evaluate_run(run[0], eval_iters=1)["batches"] == 1
+
+
+# -- evaluate_text: perplexity of a text file ------------------------------------------------
+
+TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    """A run of a random 1-layer GPT (block 8) with a char tokenizer over TEXT's characters."""
+    import keras
+
+    from tfgpt.runs import save_run
+    from tfgpt.tokenizers import CharTokenizer
+
+    keras.utils.set_random_seed(3)
+    tokenizer = CharTokenizer.train([TEXT])
+    gpt = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    gpt.build((None, 8))
+    return save_run(tmp_path_factory.mktemp("text-run") / "run", gpt, tokenizer), gpt, tokenizer
+
+
+def _numpy_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Per-position cross-entropy in float64 with NumPy: logsumexp(logits) - logits[target]."""
+    logits = logits.astype(np.float64)
+    top = logits.max(-1, keepdims=True)
+    lse = np.log(np.exp(logits - top).sum(-1)) + top[..., 0]
+    return lse - np.take_along_axis(logits, targets[..., None], -1)[..., 0]
+
+
+def _write(tmp_path, text, name="t.txt"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_text_windows_score_every_target_once():
+    from tfgpt.train.evaluate import text_windows
+
+    for n, block, stride in ((10, 4, 4), (10, 4, 1), (10, 4, 3), (3, 8, 8), (16, 4, 4), (1, 4, 2)):
+        windows = text_windows(n, block, stride)
+        length = min(block, n)
+        scored = [b + j for b, first in windows for j in range(first, length)]
+        assert scored == list(range(n)), (n, block, stride)
+        assert all(0 <= b <= n - length for b, _ in windows)
+    assert text_windows(16, 4, 4) == [(0, 0), (4, 0), (8, 0), (12, 0)]
+    with pytest.raises(ConfigError, match="--stride must be between 1 and the block size 4, got 5"):
+        text_windows(10, 4, 5)
+
+
+def test_evaluate_text_zero_model_is_log_vocab(tmp_path):
+    """All logits 0: every prediction costs log(vocab), whatever the windows."""
+    from tfgpt.runs import save_run
+    from tfgpt.tokenizers import CharTokenizer
+    from tfgpt.train.evaluate import evaluate_text
+
+    tokenizer = CharTokenizer.train([TEXT])
+    run = save_run(tmp_path / "zero", _zero_gpt(vocab=tokenizer.vocab_size, block=8), tokenizer)
+    out = evaluate_text(run, _write(tmp_path, TEXT), stride=3)
+    assert out["loss"] == pytest.approx(math.log(tokenizer.vocab_size), rel=1e-6)
+    assert out["tokens"] == len(TEXT) - 1 and out["stride"] == 3 and out["block_size"] == 8
+
+
+def test_evaluate_text_matches_numpy_cross_entropy(text_run, tmp_path):
+    """Default (non-overlapping windows) and stride 1 (every prediction sees min(8, t+1) tokens),
+    each against NumPy cross-entropy over the model's own logits on the same contexts."""
+    from tfgpt.train.evaluate import evaluate_text
+
+    run, gpt, tokenizer = text_run
+    text = TEXT[:33]  # 33 chars = 32 targets = 4 full windows of 8
+    ids = np.asarray(tokenizer.encode(text), dtype="int32")
+    x, y = ids[:-1].reshape(4, 8), ids[1:].reshape(4, 8)  # [windows, block]
+    expect = _numpy_nll(np.asarray(gpt(x)), y).mean()
+    out = evaluate_text(run, _write(tmp_path, text))
+    assert (out["tokens"], out["windows"], out["stride"]) == (32, 4, 8)
+    assert out["loss"] == pytest.approx(expect, rel=1e-5)
+    assert out["perplexity"] == pytest.approx(math.exp(expect), rel=1e-5)
+    assert out["file"] == str(tmp_path / "t.txt") and out["weights"] == str(run / "model.keras")
+
+    per_target = [
+        _numpy_nll(np.asarray(gpt(ids[None, max(0, t - 7):t + 1]))[0, -1], ids[t + 1])
+        for t in range(len(ids) - 1)
+    ]
+    sliding = evaluate_text(run, _write(tmp_path, text), stride=1, batch_size=3)
+    assert sliding["loss"] == pytest.approx(float(np.mean(per_target)), rel=1e-5)
+    assert sliding["windows"] == 32 - 8 + 1
+
+
+def test_evaluate_text_short_file_is_one_window(text_run, tmp_path):
+    from tfgpt.train.evaluate import evaluate_text
+
+    run, gpt, tokenizer = text_run
+    ids = np.asarray(tokenizer.encode("To be"), dtype="int32")
+    expect = _numpy_nll(np.asarray(gpt(ids[None, :-1]))[0], ids[1:]).mean()
+    out = evaluate_text(run, _write(tmp_path, "To be"))
+    assert (out["tokens"], out["windows"]) == (4, 1)
+    assert out["loss"] == pytest.approx(expect, rel=1e-5)
+
+
+def test_eval_text_cli(text_run, tmp_path, capsys):
+    import json
+
+    from tfgpt.cli import main
+    from tfgpt.train.evaluate import evaluate_text
+
+    run = text_run[0]
+    path = _write(tmp_path, TEXT)
+    assert main(["eval", "--run", str(run), "--text", str(path), "--stride", "4"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == json.loads(json.dumps(evaluate_text(run, path, stride=4)))
+    for extra in (["--split", "val"], ["--data", str(tmp_path)]):
+        assert main(["eval", "--run", str(run), "--text", str(path), *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"--text FILE scores that file; it takes no {extra[0]}" in err and "Traceback" not in err
+    assert main(["eval", "--run", str(run), "--stride", "4"]) == 2
+    assert "--stride applies to --text FILE only" in capsys.readouterr().err
+
+
+def test_eval_text_bad_files(text_run, tmp_path, capsys):
+    from tfgpt.cli import main
+    from tfgpt.errors import DataError
+    from tfgpt.train.evaluate import evaluate_text
+
+    run = text_run[0]
+    bad_utf8 = tmp_path / "latin1.txt"
+    bad_utf8.write_bytes(b"To be, caf" + "é".encode("latin-1"))
+    cases = {
+        tmp_path / "missing.txt": f"text file not found: {tmp_path / 'missing.txt'}",
+        _write(tmp_path, "", "empty.txt"): f"{tmp_path / 'empty.txt'} is empty: nothing to score",
+        _write(tmp_path, "  \n", "blank.txt"): f"{tmp_path / 'blank.txt'} is empty",
+        bad_utf8: f"{bad_utf8} is not UTF-8 text: byte 10 (b'\\xe9') cannot be decoded",
+        tmp_path: f"{tmp_path} is not a file",
+        _write(tmp_path, "T", "one.txt"): f"{tmp_path / 'one.txt'} has 1 token(s); at least 2 are needed",
+    }
+    for path, message in cases.items():
+        with pytest.raises(DataError) as info:
+            evaluate_text(run, path)
+        assert message in str(info.value)
+        assert main(["eval", "--run", str(run), "--text", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(ConfigError, match="--stride must be between 1 and the block size 8, got 0"):
+        evaluate_text(run, _write(tmp_path, TEXT), stride=0)
+    with pytest.raises(RunDirError, match="not a run dir|run directory not found"):
+        evaluate_text(tmp_path / "no-run", _write(tmp_path, TEXT))
