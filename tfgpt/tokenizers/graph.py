@@ -7,13 +7,16 @@ Both classes are ``tf.Module``\\ s with the same two methods:
   invalid UTF-8 in the output (ids that end mid-character) is replaced with U+FFFD, and ids
   outside the vocabulary decode to U+FFFD instead of failing.
 
-They produce exactly the ids of the Python tokenizers (tested on the-verdict.txt, adversarial
-strings and hypothesis samples, eagerly and inside ``tf.function``).
+They produce exactly the ids of the Python tokenizers (tested on the fixture corpora, adversarial
+strings and hypothesis samples, eagerly and inside ``tf.function``), except on BPE pre-tokens longer
+than ``MAX_PIECE_BYTES`` (see :class:`GraphBPETokenizer`).
 
 GPT-2's pre-tokenization is done here (RE2 has no look-ahead, so each string is first cut before
 every whitespace character that is followed by a non-space, then split with the look-ahead-free
-pattern); only keras-hub's BPE *merge* machinery is used, because keras-hub's own splitter does not
-reproduce GPT-2's ids. The measurements behind this are in ``docs/design/tokenizers.md``.
+pattern; keras-hub's splitter does not reproduce GPT-2's ids). The merges are tiktoken's rule on
+integer ids, vectorised over all pre-tokens of the batch, with pre-tokens longer than
+``MAX_PIECE_BYTES`` merged in chunks so that the time is bounded on any input (see
+:class:`GraphBPETokenizer`). The measurements behind this are in ``docs/design/tokenizers.md``.
 
 This module imports no other tokenizer module: the classes read the vocabulary from any object
 with the attributes of :class:`CharVocab` / :class:`BPEVocab`, and ``Tokenizer.graph_tokenizer()``
@@ -48,7 +51,10 @@ class CharVocab(Protocol):
 
 
 class BPEVocab(Protocol):
-    """What :class:`GraphBPETokenizer` reads (a :class:`~tfgpt.tokenizers.bpe.BPETokenizer` has it)."""
+    """What :class:`GraphBPETokenizer` reads (a :class:`~tfgpt.tokenizers.bpe.BPETokenizer` has it).
+
+    Ids must be tiktoken ranks (GPT-2's layout: a merged token's id is its merge priority).
+    """
 
     encoder: dict[str, int]
     merges: list[tuple[str, str]]
@@ -193,8 +199,69 @@ class GraphCharTokenizer(tf.Module):
         return _detokenize_bytes(self._itos, ids)
 
 
+#: Pre-tokens longer than this many bytes are merged in chunks of this many bytes (see GraphBPETokenizer).
+MAX_PIECE_BYTES = 256
+
+
+def pair_merges(token_bytes: list[bytes], special_ids: set[int]) -> tuple[list[int], list[int], list[bool]]:
+    """tiktoken's merge rule as a table: ``(left id, right id)`` → merged id, for every split of every token.
+
+    Ids are tiktoken ranks (GPT-2's layout), so the pair to merge first is the one with the lowest merged
+    id. Returns ``(keys, merged, all_at_once)`` with ``key = left * len(token_bytes) + right``;
+    ``all_at_once[m]`` is true when every token that has ``m`` as one side of a split ranks after
+    ``m``: then merging all (non-overlapping, leftmost first) occurrences of a best pair of rank ``m``
+    in one step gives what tiktoken's one-at-a-time loop gives.
+    """
+    n = len(token_bytes)
+    ids = {b: i for i, b in enumerate(token_bytes) if b and i not in special_ids}
+    keys: list[int] = []
+    merged: list[int] = []
+    all_at_once = [True] * (n + 1)  # index n: "no merge"
+    for i, data in enumerate(token_bytes):
+        if i in special_ids:
+            continue
+        for cut in range(1, len(data)):
+            left, right = ids.get(data[:cut]), ids.get(data[cut:])
+            if left is None or right is None:
+                continue
+            keys.append(left * n + right)
+            merged.append(i)
+            for side in (left, right):
+                if side > i:
+                    all_at_once[side] = False
+    return keys, merged, all_at_once
+
+
+def _byte_chunks(words: tf.Tensor, max_bytes: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Bytes of ``words`` [W] as flat byte values [M], each byte's chunk id [M] (chunks of ``max_bytes``
+    bytes within a word, numbered 0.. over the batch, in order) and each chunk's word [C]."""
+    split = tf.strings.bytes_split(words)  # [W, (bytes)]
+    flat = tf.reshape(tf.io.decode_raw(split.flat_values, tf.uint8), [-1])  # [M]: 1-byte strings
+    rows = split.value_rowids()  # [M]
+    pos = tf.range(tf.shape(rows, out_type=tf.int64)[0]) - tf.gather(split.row_starts(), rows)
+    n_chunks = (split.row_lengths() + max_bytes - 1) // max_bytes  # [W]
+    first_chunk = tf.cumsum(n_chunks, exclusive=True)  # [W]
+    chunk = tf.gather(first_chunk, rows) + pos // max_bytes  # [M]
+    chunk_word = tf.repeat(tf.range(tf.shape(words, out_type=tf.int64)[0]), n_chunks)  # [C]
+    return tf.cast(flat, tf.int64), chunk, chunk_word
+
+
+def _pick(is_match: tf.Tensor, all_at_once: tf.Tensor, seg: tf.Tensor, n_seg: tf.Tensor) -> tf.Tensor:
+    """Which matching pairs [P] to merge now: every other one of each run of consecutive matches
+    (leftmost first) where the chunk's best merge allows it, else only the chunk's leftmost match."""
+    idx = tf.range(tf.shape(is_match, out_type=tf.int64)[0])  # [P]
+    other = tf.logical_not(is_match)
+    run = tf.cumsum(tf.cast(other, tf.int64))  # [P]: how many non-matches up to here
+    last_other = tf.gather(tf.concat([tf.constant([-1], tf.int64), tf.where(other)[:, 0]], axis=0), run)  # [P]
+    every_other = tf.equal((idx - last_other - 1) % 2, 0)
+    big = tf.cast(tf.size(idx), tf.int64)
+    first = tf.math.unsorted_segment_min(tf.where(is_match, idx, big), seg, n_seg)  # [C]
+    leftmost = tf.equal(idx, tf.gather(first, seg))
+    return is_match & tf.where(all_at_once, every_other, leftmost)
+
+
 class GraphBPETokenizer(tf.Module):
-    """In-graph GPT-2-exact byte-level BPE (GPT-2 pre-tokenization + keras-hub's BPE merges).
+    """In-graph GPT-2-exact byte-level BPE (GPT-2 pre-tokenization + tiktoken's merge rule, vectorised).
 
     Example:
         >>> import tensorflow as tf
@@ -211,33 +278,39 @@ class GraphBPETokenizer(tf.Module):
 
         >>> BPETokenizer.gpt2().graph_tokenizer().tokenize(tf.constant(["Hello world<|endoftext|>"])).to_list()
         [[15496, 995, 50256]]
+
+    Pathological words: a pre-token longer than ``max_piece_bytes`` (default 256 bytes, e.g. 300
+    letters with no space) is merged as independent ``max_piece_bytes``-byte chunks, so that the time
+    stays bounded on any prompt; on such words the ids can differ from the Python tokenizer (tiktoken),
+    which merges the whole word. Every pre-token of ordinary text is far shorter.
     """
 
-    def __init__(self, tokenizer: BPEVocab, name: str | None = None) -> None:
+    def __init__(self, tokenizer: BPEVocab, name: str | None = None, max_piece_bytes: int = MAX_PIECE_BYTES) -> None:
         super().__init__(name=name)
-        import keras_hub
-
+        if max_piece_bytes < 1:
+            raise TokenizerError(f"max_piece_bytes must be >= 1, got {max_piece_bytes}")
         specials = tokenizer.special_tokens
         self.vocab_size = tokenizer.vocab_size
+        self.max_piece_bytes = int(max_piece_bytes)
         self._special_list = list(specials)
         self._special_pattern = _special_pattern(self._special_list) if specials else None
-        merges = [f"{a} {b}" for a, b in tokenizer.merges]
-        # The TF path only: we call its merge machinery, never its (non-GPT-2) splitter.
-        self._bpe = keras_hub.tokenizers.BytePairTokenizer(
-            vocabulary=tokenizer.encoder,
-            merges=merges,
-            unsplittable_tokens=self._special_list,
-            _allow_python_workflow=False,
+        table = tokenizer.token_bytes()
+        self._n = len(table)
+        keys, merged, all_at_once = pair_merges(table, set(specials.values()))
+        self._pairs = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(keys, tf.int64), tf.constant(merged, tf.int64)),
+            default_value=self._n,
         )
-        # Track the TF resources explicitly so SavedModel export captures them.
-        self._tables = [
-            self._bpe.byte2unicode,
-            self._bpe.token_to_id_map,
-            self._bpe.merge_ranks,
-            self._bpe.cache,
-        ]
-        table = tokenizer.token_bytes() + ["\ufffd".encode()]
-        self._id_bytes = tf.constant(table, dtype=tf.string)
+        self._all_at_once = tf.constant(all_at_once)
+        ids = {b: i for i, b in enumerate(table) if len(b) == 1 and i not in specials.values()}
+        self._byte_ids = tf.constant([ids.get(bytes([b]), -1) for b in range(256)], tf.int64)
+        self._specials = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(self._special_list or [""]), tf.constant(list(specials.values()) or [-1], tf.int64)
+            ),
+            default_value=-1,
+        )
+        self._id_bytes = tf.constant(table + ["\ufffd".encode()], dtype=tf.string)
 
     def pretokenize(self, strings: Any) -> tf.RaggedTensor:
         """GPT-2 pre-tokens ``[batch, (words)]`` (special tokens are their own words)."""
@@ -267,21 +340,50 @@ class GraphBPETokenizer(tf.Module):
         return tf.RaggedTensor.from_row_splits(words, pieces.row_splits).merge_dims(1, 2)
 
     def tokenize(self, strings: Any) -> tf.RaggedTensor:
-        words = self.pretokenize(strings)
-        flat_words = words.flat_values
-        bpe = self._bpe
-        cache_lookup = bpe.cache.lookup(flat_words)
-        unseen = tf.math.equal(cache_lookup, "")
-
-        def process_unseen() -> tf.Tensor:
-            bpe._bpe_merge_and_update_cache_tf(tf.boolean_mask(flat_words, unseen))
-            return bpe.cache.lookup(flat_words)
-
-        merged = tf.cond(tf.reduce_any(unseen), process_unseen, lambda: cache_lookup)
-        tokens = tf.strings.split(merged, sep=" ")  # [words, tokens]
-        ids = bpe.token_to_id_map.lookup(tokens.flat_values)
-        per_word = tokens.with_flat_values(tf.cast(ids, tf.int32))
+        words = self.pretokenize(strings)  # [batch, (words)]
+        flat = words.flat_values  # [W]
+        special = self._specials.lookup(flat)  # [W]: the special token's id, else -1
+        is_special = special >= 0
+        ids, word_of = self.merge(tf.where(is_special, "", flat))  # [T], [T]
+        n_words = tf.shape(flat, out_type=tf.int64)[0]
+        per_word = tf.RaggedTensor.from_value_rowids(ids, word_of, nrows=n_words)
+        special_rows = tf.RaggedTensor.from_row_lengths(
+            tf.boolean_mask(special, is_special), tf.cast(is_special, tf.int64)
+        )
+        per_word = tf.concat([per_word, special_rows], axis=1)  # each row is empty in one of the two
+        per_word = tf.cast(per_word, tf.int32)
         return tf.RaggedTensor.from_row_splits(per_word, words.row_splits).merge_dims(1, 2)
+
+    def merge(self, words: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """BPE-merge ``words`` [W] (byte strings); return token ids [T] and each token's word [T].
+
+        Each step merges, in every chunk, the pair with the lowest merged id (all its occurrences when
+        :func:`pair_merges` allows it); the loop stops when no chunk has a pair left to merge.
+        """
+        byte_values, chunk, chunk_word = _byte_chunks(words, self.max_piece_bytes)
+        tok = tf.gather(self._byte_ids, byte_values)  # [M]
+        n_chunks = tf.shape(chunk_word, out_type=tf.int64)[0]
+
+        def step(tok: tf.Tensor, chunk: tf.Tensor, _: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            same = tf.equal(chunk[:-1], chunk[1:])  # [P = M-1]: pairs inside one chunk
+            rank = self._pairs.lookup(tf.where(same, tok[:-1] * self._n + tok[1:], -1))  # [P]
+            seg = chunk[:-1]
+            best = tf.gather(tf.math.unsorted_segment_min(rank, seg, n_chunks), seg)  # [P]
+            is_match = tf.equal(rank, best) & (rank < self._n)
+            pick = _pick(is_match, tf.gather(self._all_at_once, tf.minimum(best, self._n)), seg, n_chunks)
+            no = tf.zeros([1], tf.bool)
+            merged = tf.concat([rank, tf.zeros([1], tf.int64)], 0)  # [M]: pair p's merged id at p
+            tok = tf.where(tf.concat([pick, no], 0), merged, tok)
+            keep = tf.logical_not(tf.concat([no, pick], 0))  # [M]: the right side of a merge goes
+            return tf.boolean_mask(tok, keep), tf.boolean_mask(chunk, keep), tf.reduce_any(pick)
+
+        tok, chunk, _ = tf.while_loop(
+            lambda t, c, more: more,
+            step,
+            (tok, chunk, tf.size(tok) > 1),
+            shape_invariants=(tf.TensorShape([None]), tf.TensorShape([None]), tf.TensorShape([])),
+        )
+        return tok, tf.gather(chunk_word, chunk)
 
     def detokenize(self, ids: Any) -> tf.Tensor:
         return _detokenize_bytes(self._id_bytes, ids)
