@@ -31,7 +31,8 @@ def test_parser_commands_and_defaults():
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert list(sub.choices) == ["prepare", "train", "eval", "export", "serve", "demo", "generate", "chat"]
+    assert list(sub.choices) == ["prepare", "train", "eval", "export", "serve", "demo", "generate", "chat",
+                                 "import-gpt2"]
     t = parser.parse_args(["train", "--config", "c.yaml", "--set", "train.max_steps=5", "--set", "lr=1", "--resume"])
     assert (t.func, t.config, t.set, t.resume, t.strategy, t.quiet, t.data) == (
         cmd_train, "c.yaml", ["train.max_steps=5", "lr=1"], True, "default", False, None)

@@ -144,6 +144,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_gpt2(args: argparse.Namespace) -> int:
+    from tfgpt.convert import import_gpt2
+
+    info = import_gpt2(args.from_dir, args.out, tokenizer=args.tokenizer)
+    _json_out({k: info[k] for k in ("run", "layout", "from", "model")} | {"tokenizer": info["tokenizer"]["how"]})
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from tfgpt.demo import run_demo
 
@@ -206,7 +214,7 @@ def _export_parser(add: Adder) -> None:
     p = add("export", cmd_export, "export a run: SavedModel for TensorFlow Serving, TFLite for devices")
     p.add_argument("--run", required=True)
     p.add_argument("--out", required=True, help="EXPORT dir to write")
-    p.add_argument("--format", default="savedmodel,tflite", help="comma-separated: savedmodel, tflite")
+    p.add_argument("--format", default="savedmodel,tflite", help="comma-separated: savedmodel, tflite, hf")
     p.add_argument("--quantize", default=None, choices=["int8"], help="also write model_int8.tflite")
     p.add_argument("--verify", action="store_true", help="check the exports against the Keras model")
     p.add_argument("--name", default=None, help="model name in savedmodel/<name>/<version> (default: run name)")
@@ -248,9 +256,19 @@ def _chat_parser(add: Adder) -> None:
     _sampling_args(p)
 
 
+def _import_gpt2_parser(add: Adder) -> None:
+    p = add("import-gpt2", cmd_import_gpt2,
+            "import pretrained GPT-2 weights (HF safetensors, OpenAI TF checkpoint, keras-hub preset) as a run dir")
+    p.add_argument("--from", dest="from_dir", required=True, metavar="DIR", help="the checkpoint directory")
+    p.add_argument("--out", required=True, metavar="RUN", help="run dir to write (must not exist, or be empty)")
+    p.add_argument("--tokenizer", default=None, metavar="DIR|gpt2",
+                   help="vocab.json + merges.txt (or encoder.json + vocab.bpe) dir, or gpt2 for the packaged "
+                        "vocabulary (default: the files beside the weights, else gpt2)")
+
+
 #: The sub-commands in the order ``--help`` lists them.
 SUBCOMMANDS = (_prepare_parser, _train_parser, _eval_parser, _export_parser, _serve_parser, _demo_parser,
-               _generate_parser, _chat_parser)
+               _generate_parser, _chat_parser, _import_gpt2_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,3 +39,8 @@ class DataError(TfgptError, ValueError):
 
 class ExportError(TfgptError, ValueError):
     """An export cannot be made, verified or served (bad format, failed check, bad request)."""
+
+
+class ConvertError(TfgptError, ValueError):
+    """Pretrained weights cannot be imported or written: a missing, extra or misshapen tensor, a
+    bad or pickle-based file, hyper-parameters that disagree with the tensors."""

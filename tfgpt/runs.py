@@ -35,6 +35,7 @@ CONFIG_YAML = "config.yaml"
 TOKENIZER_DIR = "tokenizer"
 MODEL_KERAS = "model.keras"
 METRICS_JSONL = "metrics.jsonl"
+SOURCE_JSON = "source.json"  # an imported run: where its weights came from (tfgpt.convert)
 LOGS_DIR = "logs"
 CHECKPOINTS = "checkpoints"
 LATEST_JSON = "latest.json"

@@ -5,6 +5,8 @@ Export dir layout::
     EXPORT/savedmodel/<name>/<version>/      saved_model.pb, variables/, assets.extra/tf_serving_warmup_requests
     EXPORT/tflite/model.tflite               (+ model_int8.tflite with quantize="int8")
     EXPORT/tokenizer/                        the run's tokenizer (for the TFLite runner)
+    EXPORT/hf/                               with format "hf": model.safetensors, config.json, vocab.json,
+                                             merges.txt (GPT2LMHeadModel.from_pretrained / AutoTokenizer)
     EXPORT/export.json                       what was exported, from which run and checkpoint, verification
 
 The whole dir is built in a temporary sibling and renamed into place (an existing export at
@@ -40,10 +42,11 @@ from tfgpt.export.verify import verify_export
 from tfgpt.export.warmup import WARMUP_FILE, sample_prompts, write_warmup
 
 EXPORT_JSON = "export.json"
-FORMATS = ("savedmodel", "tflite")
+FORMATS = ("savedmodel", "tflite", "hf")
 QUANTIZE = ("int8",)
 FORMAT_VERSION = 1
 TOKENIZER = "tokenizer"  # the run's tokenizer, copied for the TFLite runner
+HF_DIR = "hf"  # format "hf": a Hugging Face GPT-2 dir
 
 
 def _check_formats(formats: Sequence[str] | str) -> list[str]:
@@ -175,6 +178,28 @@ def _save_tflite(model: Any, export_dir: Path, quantize: str | None) -> dict[str
     return entry
 
 
+def _save_hf(model: Any, tokenizer: Any, export_dir: Path) -> dict[str, Any]:
+    """Write ``hf/`` (a Hugging Face GPT-2 dir, :func:`tfgpt.convert.hf.write_hf`); its export.json entry."""
+    from tfgpt.convert.hf import write_hf
+
+    files = write_hf(model, tokenizer, export_dir / HF_DIR)
+    return {"path": HF_DIR, "files": {f"{HF_DIR}/{f}": {"size_bytes": (export_dir / HF_DIR / f).stat().st_size}
+                                      for f in files}, "loads_with": "transformers.GPT2LMHeadModel.from_pretrained"}
+
+
+def _check_hf(model: Any, tokenizer: Any, run_dir: Path, formats: list[str]) -> None:
+    """With format "hf", refuse before any work a run whose shape or tokenizer a Hugging Face GPT-2 cannot hold."""
+    from tfgpt.convert.hf import check_hf_exportable
+    from tfgpt.errors import ConvertError
+
+    if "hf" not in formats:
+        return
+    try:
+        check_hf_exportable(model, tokenizer, f"{run_dir}: --format hf")
+    except ConvertError as e:
+        raise ExportError(str(e)) from None
+
+
 def _move_into_place(tmp: Path, out: Path) -> None:
     """Rename the finished ``tmp`` to ``out``; a previous export there goes only once the new one is in."""
     if not out.exists():
@@ -198,10 +223,9 @@ def export_run(
 ) -> dict[str, Any]:
     """Export the run at ``run_dir`` to ``out``; returns the content of ``out/export.json``.
 
-    ``formats``: any of "savedmodel", "tflite" (a list or a comma-separated string);
-    ``quantize="int8"`` adds ``tflite/model_int8.tflite``; ``verify`` checks the exports against
-    the Keras model (see :mod:`tfgpt.export.verify`) and records the figures, raising
-    :class:`~tfgpt.errors.ExportError` if a check fails.
+    ``formats``: any of "savedmodel", "tflite", "hf" (a list or a comma-separated string);
+    ``quantize="int8"`` adds ``tflite/model_int8.tflite``; ``verify`` checks the exports against the
+    Keras model (:mod:`tfgpt.export.verify`), raising :class:`~tfgpt.errors.ExportError` if one fails.
 
     Example:
         >>> info = export_run("runs/shakespeare", "export/shakespeare", formats="savedmodel,tflite",
@@ -217,6 +241,7 @@ def export_run(
     _check_out(run_dir, out)
     model, tokenizer = load(run_dir, checkpoint=checkpoint)
     weights = weights_path(run_dir, checkpoint)
+    _check_hf(model, tokenizer, run_dir, formats)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(out.parent, f".{out.name}.")
     try:
@@ -227,6 +252,8 @@ def export_run(
             info["savedmodel"] = _save_savedmodel(model, tokenizer, tmp, name, version)
         if "tflite" in formats:
             info["tflite"] = _save_tflite(model, tmp, quantize)
+        if "hf" in formats:
+            info["hf"] = _save_hf(model, tokenizer, tmp)
         info["verification"] = verify_export(tmp, model, tokenizer, info) if verify else None
         (tmp / EXPORT_JSON).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         _move_into_place(tmp, out)
