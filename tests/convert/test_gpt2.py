@@ -14,8 +14,18 @@ import yaml
 
 import tfgpt
 from tests.convert.gpt2_files import (
-    CTX, D, N_HEAD, N_LAYER, hf_config, numpy_gpt2, openai_hparams, random_tensors, tiny_tokenizer, write_hf,
-    write_openai, write_tokenizer,
+    CTX,
+    N_HEAD,
+    N_LAYER,
+    D,
+    hf_config,
+    numpy_gpt2,
+    openai_hparams,
+    random_tensors,
+    tiny_tokenizer,
+    write_hf,
+    write_openai,
+    write_tokenizer,
 )
 from tfgpt.convert import gpt2_state_dict, import_gpt2
 from tfgpt.convert.gpt2 import detect_layout
@@ -154,7 +164,8 @@ def test_wrong_shape(tmp_path, tensors, tok):
 
 def test_hparams_disagree_with_tensors(tmp_path, tensors, tok):
     src = write_hf(tmp_path / "src", tensors, hf_config(tok.vocab_size, n_embd=16), tok=tok)
-    msg = _bad(src, tmp_path / "run", r"model.safetensors: tensor wte\.weight has shape \[320, 8\], expected \[320, 16\]")
+    msg = _bad(src, tmp_path / "run",
+               r"model.safetensors: tensor wte\.weight has shape \[320, 8\], expected \[320, 16\]")
     assert "config.json" in msg
     oa = write_openai(tmp_path / "oa", tensors, openai_hparams(tok.vocab_size, n_layer=3), tok=tok)
     msg = _bad(oa, tmp_path / "run", r"model.ckpt: tensor h\.2\.ln_1\.weight is missing")
