@@ -11,6 +11,7 @@ from conftest import ADVERSARIAL, TRICKY_PIECES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tfgpt.errors import TokenizerError
 from tfgpt.tokenizers import BPETokenizer, CharTokenizer
 
 UNICODE_TEXT = st.text(alphabet=st.characters(exclude_categories=("Cs", "Cn")), max_size=40)
@@ -210,3 +211,113 @@ def test_overlapping_special_tokens_longest_first(shakespeare: str) -> None:
     assert [tok.decode(e) for e in expected] == texts
     char = CharTokenizer.train([shakespeare[:2000]], special_tokens=specials)
     assert char.encode("<|a|>b") == [char.special_tokens["<|a|>b"]]
+
+
+# ----------------------------------------------------------------------------- bounded merge loop
+CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "corpus"
+
+
+def _reference_bpe(piece: bytes, ids: dict[bytes, int]) -> list[int]:
+    """tiktoken's rule, one merge at a time: merge the leftmost adjacent pair whose join has the lowest id."""
+    parts = [piece[i : i + 1] for i in range(len(piece))]
+    while len(parts) > 1:
+        ranks = [ids.get(a + b, len(ids)) for a, b in zip(parts, parts[1:], strict=False)]
+        best = min(ranks)
+        if best == len(ids):
+            break
+        i = ranks.index(best)
+        parts[i : i + 2] = [parts[i] + parts[i + 1]]
+    return [ids[p] for p in parts]
+
+
+def _chunked(piece: bytes, ids: dict[bytes, int], size: int) -> list[int]:
+    """The documented rule for long pre-tokens: merge each ``size``-byte chunk on its own."""
+    return [t for i in range(0, len(piece), size) for t in _reference_bpe(piece[i : i + size], ids)]
+
+
+@pytest.fixture(scope="module")
+def gpt2_ids(gpt2: BPETokenizer) -> dict[bytes, int]:
+    return {b: i for i, b in enumerate(gpt2.token_bytes()) if i < 50256}
+
+
+@pytest.mark.parametrize(
+    ("name", "start", "size"),
+    [("tinyshakespeare-64k.txt", 30_000, 6000), ("wizard_of_oz-20k.txt", 0, 20_000), ("the-verdict.txt", 0, 6000)],
+)
+def test_gpt2_fixture_corpora(gpt2: BPETokenizer, gpt2_fn, name: str, start: int, size: int) -> None:
+    """Ordinary text (wizard_of_oz has 60-byte whitespace runs, its longest pre-tokens) is tiktoken-exact."""
+    text = (CORPUS / name).read_text(encoding="utf-8")[start : start + size]
+    lines = text.splitlines(keepends=True)
+    texts = [text, *lines[:200]]
+    assert gpt2_fn(tf.constant(texts)).to_list() == [gpt2.encode(t) for t in texts]
+
+
+def test_reference_bpe_is_tiktoken(gpt2: BPETokenizer, gpt2_ids: dict[bytes, int]) -> None:
+    """The test's own reference merges like tiktoken (so the chunk tests below check the documented rule)."""
+    for word in ["Hello", " prestidigitation", " " * 40, "=" * 100, "aaaaaaaaaaaaa", "日本語のテキスト", "12345"]:
+        assert _reference_bpe(word.encode(), gpt2_ids) == gpt2.encode(word)
+
+
+def test_long_words_merge_in_512_byte_chunks(gpt2: BPETokenizer, gpt2_ids, gpt2_graph, gpt2_fn) -> None:
+    """Pre-tokens over MAX_PIECE_BYTES are merged as independent 512-byte chunks (documented in graph.py)."""
+    from tfgpt.tokenizers.graph import MAX_PIECE_BYTES
+
+    assert MAX_PIECE_BYTES == 512
+    rng = np.random.default_rng(0)
+    letters = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), 10_000))
+    exact = letters[:512]  # exactly 512 bytes: still one piece, as tiktoken merges it
+    cjk = "".join(chr(c) for c in rng.integers(0x4E00, 0x9FFF, 400))  # 1,200 bytes: chunks cut characters
+    texts = [letters, exact, letters[:513], "x " + letters[:1500] + " y", "7" * 2000, cjk]
+    got = gpt2_fn(tf.constant(texts)).to_list()
+    assert got[1] == gpt2.encode(exact)
+    assert got[0] == _chunked(letters.encode(), gpt2_ids, 512)
+    assert got[2] == gpt2.encode(letters[:512]) + [gpt2.encode(letters[512])[0]]
+    assert got[3] == gpt2.encode("x") + _chunked((" " + letters[:1500]).encode(), gpt2_ids, 512) + gpt2.encode(" y")
+    assert got[4] == _chunked(b"7" * 2000, gpt2_ids, 512)
+    assert got[5] == _chunked(cjk.encode(), gpt2_ids, 512)
+    assert got[0] != gpt2.encode(letters)  # the documented difference from the Python tokenizer
+    assert gpt2_graph.tokenize(tf.constant(texts[:1])).to_list() == got[:1]  # eager agrees
+    assert gpt2_graph.detokenize(tf.ragged.constant(got)).numpy()[5].decode() == cjk  # bytes are all kept
+
+
+def test_max_piece_bytes_applies_to_every_pre_token(gpt2: BPETokenizer, gpt2_ids, verdict: str) -> None:
+    import regex
+
+    from tfgpt.tokenizers.bpe import GPT2_PATTERN
+    from tfgpt.tokenizers.graph import GraphBPETokenizer
+
+    text = verdict[:3000] + " " + "=" * 30 + "  \n\n  aaaaaaaaaaaa 日本語のテキスト"
+    expected = [t for m in regex.finditer(GPT2_PATTERN, text) for t in _chunked(m.group().encode(), gpt2_ids, 3)]
+    got = GraphBPETokenizer(gpt2, max_piece_bytes=3).tokenize(tf.constant([text])).to_list()[0]
+    assert got == expected
+    with pytest.raises(TokenizerError, match="max_piece_bytes"):
+        GraphBPETokenizer(gpt2, max_piece_bytes=0)
+
+
+class _TinyVocab:
+    """A vocabulary where "aba" (id 2) ranks before its part "ab" (id 3): one merge at a time is needed."""
+
+    special_tokens: dict[str, int] = {}
+    vocab_size = 4
+
+    def token_bytes(self) -> list[bytes]:
+        return [b"a", b"b", b"aba", b"ab"]
+
+
+def test_all_at_once_only_where_tiktoken_agrees() -> None:
+    from tfgpt.tokenizers.graph import GraphBPETokenizer, pair_merges
+
+    keys, merged, all_at_once = pair_merges(_TinyVocab().token_bytes(), set())
+    assert sorted(zip(keys, merged, strict=True)) == [(0 * 4 + 1, 3), (3 * 4 + 0, 2)]  # a+b → ab, ab+a → aba
+    assert all_at_once == [True, True, True, False, True]
+    ids = {b: i for i, b in enumerate(_TinyVocab().token_bytes())}
+    texts = ["abab", "ababab", "abababab", "aab", "ba"]
+    expected = [_reference_bpe(t.encode(), ids) for t in texts]
+    assert expected[:2] == [[2, 1], [2, 1, 3]]  # merging every "ab" at once would give [3, 3], [3, 3, 3]
+    assert GraphBPETokenizer(_TinyVocab()).tokenize(tf.constant(texts)).to_list() == expected
+
+
+def test_runs_of_one_pair_merge_leftmost_first(gpt2: BPETokenizer, gpt2_fn) -> None:
+    """Runs where every other pair merges in one step ("aaaa", "====") still give tiktoken's ids."""
+    texts = ["a" * n for n in range(1, 40)] + ["=" * n for n in (7, 64, 129, 511)] + [" " * 300, "\n" * 99]
+    assert gpt2_fn(tf.constant(texts)).to_list() == [gpt2.encode(t) for t in texts]

@@ -200,7 +200,7 @@ class GraphCharTokenizer(tf.Module):
 
 
 #: Pre-tokens longer than this many bytes are merged in chunks of this many bytes (see GraphBPETokenizer).
-MAX_PIECE_BYTES = 256
+MAX_PIECE_BYTES = 512
 
 
 def pair_merges(token_bytes: list[bytes], special_ids: set[int]) -> tuple[list[int], list[int], list[bool]]:
@@ -279,7 +279,7 @@ class GraphBPETokenizer(tf.Module):
         >>> BPETokenizer.gpt2().graph_tokenizer().tokenize(tf.constant(["Hello world<|endoftext|>"])).to_list()
         [[15496, 995, 50256]]
 
-    Pathological words: a pre-token longer than ``max_piece_bytes`` (default 256 bytes, e.g. 300
+    Pathological words: a pre-token longer than ``max_piece_bytes`` (default 512 bytes, e.g. 600
     letters with no space) is merged as independent ``max_piece_bytes``-byte chunks, so that the time
     stays bounded on any prompt; on such words the ids can differ from the Python tokenizer (tiktoken),
     which merges the whole word. Every pre-token of ordinary text is far shorter.
