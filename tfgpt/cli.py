@@ -115,15 +115,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from tfgpt.train.evaluate import evaluate_run, evaluate_text
 
     if args.text is not None:
-        given = [flag for flag, value in (("--split", args.split), ("--data", args.data),
-                                          ("--eval-iters", args.eval_iters)) if value is not None]
+        given = [flag for flag, value in (("--data", args.data), ("--eval-iters", args.eval_iters))
+                 if value is not None]
         if given:
             raise ConfigError(f"--text FILE scores that file; it takes no {', '.join(given)}")
         _json_out(evaluate_text(args.run, args.text, stride=args.stride, checkpoint=args.checkpoint))
         return 0
     if args.stride is not None:
         raise ConfigError("--stride applies to --text FILE only")
-    _json_out(evaluate_run(args.run, split=args.split or "val", eval_iters=args.eval_iters, data_dir=args.data,
+    _json_out(evaluate_run(args.run, split=args.split, eval_iters=args.eval_iters, data_dir=args.data,
                            checkpoint=args.checkpoint))
     return 0
 
@@ -198,11 +198,12 @@ def _train_parser(add: Adder) -> None:
 def _eval_parser(add: Adder) -> None:
     p = add("eval", cmd_eval, "loss and perplexity of a run (JSON)")
     p.add_argument("--run", required=True)
-    p.add_argument("--split", default=None, choices=["train", "val"], help="split of the data dir (default val)")
+    scored = p.add_mutually_exclusive_group()
+    scored.add_argument("--split", default="val", choices=["train", "val"])
+    scored.add_argument("--text", default=None, metavar="FILE",
+                        help="perplexity of this UTF-8 text file instead of a data split (not with --split/--data)")
     p.add_argument("--eval-iters", type=int, default=None)
     p.add_argument("--data", default=None, help="DATA_DIR (default: the run's)")
-    p.add_argument("--text", default=None, metavar="FILE",
-                   help="perplexity of this UTF-8 text file instead of a data split (not with --split/--data)")
     p.add_argument("--stride", type=int, default=None,
                    help="with --text: tokens between window starts (default: the block size, no overlap)")
     p.add_argument("--checkpoint", default="final",

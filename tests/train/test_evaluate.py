@@ -214,10 +214,13 @@ def test_eval_text_cli(text_run, tmp_path, capsys):
     assert main(["eval", "--run", str(run), "--text", str(path), "--stride", "4"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out == json.loads(json.dumps(evaluate_text(run, path, stride=4)))
-    for extra in (["--split", "val"], ["--data", str(tmp_path)]):
+    for extra in (["--data", str(tmp_path)], ["--eval-iters", "2"]):
         assert main(["eval", "--run", str(run), "--text", str(path), *extra]) == 2
         err = capsys.readouterr().err
         assert f"--text FILE scores that file; it takes no {extra[0]}" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_info:  # argparse: --split and --text exclude each other
+        main(["eval", "--run", str(run), "--text", str(path), "--split", "train"])
+    assert exit_info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
     assert main(["eval", "--run", str(run), "--stride", "4"]) == 2
     assert "--stride applies to --text FILE only" in capsys.readouterr().err
 
