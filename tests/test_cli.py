@@ -112,3 +112,31 @@ def test_export_command_and_its_errors(run, tmp_path):
     assert list((tmp_path / "exp" / "savedmodel").glob("*/1/saved_model.pb"))
     bad = tfgpt_cli("export", "--run", str(run), "--out", str(tmp_path / "exp2"), "--format", "onnx")
     assert bad.returncode == 2 and "onnx" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_import_gpt2_command_and_its_errors(tmp_path):
+    import json
+
+    from tests.convert.gpt2_files import hf_config, random_tensors, tiny_tokenizer, write_hf
+
+    tok = tiny_tokenizer()
+    tensors = random_tensors(tok.vocab_size)
+    src = write_hf(tmp_path / "src", tensors, hf_config(tok.vocab_size), prefix="transformer.", tok=tok)
+    out = tfgpt_cli("import-gpt2", "--from", str(src), "--out", str(tmp_path / "run"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert (report["layout"], report["tokenizer"], report["model"]["n_layer"]) == ("hf-safetensors",
+                                                                                  "beside the weights", 2)
+    assert (tmp_path / "run" / "source.json").is_file() and (tmp_path / "run" / "model.keras").is_file()
+    exported = tfgpt_cli("export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "exp"), "--format", "hf")
+    assert exported.returncode == 0 and (tmp_path / "exp" / "hf" / "model.safetensors").is_file(), exported.stderr
+    again = tfgpt_cli("import-gpt2", "--from", str(src), "--out", str(tmp_path / "run"))
+    assert again.returncode == 2 and "an existing run" in again.stderr
+    write_hf(tmp_path / "bad", {k: v for k, v in tensors.items() if k != "ln_f.bias"}, hf_config(tok.vocab_size))
+    bad = tfgpt_cli("import-gpt2", "--from", str(tmp_path / "bad"), "--out", str(tmp_path / "run2"), "--tokenizer",
+                    str(src))
+    lines = [line for line in bad.stderr.splitlines() if line.startswith("tfgpt")]  # not TF's start-up log
+    assert bad.returncode == 2 and len(lines) == 1 and "Traceback" not in bad.stderr
+    assert lines[0].startswith("tfgpt import-gpt2: error: ")
+    assert "bad/model.safetensors: tensor ln_f.bias is missing" in lines[0]
+    assert not (tmp_path / "run2").exists()
