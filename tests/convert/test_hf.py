@@ -131,3 +131,14 @@ def test_write_hf_refuses_char_tokenizer(tmp_path):
     with pytest.raises(ConvertError, match="tokenizer type 'char'.*byte-level BPE only"):
         write_hf_dir(model, tok, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_files_load_as_float32(tmp_path, dtype):
+    import ml_dtypes
+
+    np_dtype = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
+    tensors = {k: v.astype(np_dtype) for k, v in random_tensors(50).items()}
+    ckpt = read_hf(write_hf(tmp_path / "hf", tensors, hf_config(50)))
+    got = gpt2_state_dict(ckpt.model)
+    assert all(got[k].dtype == np.float32 and np.array_equal(got[k], tensors[k].astype("float32")) for k in tensors)
