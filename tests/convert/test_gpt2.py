@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -283,3 +285,29 @@ def test_keras_hub_preset_bad_input(tmp_path, tok):
     cfg["registered_name"] = "keras_hub>GemmaBackbone"
     (tmp_path / "preset" / "config.json").write_text(json.dumps(cfg))
     _bad(tmp_path / "preset", tmp_path / "run", r"preset/config.json: a keras-hub 'keras_hub>GemmaBackbone' preset")
+
+
+_OPENED: list[str] | None = None  # paths opened while a test watches (an audit hook cannot be removed)
+
+
+def _watch_opens(event: str, args: tuple) -> None:
+    if _OPENED is not None and event == "open" and args and isinstance(args[0], (str, bytes, Path)):
+        _OPENED.append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_watch_opens)
+
+
+def test_safetensors_beside_a_pickle_is_read_and_the_pickle_left_unopened(tmp_path, tensors, tok):
+    global _OPENED
+    src = write_hf(tmp_path / "src", tensors, hf_config(tok.vocab_size), tok=tok)
+    (src / "pytorch_model.bin").write_bytes(b"\x80\x04 would run code")
+    _OPENED = []
+    try:
+        info = import_gpt2(src, tmp_path / "run")
+        opened, _OPENED = _OPENED, None
+    finally:
+        _OPENED = None
+    assert any(p.endswith("vocab.json") for p in opened)  # the watch sees the files that are read
+    assert info["layout"] == "hf-safetensors" and not any(p.endswith("pytorch_model.bin") for p in opened)
+    assert "pytorch_model.bin" not in [f["path"] for f in info["files"]]
