@@ -121,6 +121,20 @@ def import_gpt2(from_dir: str | os.PathLike, out_run: str | os.PathLike,
     ``"gpt2"`` for the packaged GPT-2 vocabulary; by default the files beside the weights, else
     the packaged vocabulary. Raises :class:`~tfgpt.errors.ConvertError` (one line naming the file
     and the tensor) for bad input, leaving nothing at ``out_run``.
+
+    Example:
+        >>> import tempfile
+        >>> from tfgpt.config import GPTConfig
+        >>> from tfgpt.convert import write_hf
+        >>> from tfgpt.model import GPT
+        >>> from tfgpt.tokenizers import BPETokenizer
+        >>> tok = BPETokenizer.train(["low lower lowest " * 20], vocab_size=260)
+        >>> d = Path(tempfile.mkdtemp())
+        >>> model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=8))
+        >>> _ = write_hf(model, tok, d / "hf")  # a Hugging Face GPT-2 dir, as from save_pretrained
+        >>> info = import_gpt2(d / "hf", d / "run")
+        >>> info["layout"], info["tokenizer"]["how"], sorted(p.name for p in (d / "run").iterdir())
+        ('hf-safetensors', 'beside the weights', ['config.yaml', 'model.keras', 'source.json', 'tokenizer'])
     """
     out = Path(out_run)
     _check_out(out)
