@@ -83,3 +83,36 @@ def test_char_tokenizer_run_is_refused(tiny_run, tmp_path):
     with pytest.raises(ExportError, match=r"--format hf: tokenizer type 'char'.*--format savedmodel,tflite"):
         export_run(tiny_run, tmp_path / "export", formats="hf")
     assert not (tmp_path / "export").exists()
+
+
+def test_verify_reads_the_hf_dir_back(tmp_path):
+    tok = tiny_tokenizer()
+    keras.utils.set_random_seed(10)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=CTX, n_layer=1, n_head=2, n_embd=8))
+    save_run(tmp_path / "run", model, tok)
+    info = export_run(tmp_path / "run", tmp_path / "export", formats="hf", verify=True)
+    figures = info["verification"]["hf"]
+    assert figures["tensors_equal"] and figures["tokenizer_equal"] and figures["prompts"] > 0
+    assert figures["logits_max_abs_diff"] <= 1e-5
+
+
+def test_verify_hf_catches_a_changed_tensor_and_tokenizer(tmp_path):
+    from safetensors.numpy import save_file
+
+    from tfgpt.export.hf import verify_hf
+    from tfgpt.tokenizers import BPETokenizer
+
+    tok = tiny_tokenizer()
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=CTX, n_layer=1, n_head=2, n_embd=8))
+    hf = tmp_path / "hf"
+    from tfgpt.convert.hf import write_hf as write_hf_dir
+
+    write_hf_dir(model, tok, hf)
+    tensors = read_safetensors(hf / "model.safetensors")
+    save_file({**tensors, "transformer.ln_f.bias": tensors["transformer.ln_f.bias"] + 1}, str(hf / "model.safetensors"))
+    with pytest.raises(ExportError, match=r"hf: tensor ln_f.bias differs from the model's \(1 differ\)"):
+        verify_hf(hf, model, tok, ["I had"])
+    write_hf_dir(model, tok, hf)
+    other = BPETokenizer.train(["I had always thought " * 30], vocab_size=tok.vocab_size)
+    with pytest.raises(ExportError, match="do not hold the run's tokenizer"):
+        verify_hf(hf, model, other, ["I had"])

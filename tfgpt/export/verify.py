@@ -179,4 +179,8 @@ def verify_export(export_dir: str | os.PathLike, model: Any, tokenizer: Any, inf
         result["savedmodel"] = verify_savedmodel(export_dir / info["savedmodel"]["path"], model, tokenizer, prompts)
     if "tflite" in info:
         result["tflite"] = verify_tflite(export_dir / "tflite", model, tokenizer, prompts)
+    if "hf" in info:
+        from tfgpt.export.hf import verify_hf
+
+        result["hf"] = verify_hf(export_dir / info["hf"]["path"], model, tokenizer, prompts)
     return result
