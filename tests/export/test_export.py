@@ -120,7 +120,7 @@ def test_check_options_normalises_formats():
     ("formats", "quantize", "version", "name", "message"),
     [
         ("", None, 1, "m", r"unsupported export format \(none\)"),
-        ("hf", None, 1, "m", "unsupported export format hf"),
+        ("onnx", None, 1, "m", "unsupported export format onnx; choose from savedmodel, tflite, hf"),
         ("tflite", "int4", 1, "m", "unsupported quantization 'int4'"),
         ("savedmodel", "int8", 1, "m", "applies to the tflite format"),
         ("savedmodel", None, 0, "m", "version must be a positive integer, got 0"),
