@@ -150,6 +150,12 @@ def test_missing_tensor(tmp_path, tensors, tok):
     _bad(src, tmp_path / "run", r"src/model.safetensors: tensor h\.1\.mlp\.c_fc\.bias is missing")
 
 
+def test_missing_tensor_of_a_sharded_checkpoint_names_the_index(tmp_path, tensors, tok):
+    t = {k: v for k, v in tensors.items() if k != "wpe.weight"}
+    src = write_hf(tmp_path / "src", t, hf_config(tok.vocab_size), shards=2, tok=tok)
+    _bad(src, tmp_path / "run", r"src/model.safetensors.index.json: tensor wpe\.weight is missing")
+
+
 def test_unexpected_tensor(tmp_path, tensors, tok):
     t = {**tensors, "h.0.attn.q_proj.weight": np.zeros((D, D), "float32")}
     src = write_hf(tmp_path / "src", t, hf_config(tok.vocab_size), prefix="transformer.", shards=2, tok=tok)
@@ -170,7 +176,7 @@ def test_hparams_disagree_with_tensors(tmp_path, tensors, tok):
                r"model.safetensors: tensor wte\.weight has shape \[320, 8\], expected \[320, 16\]")
     assert "config.json" in msg
     oa = write_openai(tmp_path / "oa", tensors, openai_hparams(tok.vocab_size, n_layer=3), tok=tok)
-    msg = _bad(oa, tmp_path / "run", r"model.ckpt: tensor h\.2\.ln_1\.weight is missing")
+    msg = _bad(oa, tmp_path / "run", r"model.ckpt: tensor model/h2/ln_1/g is missing")
     assert "hparams.json" in msg and "n_layer=3" in msg
 
 

@@ -10,7 +10,13 @@ import pytest
 from tests.convert.gpt2_files import CTX, D, openai_hparams, random_tensors, write_openai
 from tfgpt.config import GPTConfig
 from tfgpt.convert.gpt2_names import expected_shapes, gpt2_state_dict
-from tfgpt.convert.openai_ckpt import checkpoint_prefix, gpt2_name, hparams_config, read_openai_ckpt
+from tfgpt.convert.openai_ckpt import (
+    checkpoint_prefix,
+    gpt2_name,
+    hparams_config,
+    openai_name,
+    read_openai_ckpt,
+)
 from tfgpt.errors import ConvertError
 
 
@@ -23,6 +29,23 @@ from tfgpt.errors import ConvertError
 ])
 def test_gpt2_name(openai, hf):
     assert gpt2_name(openai) == hf
+
+
+def test_openai_name_inverts_gpt2_name():
+    names = expected_shapes(GPTConfig(vocab_size=10, block_size=4, n_layer=12, n_head=1, n_embd=2))
+    assert all(gpt2_name(openai_name(n)) == n for n in names)
+    assert {openai_name(n) for n in names if n.startswith("h.11.")} == {
+        f"model/h11/{p}" for p in ("ln_1/g", "ln_1/b", "attn/c_attn/w", "attn/c_attn/b", "attn/c_proj/w",
+                                   "attn/c_proj/b", "ln_2/g", "ln_2/b", "mlp/c_fc/w", "mlp/c_fc/b", "mlp/c_proj/w",
+                                   "mlp/c_proj/b")}
+
+
+def test_missing_variable_named_as_openai_spells_it(tmp_path):
+    tensors = random_tensors(60)
+    d = write_openai(tmp_path / "ckpt", {k: v for k, v in tensors.items() if k != "h.1.attn.c_proj.bias"},
+                     openai_hparams(60))
+    with pytest.raises(ConvertError, match=r"model.ckpt: tensor model/h1/attn/c_proj/b is missing"):
+        read_openai_ckpt(d)
 
 
 def test_read_tf1_checkpoint(tmp_path):

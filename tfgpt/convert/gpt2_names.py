@@ -115,7 +115,8 @@ def check_tensors(tensors: Mapping[str, Any], config: GPTConfig, source: str,
     """Raise :class:`ConvertError` for the first missing, unexpected or misshapen tensor.
 
     ``source`` names the weights file; ``origin`` maps GPT-2 names to (file, name in file) where
-    they differ (sharded files, prefixes, OpenAI names); ``config_source`` names the file the
+    they differ (sharded files, prefixes, OpenAI names; a missing tensor is named by its entry
+    too, where there is one); ``config_source`` names the file the
     hyper-parameters came from, so a shape error says which two files disagree.
     """
     shapes = expected_shapes(config)
@@ -123,7 +124,7 @@ def check_tensors(tensors: Mapping[str, Any], config: GPTConfig, source: str,
     by = f" ({config_source or 'the config'}: {hp})"
     for name in shapes:
         if name not in tensors:
-            raise ConvertError(f"{source}: tensor {name} is missing (expected by a GPT-2 of{by[1:]}")
+            raise ConvertError(f"{_where(name, source, origin)} is missing (expected by a GPT-2 of{by[1:]}")
     for name in tensors:
         if name not in shapes:
             raise ConvertError(f"{_where(name, source, origin)} is unexpected: not a weight of a GPT-2 of{by[1:]}")

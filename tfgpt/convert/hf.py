@@ -202,11 +202,12 @@ def read_hf(directory: str | os.PathLike) -> Checkpoint:
         raise ConvertError(f"{directory}: no {SAFETENSORS} or {INDEX_JSON} beside {CONFIG_JSON}")
     tensors, origin = _collect(shards)
     _drop_tied_head(tensors, origin)
-    model = model_from_gpt2_state_dict(tensors, config, str(shards[0]), origin=origin, config_source=str(config_path))
     sharded = (directory / INDEX_JSON).is_file()
+    source = directory / INDEX_JSON if sharded else shards[0]  # names a missing tensor
+    model = model_from_gpt2_state_dict(tensors, config, str(source), origin=origin, config_source=str(config_path))
     files = [config_path, *([directory / INDEX_JSON] if sharded else []), *shards]
     layout = "hf-safetensors-sharded" if sharded else "hf-safetensors"
-    return Checkpoint(layout, model, files, raw, directory, shards[0])
+    return Checkpoint(layout, model, files, raw, directory, source)
 
 
 # -- writing --------------------------------------------------------------------------------------------

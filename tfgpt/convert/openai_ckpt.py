@@ -33,7 +33,7 @@ import numpy as np
 
 from tfgpt.config import GPTConfig
 from tfgpt.convert.files import Checkpoint, one_line
-from tfgpt.convert.gpt2_names import model_from_gpt2_state_dict
+from tfgpt.convert.gpt2_names import expected_shapes, model_from_gpt2_state_dict
 from tfgpt.convert.hf import read_json
 from tfgpt.errors import ConvertError
 
@@ -45,7 +45,7 @@ _TOP = {"model/wte": "wte.weight", "model/wpe": "wpe.weight", "model/ln_f/g": "l
         "model/ln_f/b": "ln_f.bias"}
 _SUFFIX = {"g": "weight", "w": "weight", "b": "bias"}
 
-__all__ = ["read_openai_ckpt", "gpt2_name", "checkpoint_prefix", "HPARAMS_JSON"]
+__all__ = ["read_openai_ckpt", "gpt2_name", "openai_name", "checkpoint_prefix", "HPARAMS_JSON"]
 
 
 def gpt2_name(variable: str) -> str:
@@ -61,6 +61,21 @@ def gpt2_name(variable: str) -> str:
     if m is None:
         return variable
     return f"h.{m[1]}.{m[2].replace('/', '.')}.{_SUFFIX[m[3]]}"
+
+
+def openai_name(name: str) -> str:
+    """The OpenAI variable of a GPT-2 name (the inverse of :func:`gpt2_name`).
+
+    Example:
+        >>> openai_name("h.3.attn.c_attn.weight"), openai_name("h.0.ln_1.weight"), openai_name("wte.weight")
+        ('model/h3/attn/c_attn/w', 'model/h0/ln_1/g', 'model/wte')
+    """
+    top = {v: k for k, v in _TOP.items()}
+    if name in top:
+        return top[name]
+    _, i, *layer, leaf = name.split(".")  # h.{i}.{ln_1 | attn.c_attn ...}.{weight | bias}
+    short = "b" if leaf == "bias" else ("g" if layer[0].startswith("ln") else "w")
+    return f"model/h{i}/{'/'.join(layer)}/{short}"
 
 
 def checkpoint_prefix(directory: Path) -> Path:
@@ -122,6 +137,7 @@ def read_openai_ckpt(directory: str | os.PathLike) -> Checkpoint:
     config, raw = hparams_config(hparams_path)
     prefix = checkpoint_prefix(directory)
     tensors, origin = _load(prefix)
+    origin = {name: (str(prefix), openai_name(name)) for name in expected_shapes(config)} | origin
     model = model_from_gpt2_state_dict(tensors, config, str(prefix), origin=origin, config_source=str(hparams_path))
     files = [hparams_path, *sorted(p for p in directory.iterdir() if p.name.startswith(prefix.name + "."))]
     if (directory / "checkpoint").is_file():
