@@ -126,6 +126,8 @@ def test_detect_layout(tmp_path, tensors, tok):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConvertError, match="no GPT-2 checkpoint found"):
         detect_layout(tmp_path / "empty")
+    with pytest.raises(ConvertError, match="absent: not found"):
+        detect_layout(tmp_path / "absent")
 
 
 # -- bad input ----------------------------------------------------------------------------------------

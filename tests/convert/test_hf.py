@@ -35,6 +35,7 @@ def test_hf_config_fields(tmp_path):
     ({"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx=True"),
     ({"tie_word_embeddings": False}, "tie_word_embeddings=False"),
     ({"n_embd": None}, "missing n_embd / hidden_size"),
+    ({"n_embd": "wide"}, "n_embd: invalid literal"),
     ({"n_head": 3}, "divisible"),
 ])
 def test_hf_config_refusals(tmp_path, override, message):
@@ -65,6 +66,15 @@ def test_missing_shard_and_missing_weights(tmp_path):
         read_hf(d)
 
 
+def test_shard_names_stay_beside_the_index(tmp_path):
+    d = write_hf(tmp_path / "hf", random_tensors(50), hf_config(50), shards=2)
+    index = json.loads((d / "model.safetensors.index.json").read_text())
+    index["weight_map"]["wte.weight"] = "../elsewhere.safetensors"
+    (d / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ConvertError, match=r"index.json: shard name '../elsewhere.safetensors' is not a file name"):
+        read_hf(d)
+
+
 def test_duplicate_with_and_without_prefix(tmp_path):
     from safetensors.numpy import save_file
 
@@ -88,7 +98,10 @@ def test_truncation_names_the_first_cut_tensor(tmp_path):
                                            r"of the data, the file holds 76"):
         read_safetensors(f)
     f.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
-    with pytest.raises(ConvertError, match="header is not JSON"):
+    with pytest.raises(ConvertError, match="not a safetensors file \\(bad header: JSONDecodeError"):
+        read_safetensors(f)
+    f.write_bytes(struct.pack("<Q", 10) + b'{"a": [1]}')  # a header without data_offsets
+    with pytest.raises(ConvertError, match="not a safetensors file \\(bad header: TypeError"):
         read_safetensors(f)
     with pytest.raises(ConvertError, match="weights file not found"):
         read_safetensors(tmp_path / "absent.safetensors")

@@ -44,6 +44,8 @@ __all__ = ["import_gpt2", "detect_layout", "read_gpt2", "SOURCE_JSON"]
 def detect_layout(directory: str | os.PathLike) -> str:
     """"hf", "openai" or "keras-hub" from the files in ``directory``; refuses pickle and unknown dirs."""
     d = Path(directory)
+    if not d.exists():
+        raise ConvertError(f"{d}: not found (give the directory holding the checkpoint's files)")
     if not d.is_dir():
         refuse_pickle(d)
         raise ConvertError(f"{d}: not a directory (give the directory holding the checkpoint's files)")

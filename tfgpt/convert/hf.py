@@ -81,7 +81,10 @@ def hf_config(config: dict[str, Any], path: Path) -> GPTConfig:
     """The :class:`GPTConfig` of an HF GPT-2 ``config.json``; refuses what tfgpt's GPT cannot run."""
     if config.get("model_type", "gpt2") != "gpt2":
         raise ConvertError(f"{path}: model_type {config.get('model_type')!r} is not gpt2")
-    d = int(_get(config, path, "n_embd", "hidden_size"))
+    try:
+        d = int(_get(config, path, "n_embd", "hidden_size"))
+    except (TypeError, ValueError) as e:
+        raise ConvertError(f"{path}: n_embd: {e}") from None
     act = config.get("activation_function", "gelu_new")
     if act not in _TANH_GELU:
         raise ConvertError(f"{path}: activation_function {act!r}: tfgpt's MLP uses tanh GELU (gelu_new)")
@@ -119,12 +122,13 @@ def _check_safetensors(path: Path) -> None:
             raise ConvertError(f"{path}: truncated safetensors file (header of {n} bytes, file of {size})")
         try:
             header = json.loads(f.read(n))
-        except ValueError as e:
-            raise ConvertError(f"{path}: not a safetensors file (header is not JSON: {e})") from None
+            ends = {k: int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"}
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+            raise ConvertError(f"{path}: not a safetensors file (bad header: {one_line(e)})") from None
     available = size - 8 - n
-    for name, info in header.items():
-        if name != "__metadata__" and int(info["data_offsets"][1]) > available:
-            raise ConvertError(f"{path}: tensor {name} is truncated: it ends at byte {info['data_offsets'][1]} "
+    for name, end in ends.items():
+        if end > available:
+            raise ConvertError(f"{path}: tensor {name} is truncated: it ends at byte {end} "
                                f"of the data, the file holds {available} (copy the file again)")
 
 
@@ -150,7 +154,11 @@ def _shard_files(directory: Path) -> list[Path]:
     weight_map = read_json(index).get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise ConvertError(f"{index}: no weight_map (tensor name -> shard file)")
-    shards = [directory / str(name) for name in dict.fromkeys(weight_map.values())]
+    names = [str(name) for name in dict.fromkeys(weight_map.values())]
+    bad = next((n for n in names if Path(n).name != n or n in (".", "..")), None)
+    if bad is not None:
+        raise ConvertError(f"{index}: shard name {bad!r} is not a file name beside the index")
+    shards = [directory / name for name in names]
     for shard in shards:
         if not shard.is_file():
             raise ConvertError(f"{index}: names shard {shard.name}, which is missing")
