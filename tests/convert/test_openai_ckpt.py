@@ -57,7 +57,7 @@ def test_read_tf1_checkpoint(tmp_path):
     assert checkpoint_prefix(d) == d / "model.ckpt"
     assert ckpt.model.config.block_size == CTX and ckpt.model.config.layer_norm_epsilon == 1e-5
     names = [p.name for p in ckpt.files]
-    assert names[0] == "hparams.json" and "model.ckpt.index" in names and names[-1] == "checkpoint"
+    assert names == ["hparams.json", "model.ckpt.data-00000-of-00001", "model.ckpt.index", "checkpoint"]
     assert ckpt.hyperparameters == openai_hparams(60)
 
 

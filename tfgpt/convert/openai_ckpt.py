@@ -139,7 +139,8 @@ def read_openai_ckpt(directory: str | os.PathLike) -> Checkpoint:
     tensors, origin = _load(prefix)
     origin = {name: (str(prefix), openai_name(name)) for name in expected_shapes(config)} | origin
     model = model_from_gpt2_state_dict(tensors, config, str(prefix), origin=origin, config_source=str(hparams_path))
-    files = [hparams_path, *sorted(p for p in directory.iterdir() if p.name.startswith(prefix.name + "."))]
+    pieces = (prefix.name + ".index", prefix.name + ".data-")  # what load_variable reads (not the .meta graph)
+    files = [hparams_path, *sorted(p for p in directory.iterdir() if p.name.startswith(pieces))]
     if (directory / "checkpoint").is_file():
         files.append(directory / "checkpoint")
     return Checkpoint("openai-tf-checkpoint", model, files, raw, directory, prefix)
