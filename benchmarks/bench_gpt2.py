@@ -9,8 +9,8 @@ All on this machine, each figure next to a peer measured in the same run:
   libraries, before the load);
 - greedy decode tok/s, Keras (``tfgpt.generate_ids``, XLA) and the exported SavedModel's
   ``generate_ids`` signature (no XLA), against transformers' greedy ``generate`` (torch CPU, KV cache,
-  same thread count, in a child process before and after tfgpt's rounds, so that no TensorFlow thread
-  pool competes with it) and against the weight-read bound (weight bytes / copy bandwidth, as in
+  same thread count and at 1 thread, in a child process before and after tfgpt's rounds, so that no
+  TensorFlow thread pool competes with it) and against the weight-read bound (weight bytes / copy bandwidth, as in
   ``bench_generate.py``); tfgpt's decoders in interleaved rounds, best round reported;
 - TFLite float and int8 decode ms/token (``TFLiteGenerator``, the runner's cropped cache) and file sizes;
 - the 8 KB worst-case in-graph tokenization: through the 124M SavedModel's ``serving_default``
@@ -92,12 +92,12 @@ def _export(run: str, out: str) -> None:
         raise SystemExit(f"tfgpt export --run {run} --out {out}: exit status {rc}")
 
 
-def _hf_generate(src: str, rounds: str) -> dict[str, Any]:
+def _hf_generate(src: str, rounds: str, threads: str) -> dict[str, Any]:
     """transformers' greedy KV-cached generate on torch CPU, in a process of its own (no TF threads)."""
     import torch
     from transformers import GPT2LMHeadModel
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(int(threads))
     model = GPT2LMHeadModel.from_pretrained(src).eval()
     prompt = torch.from_numpy(_prompt().astype(np.int64))
 
@@ -118,11 +118,13 @@ CHILDREN = {"write-hf": _write_hf, "import": _import, "tfgpt-load": _tfgpt_load,
 
 def _child(kind: str, args: list[str]) -> dict[str, Any]:
     """Run one action in this (child) process; its seconds, baseline RSS (after library imports) and peak RSS."""
-    if kind in ("import", "tfgpt-load", "export"):
-        import tfgpt  # noqa: F401 - TensorFlow and Keras in the baseline
+    if kind in ("import", "tfgpt-load", "export"):  # libraries in the baseline, not in the timed load
+        import tensorflow  # noqa: F401
+
+        import tfgpt.cli  # noqa: F401
+        import tfgpt.convert  # noqa: F401
     else:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
+        from transformers import GPT2LMHeadModel  # noqa: F401 - transformers imports its models lazily
     baseline = _rss_mb()
     t = time.perf_counter()
     extra = CHILDREN[kind](*args)
@@ -132,7 +134,11 @@ def _child(kind: str, args: list[str]) -> dict[str, Any]:
 
 
 def run_child(kind: str, *args: str) -> dict[str, Any]:
-    """``_child`` in a fresh interpreter; adds the wall time including interpreter and library start."""
+    """``_child`` in a fresh interpreter; adds the wall time including interpreter and library start.
+
+    Linux keeps ``ru_maxrss`` across exec, so a child's peak includes this process's RSS at the fork:
+    it is the child's own only while this process is small (the loads run first, before the decode part).
+    """
     cmd = [sys.executable, __file__, "--child", kind, *args]
     t = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True)
@@ -263,12 +269,15 @@ def decode_figures(run: Path, export: Path, hf_dir: Path, rounds: int) -> dict[s
     import tfgpt
 
     bandwidth = [memory_bandwidth_gbs()]
-    hf_runs = [run_child("hf-generate", str(hf_dir), "2")]
+    # torch at the same thread count as TensorFlow, and at 1 (its OpenMP pool suffers most on a loaded machine)
+    peers = {f"transformers_torch_{n}_threads": str(n) for n in sorted({os.cpu_count() or 1, 1}, reverse=True)}
+    hf_runs = {name: [run_child("hf-generate", str(hf_dir), "2", n)] for name, n in peers.items()}
     ids, times, step_ms = _rounds(_decoders(run, export, _prompt()), rounds)
-    hf_runs.append(run_child("hf-generate", str(hf_dir), "2"))
+    for name, n in peers.items():
+        hf_runs[name].append(run_child("hf-generate", str(hf_dir), "2", n))
+        ids[name] = hf_runs[name][0]["ids"]
+        times[name] = [t for r in hf_runs[name] for t in r["times"]]
     bandwidth.append(memory_bandwidth_gbs())
-    ids["transformers_torch"] = hf_runs[0]["ids"]
-    times["transformers_torch"] = [t for r in hf_runs for t in r["times"]]
     model, _ = tfgpt.load(run)
     weight_bytes = sum(int(np.prod(v.shape)) * 4 for v in model.weights)
     bound = max(bandwidth) * 1e9 / weight_bytes
@@ -276,14 +285,16 @@ def decode_figures(run: Path, export: Path, hf_dir: Path, rounds: int) -> dict[s
                            "memory_bandwidth_gbs": [round(b, 1) for b in bandwidth],
                            "weight_read_bound_tok_s": round(bound, 1),
                            "weight_read_bound_ms_per_token": round(1000 / bound, 1),
-                           "transformers_process": [{k: v for k, v in r.items() if k != "ids"} for r in hf_runs]}
-    hf_best = min(times["transformers_torch"])
+                           "transformers_processes": {k: [{x: y for x, y in r.items() if x != "ids"} for r in v]
+                                                      for k, v in hf_runs.items()}}
+    hf_best = min(min(times[name]) for name in peers)  # the faster torch setting
+    first_peer = next(iter(peers))
     for name in times:
         best, made = min(times[name]), len(ids[name])
         row = {"seconds": times[name], "tokens": made, "tok_s": round(made / best, 1),
                "fraction_of_bound": round(made / best / bound, 2),
                "speed_vs_transformers": round(hf_best / best * made / NEW_TOKENS, 2),
-               "greedy_ids_agree_with_transformers": _agree(ids[name], ids["transformers_torch"])}
+               "greedy_ids_agree_with_transformers": _agree(ids[name], ids[first_peer])}
         if step_ms.get(name):
             row["decode_ms_per_token"] = step_ms[name]
             row["best_decode_ms_per_token"] = min(step_ms[name])
@@ -355,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--import-repeats", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved decode rounds (best reported)")
     ap.add_argument("--tokenizer-reps", type=int, default=3)
+    ap.add_argument("--only-import", action="store_true", help="only the random HF dir and the load figures")
     ap.add_argument("--out", help="also write the JSON here")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -370,18 +382,25 @@ def main(argv: list[str] | None = None) -> int:
         hf_dir = tmp / "hf"
         result["write_random_hf_dir"] = run_child("write-hf", str(hf_dir))
         result["import"] = import_figures(hf_dir, tmp, a.import_repeats)
+        if a.only_import:
+            return _finish(result, t0, a.out)
         result["export"] = run_child("export", str(tmp / "run0"), str(tmp / "export"))
         result["sizes"] = _sizes(tmp / "export")
         result["decode"] = decode_figures(tmp / "run0", tmp / "export", hf_dir, a.rounds)
         result["tokenizer_8kb"] = tokenizer_figures(tmp / "export", a.tokenizer_reps, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return _finish(result, t0, a.out)
+
+
+def _finish(result: dict[str, Any], t0: float, out: str | None) -> int:
+    """Print (and write to ``out``) the JSON, with the end load and the total time."""
     result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     result["total_s"] = round(time.perf_counter() - t0, 1)
     text = json.dumps(result, indent=1)
     print(text)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
+    if out:
+        Path(out).write_text(text + "\n")
     return 0
 
 
