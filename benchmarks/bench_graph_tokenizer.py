@@ -16,11 +16,13 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import json
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -94,7 +96,9 @@ def _serving_default(tok: object) -> Callable[[str], object]:
     """A loaded export's ``serving_default`` as a call on one prompt (greedy, 2 new tokens)."""
     import tensorflow as tf
 
-    sm = _export(tok, Path(tempfile.mkdtemp(prefix="bench_graph_tok_")))
+    work = Path(tempfile.mkdtemp(prefix="bench_graph_tok_"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # the loaded model may read its assets until exit
+    sm = _export(tok, work)
     sig = tf.saved_model.load(str(sm)).signatures["serving_default"]
     scalars = {"max_new_tokens": tf.constant(2), "temperature": tf.constant(0.0), "top_k": tf.constant(0)}
 
