@@ -1,0 +1,114 @@
+"""tfgpt.finetune.classify: fine-tune a tiny run on the vendored SMS slice, classify, and bad inputs."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import keras
+import numpy as np
+import pytest
+
+from tfgpt.config import read_yaml
+from tfgpt.errors import ConfigError
+from tfgpt.finetune.classify import classify, finetune_classify, load_classifier, param_counts, set_trainable
+from tfgpt.finetune.labelled import balance, read_labelled, split
+from tfgpt.model.gpt import GPT
+from tfgpt.runs import save_run
+from tfgpt.tokenizers.char import CharTokenizer
+
+
+@pytest.fixture(scope="module")
+def sms(fixtures_dir):
+    return fixtures_dir / "finetune" / "SMSSpamCollection-200.tsv"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, sms):
+    texts = [r.text for r in read_labelled(sms)]
+    tok = CharTokenizer.train(texts, special_tokens=["<|endoftext|>"])
+    keras.utils.set_random_seed(0)
+    gpt = GPT(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=32)
+    gpt.build((None, None))
+    return save_run(tmp_path_factory.mktemp("base") / "run", gpt, tok)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_run, sms, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ft") / "spam"
+    with pytest.warns(UserWarning, match="longer than block_size 64: truncated"):
+        metrics = finetune_classify(tiny_run, sms, out, trainable="all", balance_classes=True,
+                                    epochs=6, batch_size=8, lr=2e-3, seed=0)
+    return out, metrics
+
+
+def test_beats_majority_baseline_on_train(trained, sms):
+    out, metrics = trained
+    train, _, _ = split(balance(read_labelled(sms), 0), seed=0)
+    baseline = max(Counter(r.label for r in train).values()) / len(train)
+    assert metrics["train_eval_accuracy"] > baseline
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+
+
+def test_writes_run_like_dir(trained, tiny_run):
+    out, metrics = trained
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "logs", "model.keras", "tokenizer"]
+    config = read_yaml(out / "config.yaml")
+    assert config["model"] == read_yaml(tiny_run / "config.yaml")["model"]
+    assert config["classifier"]["labels"] == ["ham", "spam"]
+    assert config["classifier"]["trainable"] == "all"
+    header = (out / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"epoch", "accuracy", "loss", "val_accuracy", "val_loss"} <= set(header)
+    assert len((out / "logs" / "metrics.csv").read_text().splitlines()) == 1 + 6
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging dir left
+
+
+def test_classify_gives_label_and_probability(trained):
+    out, _ = trained
+    result = classify(out, ["Ok lar... Joking wif u oni...", "FREE entry! Text WIN to 87121 now"])
+    model, tok, labels = load_classifier(out)
+    logits = np.asarray(model(np.array([tok.encode("Ok lar... Joking wif u oni...")])))[0]
+    probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    assert result[0] == (labels[int(probs.argmax())], pytest.approx(float(probs.max()), rel=1e-5))
+    assert all(label in ("ham", "spam") and 0.5 <= p <= 1 for label, p in result)
+
+
+@pytest.mark.parametrize(("group", "expected"), [("head", 66), ("last-block", 66 + 12_704 + 64), ("all", None)])
+def test_set_trainable_groups(group, expected):
+    from tfgpt.finetune.classifier import GPTClassifier
+
+    clf = GPTClassifier(GPT(vocab_size=10, block_size=8, n_layer=2, n_head=2, n_embd=32), 2)
+    clf.build((None, None))
+    set_trainable(clf, group)
+    trainable, total = param_counts(clf)
+    assert trainable == (total if expected is None else expected)
+
+
+def test_refuses_out_equal_to_run(tiny_run, sms):
+    with pytest.raises(ConfigError, match="is the input run"):
+        finetune_classify(tiny_run, sms, tiny_run)
+
+
+def test_refuses_non_empty_out(tiny_run, sms, tmp_path):
+    (tmp_path / "x").write_text("keep")
+    with pytest.raises(ConfigError, match="already exists and is not empty"):
+        finetune_classify(tiny_run, sms, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["x"]
+
+
+def test_refuses_unknown_trainable(tiny_run, sms, tmp_path):
+    with pytest.raises(ConfigError, match="--trainable must be one of head, last-block, all, lora"):
+        finetune_classify(tiny_run, sms, tmp_path / "o", trainable="everything")
+    assert not (tmp_path / "o").exists()
+
+
+def test_single_class_file_refused_nothing_written(tiny_run, tmp_path):
+    data = tmp_path / "one.tsv"
+    data.write_text("ham\thello\nham\tthere\n")
+    with pytest.raises(ValueError, match="one.tsv: needs at least two classes"):
+        finetune_classify(tiny_run, data, tmp_path / "o")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.tsv"]
+
+
+def test_classify_refuses_a_plain_run(tiny_run):
+    with pytest.raises(ConfigError, match="not a classifier run"):
+        classify(tiny_run, ["hi"])
