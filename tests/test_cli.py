@@ -32,7 +32,7 @@ def test_parser_commands_and_defaults():
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert list(sub.choices) == ["prepare", "train", "eval", "export", "serve", "demo", "generate", "chat",
-                                 "import-gpt2"]
+                                 "import-gpt2", "finetune", "classify"]
     t = parser.parse_args(["train", "--config", "c.yaml", "--set", "train.max_steps=5", "--set", "lr=1", "--resume"])
     assert (t.func, t.config, t.set, t.resume, t.strategy, t.quiet, t.data) == (
         cmd_train, "c.yaml", ["train.max_steps=5", "lr=1"], True, "default", False, None)
@@ -140,3 +140,29 @@ def test_import_gpt2_command_and_its_errors(tmp_path):
     assert lines[0].startswith("tfgpt import-gpt2: error: ")
     assert "bad/model.safetensors: tensor ln_f.bias is missing" in lines[0]
     assert not (tmp_path / "run2").exists()
+
+
+def test_finetune_classify_and_classify_commands(tmp_path, fixtures_dir):
+    import json
+
+    from tfgpt.finetune.labelled import read_labelled
+
+    data = fixtures_dir / "finetune" / "SMSSpamCollection-200.tsv"
+    tok = CharTokenizer.train([r.text for r in read_labelled(data)], special_tokens=["<|endoftext|>"])
+    keras.utils.set_random_seed(0)
+    base = save_run(tmp_path / "base", GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2,
+                                                       n_embd=16)), tok)
+    out = tfgpt_cli("finetune", "classify", "--run", str(base), "--data", str(data), "--out", str(tmp_path / "spam"),
+                    "--balance", "--epochs", "1")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "trainable parameters: 34 of " in out.stdout
+    report = json.loads(out.stdout[out.stdout.index("{"):])
+    assert report["run"] == str(tmp_path / "spam") and 0 <= report["test_accuracy"] <= 1
+    labelled = tfgpt_cli("classify", "--run", str(tmp_path / "spam"), "--text", "hi", "--text", "WIN now")
+    assert labelled.returncode == 0, labelled.stderr[-2000:]
+    rows = [line.split("\t") for line in labelled.stdout.splitlines()]
+    assert len(rows) == 2 and all(r[0] in ("ham", "spam") and 0.5 <= float(r[1]) <= 1 for r in rows)
+    same = tfgpt_cli("finetune", "classify", "--run", str(base), "--data", str(data), "--out", str(base))
+    lines = [line for line in same.stderr.splitlines() if line.startswith("tfgpt")]
+    assert same.returncode == 2 and lines == [f"tfgpt finetune: error: --out {base} is the input run: choose a new "
+                                              "directory"]

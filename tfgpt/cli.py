@@ -159,6 +159,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune_classify(args: argparse.Namespace) -> int:
+    from tfgpt.finetune.classify import finetune_classify
+
+    metrics = finetune_classify(args.run, args.data, args.out, trainable=args.trainable, balance_classes=args.balance,
+                                epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                lora_rank=args.lora_rank)
+    _json_out({"run": str(args.out), **metrics})
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from tfgpt.finetune.classify import classify
+
+    for label, prob in classify(args.run, args.text):
+        print(f"{label}\t{prob:.4f}")
+    return 0
+
 # -- the parser -----------------------------------------------------------------------------
 
 
@@ -267,9 +284,33 @@ def _import_gpt2_parser(add: Adder) -> None:
                         "vocabulary (default: the files beside the weights, else gpt2)")
 
 
+def _finetune_parser(add: Adder) -> None:
+    p = add("finetune", lambda a: p.error("choose a task, e.g. tfgpt finetune classify"),
+            "fine-tune a run for a task (classify)")
+    tasks = p.add_subparsers(dest="task", metavar="TASK")
+    c = tasks.add_parser("classify", help="replace the LM head by an N-class head on the last real token")
+    c.set_defaults(func=cmd_finetune_classify)
+    c.add_argument("--run", required=True, help="the run to start from (trained or imported)")
+    c.add_argument("--data", required=True, metavar="FILE", help="labelled .tsv/.csv (label, text) or .jsonl")
+    c.add_argument("--out", required=True, metavar="RUN2", help="classifier run dir to write (new or empty)")
+    c.add_argument("--trainable", default="head", choices=["head", "last-block", "all", "lora"])
+    c.add_argument("--balance", action="store_true", help="undersample every class to the smallest")
+    c.add_argument("--epochs", type=int, default=5)
+    c.add_argument("--batch-size", type=int, default=8)
+    c.add_argument("--lr", type=float, default=5e-4)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--lora-rank", type=int, default=16, help="with --trainable lora")
+
+
+def _classify_parser(add: Adder) -> None:
+    p = add("classify", cmd_classify, "label texts with a classifier run (prints label and probability)")
+    p.add_argument("--run", required=True, metavar="RUN2", help="a run from tfgpt finetune classify")
+    p.add_argument("--text", required=True, action="append", help="a text to classify (repeatable)")
+
+
 #: The sub-commands in the order ``--help`` lists them.
 SUBCOMMANDS = (_prepare_parser, _train_parser, _eval_parser, _export_parser, _serve_parser, _demo_parser,
-               _generate_parser, _chat_parser, _import_gpt2_parser)
+               _generate_parser, _chat_parser, _import_gpt2_parser, _finetune_parser, _classify_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,8 +13,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from tfgpt.errors import DataError
 
-class LabelledDataError(ValueError):
+
+class LabelledDataError(DataError):
     """A labelled data file that cannot be used: the message names the file and line."""
 
 
