@@ -112,3 +112,32 @@ def test_single_class_file_refused_nothing_written(tiny_run, tmp_path):
 def test_classify_refuses_a_plain_run(tiny_run):
     with pytest.raises(ConfigError, match="not a classifier run"):
         classify(tiny_run, ["hi"])
+
+
+def test_head_mode_leaves_the_backbone_unchanged(tiny_run, sms, tmp_path, capsys):
+    import tfgpt
+
+    metrics = finetune_classify(tiny_run, sms, tmp_path / "head", trainable="head", balance_classes=True, epochs=1)
+    assert (metrics["trainable_params"], "trainable parameters: 66 of ") == (66, capsys.readouterr().out[:28])
+    base, _ = tfgpt.load(tiny_run)
+    model, _, _ = load_classifier(tmp_path / "head")
+    for before, after in zip(base.weights, model.backbone.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(after), np.asarray(before))
+
+
+def test_lora_mode_trains_lora_and_head_only(tiny_run, sms, tmp_path):
+    # head 32·2 + 2; rank-2 LoRA on c_attn (32→96), attn proj (32→32), c_fc (32→128), mlp proj (128→32)
+    expected = 66 + (32 * 2 + 2 * 96) + (32 * 2 + 2 * 32) + (32 * 2 + 2 * 128) + (128 * 2 + 2 * 32)
+    metrics = finetune_classify(tiny_run, sms, tmp_path / "lora", trainable="lora", lora_rank=2,
+                                balance_classes=True, epochs=1)
+    assert metrics["trainable_params"] == expected
+    assert [label for label, _ in classify(tmp_path / "lora", ["hi"])][0] in ("ham", "spam")
+
+
+def test_lora_refused_when_the_module_is_missing(tiny_run, sms, tmp_path, monkeypatch):
+    import tfgpt.finetune.classify as mod
+
+    monkeypatch.setattr(mod.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match="--trainable lora is not available yet"):
+        finetune_classify(tiny_run, sms, tmp_path / "o", trainable="lora")
+    assert not [p for p in tmp_path.iterdir()]

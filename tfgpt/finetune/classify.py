@@ -87,16 +87,22 @@ def param_counts(model: keras.Model) -> tuple[int, int]:
 
 
 def _apply_trainable(model: GPTClassifier, trainable: str, lora_rank: int, lora_alpha: float | None) -> None:
-    """Freeze by group; ``lora`` goes through ``tfgpt.finetune.lora`` when it is installed."""
+    """Freeze by group; ``lora`` adds LoRA with ``tfgpt.finetune.lora`` and trains only it and the head."""
     if trainable != "lora":
         set_trainable(model, trainable)
         return
-    if importlib.util.find_spec("tfgpt.finetune.lora") is None:
-        raise ConfigError("--trainable lora is not available yet (tfgpt.finetune.lora is missing)")
     from tfgpt.finetune import lora
 
     lora.enable_lora_on(model, lora_rank, lora_alpha)
     lora.freeze(model, "lora")
+
+
+def check_trainable(trainable: str) -> None:
+    """Refuse an unknown group, or ``lora`` while ``tfgpt.finetune.lora`` is not installed."""
+    if trainable not in TRAINABLE:
+        raise ConfigError(f"--trainable must be one of {', '.join(TRAINABLE)}; got {trainable!r}")
+    if trainable == "lora" and importlib.util.find_spec("tfgpt.finetune.lora") is None:
+        raise ConfigError("--trainable lora is not available yet (tfgpt.finetune.lora is missing)")
 
 
 def check_out(run: str | os.PathLike, out: str | os.PathLike) -> Path:
@@ -157,8 +163,7 @@ def finetune_classify(
         >>> m["test_accuracy"]  # doctest: +SKIP
     """
     out_path = check_out(run, out)
-    if trainable not in TRAINABLE:
-        raise ConfigError(f"--trainable must be one of {', '.join(TRAINABLE)}; got {trainable!r}")
+    check_trainable(trainable)
     records = read_labelled(data)
     records = balance(records, seed) if balance_classes else records
     labels = label_names(records)
