@@ -78,3 +78,13 @@ def test_split_70_10_20_seeded(sms):
 def test_split_rejects_bad_fractions():
     with pytest.raises(ValueError, match="summing to 1"):
         split([Record("a", "x")], (0.5, 0.5, 0.5))
+
+
+def test_header_row_and_integer_labels(tmp_path):
+    csv_file = tmp_path / "h.csv"
+    csv_file.write_text("label,text\n1,yes\n0,no\n", encoding="utf-8")
+    assert [(r.label, r.text, r.line) for r in read_labelled(csv_file)] == [("1", "yes", 2), ("0", "no", 3)]
+    jsonl = tmp_path / "i.jsonl"
+    jsonl.write_text('{"label": 1, "text": "a"}\n{"label": 0, "text": "b"}\n{"label": true, "text": "c"}\n')
+    with pytest.raises(LabelledDataError, match="i.jsonl:3: missing label"):
+        read_labelled(jsonl)

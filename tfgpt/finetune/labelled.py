@@ -57,7 +57,8 @@ def _rows(path: Path) -> list[tuple[int, object, object]]:
 def read_labelled(path: str | os.PathLike) -> list[Record]:
     """Records of a labelled file: TSV/CSV ``label<sep>text`` rows, or JSONL ``{"label", "text"}``.
 
-    Blank lines are skipped; a missing label, a row without text, or fewer than two classes
+    Blank lines and a first-line ``label<sep>text`` header are skipped; integer JSONL labels
+    become strings; a missing label, a row without text, or fewer than two classes
     raise :class:`LabelledDataError` naming ``file:line``.
 
     Example:
@@ -72,8 +73,10 @@ def read_labelled(path: str | os.PathLike) -> list[Record]:
         raise LabelledDataError(f"{path}: no such file")
     records = []
     for line, label, text in _rows(path):
-        if label is None and text is None:
-            continue
+        if (label is None and text is None) or (line == 1 and (label, text) == ("label", "text")):
+            continue  # a blank line, or a ``label<sep>text`` header
+        if isinstance(label, int) and not isinstance(label, bool):
+            label = str(label)  # JSONL class ids such as 0/1
         if not isinstance(label, str) or not label.strip():
             raise LabelledDataError(f"{path}:{line}: missing label")
         if not isinstance(text, str) or not text.strip():
