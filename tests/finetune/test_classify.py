@@ -141,3 +141,20 @@ def test_lora_refused_when_the_module_is_missing(tiny_run, sms, tmp_path, monkey
     with pytest.raises(ConfigError, match="--trainable lora is not available yet"):
         finetune_classify(tiny_run, sms, tmp_path / "o", trainable="lora")
     assert not [p for p in tmp_path.iterdir()]
+
+
+def test_gpt2_vocabulary_pads_with_endoftext(sms, tmp_path):
+    """A GPT-2-vocabulary run (what tfgpt import-gpt2 writes): rows pad with <|endoftext|> = 50256."""
+    from tfgpt.tokenizers.bpe import BPETokenizer
+
+    tok = BPETokenizer.gpt2()
+    keras.utils.set_random_seed(0)
+    gpt = GPT(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=32)
+    run = save_run(tmp_path / "gpt2ish", gpt, tok)
+    finetune_classify(run, sms, tmp_path / "out", trainable="last-block", balance_classes=True, epochs=1)
+    model, tok2, labels = load_classifier(tmp_path / "out")
+    assert (model.pad_id, labels, read_yaml(tmp_path / "out" / "config.yaml")["classifier"]["pad_id"]) == (
+        50256, ["ham", "spam"], 50256)
+    ids = tok2.encode("Ok lar... Joking wif u oni...")
+    padded = np.array([ids + [50256] * 5])
+    np.testing.assert_allclose(np.asarray(model(padded)), np.asarray(model(np.array([ids]))), rtol=1e-5, atol=1e-6)
