@@ -75,6 +75,8 @@ def test_bad_rank_group_and_lora_without_rank() -> None:
         freeze(gpt, "lora")
     with pytest.raises(ConfigError, match="--trainable must be one of"):
         freeze(gpt, "heads")
+    with pytest.raises(ConfigError, match="--quantize must be int8 or int4"):
+        quantize_base(gpt, "float8")
     with pytest.raises(ConfigError, match="a .backbone GPT"):
         freeze(keras.Sequential([keras.layers.Dense(2)]), "all")
 
