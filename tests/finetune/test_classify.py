@@ -57,7 +57,9 @@ def test_writes_run_like_dir(trained, tiny_run):
     assert config["classifier"]["labels"] == ["ham", "spam"]
     assert config["classifier"]["trainable"] == "all"
     header = (out / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"epoch", "accuracy", "loss", "val_accuracy", "val_loss"} <= set(header)
+    assert {"epoch", "accuracy", "loss", "val_accuracy", "val_loss", "test_accuracy", "test_loss"} <= set(header)
+    last = (out / "logs" / "metrics.csv").read_text().splitlines()[-1].split(",")
+    assert float(last[header.index("test_accuracy")]) == pytest.approx(metrics["test_accuracy"], abs=1e-6)
     assert len((out / "logs" / "metrics.csv").read_text().splitlines()) == 1 + 6
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging dir left
 

@@ -133,10 +133,25 @@ def _compile(model: GPTClassifier, lr: float, steps: int) -> None:
     )
 
 
+class _TestEval(keras.callbacks.Callback):
+    """Adds ``test_loss``/``test_accuracy`` to each epoch's logs (before CSVLogger/TensorBoard read them)."""
+
+    def __init__(self, test: tuple[Any, Any], batch_size: int) -> None:
+        super().__init__()
+        self.test, self.batch_size = test, batch_size
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        loss, acc = self.model.evaluate(*self.test, batch_size=self.batch_size, verbose=0)
+        if logs is not None:
+            logs.update(test_loss=float(loss), test_accuracy=float(acc))
+
+
 def _fit(model: GPTClassifier, data: dict[str, Any], logs: Path, epochs: int, batch_size: int) -> dict[str, Any]:
-    """``model.fit`` with CSV + TensorBoard logs; returns the final train/val/test metrics."""
+    """``model.fit`` with per-epoch train/val/test loss + accuracy in CSV and TensorBoard logs;
+    returns the final metrics."""
     x, y = data["train"]
-    callbacks = [
+    callbacks = [_TestEval(data["test"], batch_size)] if data["test"] is not None else []
+    callbacks += [
         keras.callbacks.CSVLogger(str(logs / "metrics.csv")),
         keras.callbacks.TensorBoard(str(logs), write_graph=False),
     ]
