@@ -10,8 +10,9 @@ import pytest
 
 from tfgpt.config import read_yaml
 from tfgpt.errors import ConfigError
-from tfgpt.finetune.classify import classify, finetune_classify, load_classifier, param_counts, set_trainable
+from tfgpt.finetune.classify import classify, finetune_classify, load_classifier
 from tfgpt.finetune.labelled import balance, read_labelled, split
+from tfgpt.finetune.lora import freeze, param_counts
 from tfgpt.model.gpt import GPT
 from tfgpt.runs import save_run
 from tfgpt.tokenizers.char import CharTokenizer
@@ -75,12 +76,12 @@ def test_classify_gives_label_and_probability(trained):
 
 
 @pytest.mark.parametrize(("group", "expected"), [("head", 66), ("last-block", 66 + 12_704 + 64), ("all", None)])
-def test_set_trainable_groups(group, expected):
+def test_trainable_groups_of_a_classifier(group, expected):
     from tfgpt.finetune.classifier import GPTClassifier
 
     clf = GPTClassifier(GPT(vocab_size=10, block_size=8, n_layer=2, n_head=2, n_embd=32), 2)
     clf.build((None, None))
-    set_trainable(clf, group)
+    freeze(clf, group)
     trainable, total = param_counts(clf)
     assert trainable == (total if expected is None else expected)
 
@@ -134,15 +135,6 @@ def test_lora_mode_trains_lora_and_head_only(tiny_run, sms, tmp_path):
                                 balance_classes=True, epochs=1)
     assert metrics["trainable_params"] == expected
     assert [label for label, _ in classify(tmp_path / "lora", ["hi"])][0] in ("ham", "spam")
-
-
-def test_lora_refused_when_the_module_is_missing(tiny_run, sms, tmp_path, monkeypatch):
-    import tfgpt.finetune.classify as mod
-
-    monkeypatch.setattr(mod.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ConfigError, match="--trainable lora is not available yet"):
-        finetune_classify(tiny_run, sms, tmp_path / "o", trainable="lora")
-    assert not [p for p in tmp_path.iterdir()]
 
 
 def test_gpt2_vocabulary_pads_with_endoftext(sms, tmp_path):

@@ -10,7 +10,6 @@ nothing. Texts longer than the backbone's ``block_size`` are truncated to their 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import warnings
@@ -25,6 +24,7 @@ from tfgpt.config import read_yaml, save_model_config
 from tfgpt.errors import ConfigError
 from tfgpt.finetune.classifier import GPTClassifier, pad_batch
 from tfgpt.finetune.labelled import Record, balance, label_names, read_labelled, split
+from tfgpt.finetune.lora import enable_lora_on, freeze, param_counts
 from tfgpt.runs import CONFIG_YAML, LOGS_DIR, MODEL_KERAS, TOKENIZER_DIR, check_run_dir, load
 from tfgpt.tokenizers import load_tokenizer
 from tfgpt.train.config import TrainConfig
@@ -55,54 +55,17 @@ def pad_id_of(tokenizer: Any) -> int:
     return tokenizer.eot_id if tokenizer.eot_id is not None else 0
 
 
-def set_trainable(model: GPTClassifier, trainable: str) -> None:
-    """Train only ``trainable``: ``head`` (the class head), ``last-block`` (+ last block and
-    final LayerNorm) or ``all``. Per variable, so nested layers cannot override it.
-
-    Example:
-        >>> from tfgpt.model.gpt import GPT
-        >>> clf = GPTClassifier(GPT(vocab_size=10, block_size=8, n_layer=2, n_head=2, n_embd=8), 2)
-        >>> clf.build((None, None)); set_trainable(clf, "head")
-        >>> param_counts(clf)[0]  # 8 x 2 kernel + 2 bias
-        18
-    """
-    if trainable not in ("head", "last-block", "all"):
-        raise ConfigError(f"--trainable must be one of {', '.join(TRAINABLE)}; got {trainable!r}")
-    gpt = model.backbone
-    chosen = list(model.head.weights)
-    if trainable == "last-block":
-        chosen += list(gpt.blocks[-1].weights) + list(gpt.ln_f.weights)
-    if trainable == "all":
-        chosen = list(model.weights)
-    ids = {id(v) for v in chosen}
-    for v in model.weights:
-        v.trainable = id(v) in ids
-
-
-def param_counts(model: keras.Model) -> tuple[int, int]:
-    """``(trainable, total)`` parameters, each shared variable counted once."""
-    def count(vs: list[Any]) -> int:
-        return sum(int(np.prod(v.shape)) for v in {id(v): v for v in vs}.values())
-    return count(model.trainable_weights), count(model.weights)
-
-
 def _apply_trainable(model: GPTClassifier, trainable: str, lora_rank: int, lora_alpha: float | None) -> None:
-    """Freeze by group; ``lora`` adds LoRA with ``tfgpt.finetune.lora`` and trains only it and the head."""
-    if trainable != "lora":
-        set_trainable(model, trainable)
-        return
-    from tfgpt.finetune import lora
-
-    lora.enable_lora_on(model, lora_rank, lora_alpha)
-    lora.freeze(model, "lora")
+    """Freeze by group (:func:`tfgpt.finetune.lora.freeze`); ``lora`` first adds LoRA to the backbone."""
+    if trainable == "lora":
+        enable_lora_on(model, lora_rank, lora_alpha)
+    freeze(model, trainable)
 
 
 def check_trainable(trainable: str) -> None:
-    """Refuse an unknown group, or ``lora`` while ``tfgpt.finetune.lora`` is not installed."""
+    """Refuse an unknown group before any data is read."""
     if trainable not in TRAINABLE:
         raise ConfigError(f"--trainable must be one of {', '.join(TRAINABLE)}; got {trainable!r}")
-    if trainable == "lora" and importlib.util.find_spec("tfgpt.finetune.lora") is None:
-        raise ConfigError("--trainable lora is not available yet (tfgpt.finetune.lora is missing)")
 
 
 def check_out(run: str | os.PathLike, out: str | os.PathLike) -> Path:

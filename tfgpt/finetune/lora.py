@@ -94,8 +94,8 @@ def _group_variables(model: keras.Model, gpt: GPT, group: str) -> list[Any]:
     head = [v for layer in _head_layers(model, gpt) for v in layer.weights]
     if group == "head":
         return head
-    if group == "last-block":
-        return head + list(gpt.blocks[-1].weights)
+    if group == "last-block":  # + the last block and the final LayerNorm that reads it
+        return head + list(gpt.blocks[-1].weights) + list(gpt.ln_f.weights)
     lora = [layer for layer in lora_dense_layers(model) if layer.lora_enabled]
     if not lora:
         raise ConfigError("--trainable lora needs LoRA enabled first (set --lora-rank)")
