@@ -1,8 +1,8 @@
-"""Shared pytest fixtures for the tfgpt test suite, and the guard that keeps tests off ``../shared``.
+"""Shared pytest fixtures for the tfgpt test suite, and the guard that keeps tests off the team's data directory.
 
 The tests read only what travels with the repository: the slices in ``tests/fixtures/`` (see its
 ``SOURCES.md``) and the files shipped in the package (``tfgpt/assets/``). A development machine
-may hold bigger corpora in ``../shared`` beside the checkout (benchmarks read them); a test that
+may hold bigger corpora in a ``shared`` directory beside the checkout (benchmarks read them); a test that
 opens or lists anything there fails, naming the path, so ``make test`` keeps working on a bare clone.
 This file uses only the standard library and pytest (``tests/test_conftest.py`` runs a copy of it).
 """

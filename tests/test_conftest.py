@@ -1,4 +1,4 @@
-"""The ``../shared`` guard in tests/conftest.py fires, and the vendored test data is intact."""
+"""The shared-data guard in tests/conftest.py fires, and the vendored test data is intact."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_reads_fixture(shakespeare_file):
 
 
 def test_guard_fails_every_test_that_touches_shared(tmp_path: Path) -> None:
-    """A copy of the conftest, in a repo whose ``../shared`` exists, fails the four tests that
+    """A copy of the conftest, in a repo with a ``shared`` directory beside it, fails the four tests that
     touch it (even the one that swallows the error) and passes the one that reads a fixture."""
     repo, shared = tmp_path / "repo", tmp_path / "shared"
     (shared / "data").mkdir(parents=True)
@@ -70,8 +70,8 @@ def test_guard_fails_every_test_that_touches_shared(tmp_path: Path) -> None:
 
 
 def test_guard_raises_here_and_names_the_path(shared_guard) -> None:
-    target = Path(shared_guard.roots[0]) / "data" / "tinyshakespeare.txt"
-    with pytest.raises(AssertionError, match=r"test read .*tinyshakespeare\.txt.*tests/fixtures/") as e:
+    target = Path(shared_guard.roots[0]) / "guard-probe.txt"  # never exists: the hook refuses before any I/O
+    with pytest.raises(AssertionError, match=r"test read .*guard-probe\.txt.*tests/fixtures/") as e:
         target.read_text()
     assert type(e.value).__name__ == "SharedDataRead"
     assert shared_guard.take() == [str(target)]  # taken, so this test itself passes
