@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import types
@@ -77,7 +78,8 @@ class GPTConfig:
     def preset(cls, name: str, **overrides: Any) -> GPTConfig:
         """A named preset (see :data:`PRESETS`), with fields overridden by keyword."""
         if name not in PRESETS:
-            raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}")
+            hint = did_you_mean(name, PRESETS)
+            raise ConfigError(f"unknown preset {name!r}{hint}; valid presets: {', '.join(sorted(PRESETS))}")
         return from_dict(cls, {**PRESETS[name], **overrides}, where=f"preset {name!r}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,6 +136,28 @@ def _type_ok(value: Any, annotation: Any) -> bool:
     return True
 
 
+def did_you_mean(name: str, choices: typing.Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices`` to a mistyped ``name``, else ``""``.
+
+    Example:
+        >>> did_you_mean("lerning_rate", ["learning_rate", "min_lr"])
+        " (did you mean 'learning_rate'?)"
+    """
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_value(key: str, value: Any, annotation: Any) -> Any:
+    """``value`` for a field ``key`` annotated ``annotation``, or a ConfigError naming key and type.
+
+    A ``6e-4``-style string becomes a float where the field takes one; an int becomes a float.
+    """
+    value = _exponent_float(value, annotation)
+    if not _type_ok(value, annotation):
+        raise ConfigError(f"key {key!r} must be {_describe(annotation)}, got {type(value).__name__} {value!r}")
+    return float(value) if annotation is float and isinstance(value, int) else value
+
+
 def _describe(annotation: Any) -> str:
     if typing.get_origin(annotation) is Literal:
         return " or ".join(repr(a) for a in typing.get_args(annotation))
@@ -154,20 +178,15 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-            f"valid keys: {', '.join(fields)}"
+            f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
+            f"{did_you_mean(unknown[0], fields)}; valid keys: {', '.join(fields)}"
         )
     kwargs = {}
     for key, value in data.items():
-        annotation = hints[key]
-        value = _exponent_float(value, annotation)
-        if not _type_ok(value, annotation):
-            raise ConfigError(
-                f"{where}: key {key!r} must be {_describe(annotation)}, got {type(value).__name__} {value!r}"
-            )
-        if annotation is float and isinstance(value, int):
-            value = float(value)
-        kwargs[key] = value
+        try:
+            kwargs[key] = check_value(key, value, hints[key])
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
     try:
         return cls(**kwargs)
     except ConfigError as e:

@@ -91,3 +91,26 @@ def test_derived_steps_and_batch():
     assert TrainConfig(max_steps=300, warmup_steps=10, lr_decay_steps=200).decay_steps == 200
     assert TrainConfig(max_steps=5, warmup_steps=10).decay_steps == 11  # always past the warmup
     assert TrainConfig().to_dict()["lr_schedule"] == "cosine"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("train.max_steps=abc", "--set 'train.max_steps=abc': key 'max_steps' must be int, got str 'abc'"),
+        ("train.max_step=10", "unknown key 'max_step' in train (did you mean 'max_steps'?)"),
+        ("max_stesp=3", "unknown key 'max_stesp' (did you mean 'max_steps'?)"),
+        ("trian.max_steps=3", "(did you mean 'train'?)"),
+        ("model.preset=char-smal", "unknown preset 'char-smal' (did you mean 'char-small'?)"),
+    ],
+)
+def test_override_errors_name_the_set_item_and_the_closest_key(override, expected):
+    with pytest.raises(ConfigError) as e:
+        resolve_config({"model": {"preset": "char-small"}}, overrides=[override])
+    assert expected in str(e.value)
+
+
+def test_unknown_config_key_suggests_the_closest_one():
+    with pytest.raises(ConfigError, match=r"unknown key 'lerning_rate' \(did you mean 'learning_rate'\?\)"):
+        resolve_config({"model": {"preset": "char-small"}, "train": {"lerning_rate": 1e-3}})
+    with pytest.raises(ConfigError, match=r"unknown section 'modl' \(did you mean 'model'\?\)"):
+        resolve_config({"modl": {}})

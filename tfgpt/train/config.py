@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from tfgpt.config import GPTConfig, from_dict, parse_scalar, read_yaml
+from tfgpt.config import GPTConfig, check_value, did_you_mean, from_dict, parse_scalar, read_yaml
 from tfgpt.errors import ConfigError
 
 Precision = Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"]
@@ -186,17 +186,22 @@ def _split_override(item: str) -> tuple[str, str, str]:
     if len(path) == 1:
         owners = [s for s in SECTIONS if path[0] in _field_hints(s)]
         if len(owners) != 1:
+            every = [k for s in SECTIONS for k in _field_hints(s)]
+            hint = "" if owners else did_you_mean(path[0], every)
             raise ConfigError(
-                f"--set {item!r}: {'ambiguous' if owners else 'unknown'} key {path[0]!r}; "
+                f"--set {item!r}: {'ambiguous' if owners else 'unknown'} key {path[0]!r}{hint}; "
                 f"write it as section.key with section in {', '.join(SECTIONS)}"
             )
         path = [owners[0], path[0]]
     if len(path) != 2 or path[0] not in SECTIONS:
-        raise ConfigError(f"--set {item!r}: key must be section.key with section in {', '.join(SECTIONS)}")
+        hint = did_you_mean(path[0], SECTIONS) if len(path) == 2 else ""
+        raise ConfigError(f"--set {item!r}: key must be section.key with section in {', '.join(SECTIONS)}{hint}")
     section, key = path
     if key not in _field_hints(section):
+        valid = sorted(_field_hints(section))
         raise ConfigError(
-            f"--set {item!r}: unknown key {key!r} in {section}; valid keys: {', '.join(sorted(_field_hints(section)))}"
+            f"--set {item!r}: unknown key {key!r} in {section}{did_you_mean(key, valid)}; "
+            f"valid keys: {', '.join(valid)}"
         )
     return section, key, raw
 
@@ -208,7 +213,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     (:func:`tfgpt.config.parse_scalar`); unknown keys are refused, naming the valid ones.
     """
     section, key, raw = _split_override(item)
-    return [section, key], parse_scalar(raw, _field_hints(section)[key])
+    annotation = _field_hints(section)[key]
+    try:
+        return [section, key], check_value(key, parse_scalar(raw, annotation), annotation)
+    except ConfigError as e:
+        raise ConfigError(f"--set {item!r}: {e}") from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -250,7 +259,8 @@ def resolve_config(
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise ConfigError(
-            f"{where}: unknown section{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"{where}: unknown section{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
+            f"{did_you_mean(unknown[0], SECTIONS)}; "
             f"valid sections: {', '.join(SECTIONS)}"
         )
     data = apply_overrides(data, overrides)
