@@ -123,8 +123,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     if args.stride is not None:
         raise ConfigError("--stride applies to --text FILE only")
-    _json_out(evaluate_run(args.run, split=args.split, eval_iters=args.eval_iters, data_dir=args.data,
-                           checkpoint=args.checkpoint))
+    result = evaluate_run(args.run, split=args.split, eval_iters=args.eval_iters, data_dir=args.data,
+                          checkpoint=args.checkpoint)
+    _json_out(result)
+    if "note" in result:
+        print(f"tfgpt eval: note: {result['note']}", file=sys.stderr)
     return 0
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tfgpt.config import GPTConfig
-from tfgpt.errors import ConfigError, RunDirError
+from tfgpt.errors import ConfigError, DataError, RunDirError
 from tfgpt.model.gpt import GPT
 from tfgpt.train.data import array_source
 from tfgpt.train.evaluate import EVAL_SEED_OFFSET, LossEstimator, evaluate_run, perplexity
@@ -62,6 +62,25 @@ def test_evaluate_run(run):
     assert out["loss"] == pytest.approx(summary["val_loss"], rel=1e-4)
     assert out["perplexity"] == pytest.approx(2.718281828 ** out["loss"], rel=1e-6)
     assert out["tokens"] == 2 * 4 * 16
+
+
+def test_eval_says_when_windows_read_more_than_the_split(run, capsys):
+    from tfgpt.cli import main
+    from tfgpt.config import read_yaml
+    from tfgpt.data.manifest import load_manifest
+
+    run_dir = run[0]
+    data_dir = read_yaml(run_dir / "config.yaml")["data"]["dir"]
+    split_tokens = load_manifest(data_dir)["splits"]["val"]["tokens"]
+    iters = split_tokens // (4 * 16) + 2  # more windows than the split has tokens
+    out = evaluate_run(run_dir, split="val", eval_iters=iters)
+    assert out["split_tokens"] == split_tokens and out["tokens"] == iters * 4 * 16 > split_tokens
+    assert out["note"].startswith(f"read {iters * 64:,} tokens from a {split_tokens:,}-token split")
+    assert "note" not in evaluate_run(run_dir, split="val", eval_iters=1)
+    assert main(["eval", "--run", str(run_dir), "--eval-iters", str(iters)]) == 0
+    assert "tfgpt eval: note: read" in capsys.readouterr().err
+    with pytest.raises(DataError, match="has no split 'test'; it has train, val"):
+        evaluate_run(run_dir, split="test")
 
 
 def test_eval_scores_the_weights_load_uses(run, resumed, tmp_path):

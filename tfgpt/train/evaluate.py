@@ -4,7 +4,7 @@ the run's data dir) and ``evaluate_text`` (any UTF-8 text file, ``tfgpt eval --r
 Example:
     >>> result = evaluate_run("runs/shakespeare-char", split="val")  # doctest: +SKIP
     >>> sorted(result)  # doctest: +SKIP
-    ['batches', 'loss', 'perplexity', 'run_dir', 'split', 'step', 'tokens', 'weights']
+    ['batches', 'loss', 'perplexity', 'run_dir', 'split', 'split_tokens', 'step', 'tokens', 'weights']
     >>> evaluate_text("runs/gpt2", "wiki.test.txt", stride=512)["perplexity"]  # doctest: +SKIP
 """
 
@@ -96,8 +96,10 @@ def evaluate_run(
     path. ``eval_iters``/``batch_size`` default to the run's ``train:`` settings; the data dir
     defaults to the run's ``data.dir``.
 
-    Returns ``{"run_dir", "split", "step", "weights", "loss", "perplexity", "tokens", "batches"}``;
-    ``step`` is that of the weights scored (None if unknown), ``weights`` their file.
+    Returns ``{"run_dir", "split", "step", "weights", "loss", "perplexity", "tokens", "batches",
+    "split_tokens"}``; ``step`` is that of the weights scored (None if unknown), ``weights`` their
+    file. ``tokens`` counts the tokens read in random windows; a ``note`` says so when that is more
+    than the split's ``split_tokens`` (windows then overlap).
     """
     if eval_iters is not None and eval_iters <= 0:
         raise ConfigError(f"--eval-iters must be a positive number of batches, got {eval_iters}")
@@ -106,17 +108,34 @@ def evaluate_run(
     data_dir = data_dir if data_dir is not None else dcfg.dir
     if data_dir is None:
         raise RunDirError(f"{run_dir / CONFIG_YAML} names no data dir; pass data_dir")
-    check_data_dir(data_dir)
+    manifest = check_data_dir(data_dir)
+    if split not in manifest["splits"]:
+        raise DataError(f"data dir {data_dir} has no split {split!r}; it has {', '.join(manifest['splits'])}")
     source = data_dir_source(data_dir, shuffle=dcfg.shuffle)
     iters = eval_iters if eval_iters is not None else tcfg.eval_iters
     bs = batch_size if batch_size is not None else tcfg.eval_batch_size or tcfg.batch_size
     est = LossEstimator(model, source, [split], iters, bs, model.config.block_size, tcfg.seed,
                         jit_compile=tcfg.jit_compile)
     loss = est()[split]
-    return {
+    result = {
         "run_dir": str(run_dir), "split": split, "step": step, "weights": str(weights), "loss": loss,
         "perplexity": perplexity(loss), "tokens": est.tokens_per_split, "batches": iters,
+        "split_tokens": manifest["splits"][split]["tokens"],
     }
+    return {**result, **reuse_note(result["tokens"], result["split_tokens"])}
+
+
+def reuse_note(tokens: int, split_tokens: int) -> dict[str, str]:
+    """``{"note": ...}`` when the random windows read more tokens than the split holds, else ``{}``.
+
+    Example:
+        >>> reuse_note(20480, 5157)["note"]
+        'read 20,480 tokens from a 5,157-token split: windows overlap, so tokens were scored more than once'
+    """
+    if tokens <= split_tokens:
+        return {}
+    return {"note": f"read {tokens:,} tokens from a {split_tokens:,}-token split: windows overlap, "
+                    "so tokens were scored more than once"}
 
 
 # -- perplexity of a text file -------------------------------------------------------------
