@@ -25,7 +25,7 @@ def source():
     return array_source({"train": ids[:50000], "val": ids[50000:]})
 
 
-def test_resume_is_exact(tmp_path, source):
+def test_resume_is_exact(tmp_path, source, capsys):
     """A run stopped at step 10 and resumed to 20 logs the same losses as a run of 20 steps."""
     cfg = tiny_config(max_steps=20, lr_decay_steps=20, checkpoint_interval=5, eval_interval=10)
     cfg["model"]["dropout"] = 0.1  # the dropout RNG must be restored too
@@ -36,6 +36,9 @@ def test_resume_is_exact(tmp_path, source):
     resumed = train(None, run_dir=tmp_path / "part", source=source, progress=False, resume=True,
                     overrides=["train.max_steps=20"])
     assert resumed["start_step"] == 10 and resumed["step"] == 20
+    err = capsys.readouterr().err
+    assert f"resuming {tmp_path / 'part'} from step 10 (checkpoint {tmp_path / 'part/checkpoints/step-000010'})" in err
+    assert "schedule changed" not in err  # lr_decay_steps is fixed, so the curve is the same
     a, b = train_records(tmp_path / "full"), train_records(tmp_path / "part")
     assert sorted(a) == sorted(b) == list(range(1, 21))
     diff = max(abs(a[s]["loss"] - b[s]["loss"]) for s in a)

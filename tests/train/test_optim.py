@@ -104,3 +104,17 @@ def test_weight_decay_exclusions():
         assert moved == (v.path not in excluded), v.path
 
 
+
+
+def test_schedule_change_says_how_the_rate_moves():
+    from tfgpt.train.optim import make_schedule, schedule_change
+
+    old = TrainConfig(max_steps=300, learning_rate=3e-4, min_lr=3e-5, warmup_steps=10)
+    new = TrainConfig(max_steps=400, learning_rate=3e-4, min_lr=3e-5, warmup_steps=10)
+    note = schedule_change(old, new, 300)
+    assert "decay ends at step 300 -> 400" in note
+    assert f"{make_schedule(old).value(300):.1e} -> {make_schedule(new).value(300):.1e}" in note
+    assert make_schedule(old).value(300) == pytest.approx(3e-5) and make_schedule(new).value(300) > 3e-5
+    assert schedule_change(old, old, 300) is None
+    fixed = TrainConfig(max_steps=400, learning_rate=3e-4, min_lr=3e-5, warmup_steps=10, lr_decay_steps=300)
+    assert schedule_change(old, fixed, 300) is None  # decay pinned: a longer run keeps the curve

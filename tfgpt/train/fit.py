@@ -25,6 +25,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -35,7 +36,7 @@ import keras
 import tensorflow as tf
 
 from tfgpt.atomic import write_text_atomic
-from tfgpt.config import GPTConfig, read_yaml, save_model_config
+from tfgpt.config import GPTConfig, from_dict, read_yaml, save_model_config
 from tfgpt.data.manifest import check_tokenizer
 from tfgpt.errors import ConfigError, DataError, RunDirError
 from tfgpt.model.gpt import GPT
@@ -54,7 +55,7 @@ from tfgpt.train.checkpoint import Checkpoints
 from tfgpt.train.config import DataConfig, TrainConfig, resolve_config
 from tfgpt.train.data import Source, check_data_dir, data_dir_source
 from tfgpt.train.evaluate import LossEstimator
-from tfgpt.train.optim import make_optimizer
+from tfgpt.train.optim import make_optimizer, schedule_change
 from tfgpt.train.perf import available_memory_bytes, estimate_memory, flops_per_token, measure_peak_flops
 from tfgpt.train.step import GPTTrainer
 from tfgpt.train.strategy import get_strategy, is_chief, is_multi_worker, on_cpu_only
@@ -241,6 +242,7 @@ def train(
     data = _open_data(plan, source, tokenizer)
     built = _build(plan, place)
     if place.chief:
+        _announce_resume(plan, built)
         _write_run_dir(plan, data, built.start_step)
     monitor = _make_monitor(plan, place, data, built, progress)
     path = _run(plan, place, data, built, monitor)
@@ -374,6 +376,23 @@ def _build(plan: RunPlan, place: Placement) -> Built:
 
 
 # -- 5. run dir and monitor ------------------------------------------------------------------------
+
+
+def _announce_resume(plan: RunPlan, built: Built) -> None:
+    """On --resume, say where the run resumes from and how a changed schedule differs (stderr)."""
+    if not plan.resume:
+        return
+    latest = built.checkpoints.latest() or {}
+    print(f"resuming {plan.run_dir} from step {built.start_step} "
+          f"(checkpoint {plan.run_dir / CHECKPOINTS / str(latest.get('dir', '?'))})", file=sys.stderr)
+    saved = read_yaml(plan.run_dir / CONFIG_YAML).get("train") or {}
+    try:
+        old = from_dict(TrainConfig, saved, where=str(plan.run_dir / CONFIG_YAML))
+    except ConfigError:
+        return  # a config from another tfgpt version: nothing to compare against
+    change = schedule_change(old, plan.train, built.start_step)
+    if change:
+        print(f"note: {change}; the new schedule applies from here", file=sys.stderr)
 
 
 def _write_run_dir(plan: RunPlan, data: RunData, start_step: int) -> None:

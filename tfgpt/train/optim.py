@@ -87,6 +87,28 @@ def make_schedule(cfg: TrainConfig) -> WarmupDecay:
                         shape=cfg.lr_schedule, cooldown=cfg.lr_cooldown)
 
 
+def schedule_change(old: TrainConfig, new: TrainConfig, step: int) -> str | None:
+    """How the learning-rate curve from ``step`` on differs between two configs, or None if it doesn't.
+
+    On ``--resume`` the new config's schedule applies; a changed ``max_steps`` (or any schedule
+    field) moves the decay, which this says plainly instead of letting the rate jump silently.
+
+    Example:
+        >>> old = TrainConfig(max_steps=300, learning_rate=1e-3, warmup_steps=0)
+        >>> schedule_change(old, TrainConfig(max_steps=400, learning_rate=1e-3, warmup_steps=0), 300)
+        'the learning-rate schedule changed (decay ends at step 300 -> 400): at step 300 the rate is 1.0e-04 -> 2.3e-04'
+    """
+    before, after = make_schedule(old), make_schedule(new)
+    if before.get_config() == after.get_config():
+        return None
+    fields = ("peak_lr", "warmup_steps", "decay_steps", "min_lr", "shape", "cooldown")
+    names = {"peak_lr": "learning_rate", "decay_steps": "decay ends at step", "shape": "lr_schedule"}
+    diffs = [f"{names.get(f, f)} {getattr(before, f)} -> {getattr(after, f)}"
+             for f in fields if getattr(before, f) != getattr(after, f)]
+    return (f"the learning-rate schedule changed ({'; '.join(diffs)}): at step {step} the rate is "
+            f"{before.value(step):.1e} -> {after.value(step):.1e}")
+
+
 def no_decay_variables(model: keras.Model) -> list[Any]:
     """Trainable variables AdamW must not decay: biases, norm scales/offsets (all < 2-D) and embeddings."""
     out = [v for v in model.trainable_variables if len(v.shape) < 2]
