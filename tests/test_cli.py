@@ -62,6 +62,9 @@ def test_generate_and_stream_agree(run):
     streamed = tfgpt_cli("generate", "--run", str(run), "--prompt", "To be", "--max-new-tokens", "12",
                          "--temperature", "0", "--stream")
     assert streamed.returncode == 0 and streamed.stdout == plain.stdout
+    only = tfgpt_cli("generate", "--run", str(run), "--prompt", "To be", "--max-new-tokens", "12",
+                     "--temperature", "0", "--completion-only")
+    assert only.returncode == 0 and "To be" + only.stdout == plain.stdout
 
 
 @pytest.mark.parametrize(

@@ -32,46 +32,52 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
+def _cli_prompt(prompt: str | None) -> str | bytes:
+    """The --prompt text; argv bytes that are not UTF-8 (surrogate escapes) go back to bytes, so
+    generation reports them clearly."""
     from tfgpt.errors import TfgptError
 
-    prompt = args.prompt
     if prompt is None:
         raise TfgptError("give --prompt TEXT")
-    # argv bytes that are not UTF-8 arrive as surrogate escapes: turn them back into bytes so
-    # generation reports them clearly.
     try:
         prompt.encode("utf-8")
     except UnicodeEncodeError:
-        prompt = os.fsencode(prompt)
+        return os.fsencode(prompt)
+    return prompt
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Print prompt + completion (nanoGPT's sample.py and HF pipelines do), or only the completion
+    with ``--completion-only``; the same for ``--run``, ``--tflite`` and ``--stream``."""
+    from tfgpt.errors import TfgptError
+
+    prompt = _cli_prompt(args.prompt)
     sampling = dict(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
         top_p=args.top_p, seed=args.seed, stop=args.stop,
     )
+    head = "" if args.completion_only or not isinstance(prompt, str) else prompt
     if args.tflite:
         from tfgpt.export.tflite_runner import generate_tflite
 
-        text = generate_tflite(args.tflite, args.tokenizer, prompt, **sampling)
-        print(text)
+        print(head + generate_tflite(args.tflite, args.tokenizer, prompt, **sampling))
         return 0
     if not args.run:
         raise TfgptError("give --run RUN (or --tflite FILE --tokenizer DIR)")
     import tfgpt
 
     model, tokenizer = tfgpt.load(args.run, checkpoint=args.checkpoint)
-    if args.stream:
-        sys.stdout.write(prompt if isinstance(prompt, str) else "")
+    if not args.stream:
+        print(head + tfgpt.generate(model, tokenizer, prompt, **sampling))
+        return 0
+
+    def emit(delta: str) -> None:
+        sys.stdout.write(delta)
         sys.stdout.flush()
 
-        def emit(delta: str) -> None:
-            sys.stdout.write(delta)
-            sys.stdout.flush()
-
-        tfgpt.generate(model, tokenizer, prompt, stream=emit, **sampling)
-        sys.stdout.write("\n")
-    else:
-        text = tfgpt.generate(model, tokenizer, prompt, **sampling)
-        print(prompt + text)
+    emit(head)
+    tfgpt.generate(model, tokenizer, prompt, stream=emit, **sampling)
+    sys.stdout.write("\n")
     return 0
 
 
@@ -268,6 +274,7 @@ def _generate_parser(add: Adder) -> None:
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     p.add_argument("--tflite", default=None, help="run a TFLite export instead of a run dir")
     p.add_argument("--tokenizer", default=None, help="tokenizer dir for --tflite")
+    p.add_argument("--completion-only", action="store_true", help="print only the generated text, not the prompt")
     _sampling_args(p)
 
 

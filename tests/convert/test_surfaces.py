@@ -208,6 +208,9 @@ def test_tflite_float_prefill_decode(export, tensors, expected, capsys):
     assert gen.generate_ids(ids, NEW, temperature=0.0, eot_id=EOT) == expected["ids"]
     assert main(["generate", "--tflite", str(path), "--tokenizer", str(export / "tokenizer"), "--prompt", PROMPT,
                  "--max-new-tokens", str(NEW), "--temperature", "0"]) == 0
+    assert capsys.readouterr().out == PROMPT + expected["text"] + "\n"  # prompt + completion, as generate --run
+    assert main(["generate", "--tflite", str(path), "--tokenizer", str(export / "tokenizer"), "--prompt", PROMPT,
+                 "--max-new-tokens", str(NEW), "--temperature", "0", "--completion-only"]) == 0
     assert capsys.readouterr().out == expected["text"] + "\n"
 
 
