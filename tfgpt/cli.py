@@ -178,6 +178,16 @@ def cmd_finetune_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune_instruct(args: argparse.Namespace) -> int:
+    from tfgpt.finetune.tune_instruct import finetune_instruct
+
+    metrics = finetune_instruct(args.run, args.data, args.out, mask_prompt=args.mask_prompt, epochs=args.epochs,
+                                batch_size=args.batch_size, lr=args.lr, seed=args.seed, trainable=args.trainable,
+                                lora_rank=args.lora_rank, max_new_tokens=args.max_new_tokens)
+    _json_out({"run": str(args.out), **metrics})
+    return 0
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
     from tfgpt.finetune.classify import classify
 
@@ -310,6 +320,20 @@ def _finetune_parser(add: Adder) -> None:
     c.add_argument("--lr", type=float, default=5e-4)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--lora-rank", type=int, default=16, help="with --trainable lora")
+    i = tasks.add_parser("instruct", help="instruction-tune on Alpaca-style JSON (loss on the responses)")
+    i.set_defaults(func=cmd_finetune_instruct)
+    i.add_argument("--run", required=True, help="the run to start from (trained or imported)")
+    i.add_argument("--data", required=True, metavar="FILE.json", help="a JSON list of {instruction, input, output}")
+    i.add_argument("--out", required=True, metavar="RUN2", help="LM run dir to write (new or empty)")
+    i.add_argument("--mask-prompt", action=argparse.BooleanOptionalAction, default=True,
+                   help="loss on the response tokens only (default); --no-mask-prompt includes the prompt")
+    i.add_argument("--trainable", default="all", choices=["all", "last-block", "lora"])
+    i.add_argument("--lora-rank", type=int, default=16, help="with --trainable lora")
+    i.add_argument("--epochs", type=int, default=2)
+    i.add_argument("--batch-size", type=int, default=8)
+    i.add_argument("--lr", type=float, default=5e-5)
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--max-new-tokens", type=int, default=256, help="length limit of the test-split responses")
 
 
 def _classify_parser(add: Adder) -> None:

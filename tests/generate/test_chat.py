@@ -44,3 +44,42 @@ def test_each_reply_continues_the_whole_conversation(tmp_path):
     first = tfgpt.generate(model, tok, "You: hello\nModel:", seed=3, **kwargs)
     second = tfgpt.generate(model, tok, f"You: hello\nModel:{first}\nYou: how\nModel:", seed=4, **kwargs)
     assert out.getvalue().splitlines()[1:] == ["You: Model:" + first, "You: Model:" + second, "You: "]
+
+
+def _instruct_run(tmp_path, template="alpaca"):
+    from tfgpt.finetune.instruct import format_prompt
+
+    tok = CharTokenizer.train([format_prompt({"instruction": "Name a color. Say hi.", "input": ""})],
+                              special_tokens=["<|endoftext|>"])
+    keras.utils.set_random_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=128, n_layer=1, n_head=2, n_embd=16))
+    return save_run(tmp_path / "run", model, tok, sections={"instruct": {"template": template, "mask_prompt": True}})
+
+
+def test_an_instruct_run_answers_each_line_in_its_template(tmp_path):
+    """Each line is the instruction of its own Alpaca prompt (no history); the reply is what greedy
+    generation gives for that prompt, ending at end-of-text or a new "### " header."""
+    import tfgpt
+    from tfgpt.finetune.instruct import format_prompt
+
+    run = _instruct_run(tmp_path)
+    out = io.StringIO()
+    code = chat(str(run), max_new_tokens=6, temperature=0, stdin=io.StringIO("Name a color.\n\nSay hi.\n"), stdout=out)
+    assert code == 0
+    model, tok = tfgpt.load(run)
+    replies = [tfgpt.generate(model, tok, format_prompt({"instruction": line, "input": ""}), max_new_tokens=6,
+                              temperature=0, stop=["\n\n### "]) for line in ("Name a color.", "Say hi.")]
+    lines = out.getvalue().splitlines()
+    assert "instruction template" in lines[0]
+    # the empty line is skipped: the prompt comes back without a reply
+    assert lines[1:] == ["You: Model: " + replies[0], "You: You: Model: " + replies[1], "You: "]
+
+
+def test_an_unknown_instruct_template_is_refused(tmp_path):
+    import pytest
+
+    from tfgpt.errors import ConfigError
+
+    run = _instruct_run(tmp_path, template="chatml")
+    with pytest.raises(ConfigError, match="instruct.template must be 'alpaca', got 'chatml'"):
+        chat(str(run), stdin=io.StringIO("hi\n"), stdout=io.StringIO())

@@ -1,0 +1,212 @@
+"""tfgpt.finetune.tune_instruct: instruction-tune a tiny char-level run on the vendored 30 entries."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import tfgpt
+from tfgpt.cli import main
+from tfgpt.config import read_yaml
+from tfgpt.errors import ConfigError, DataError
+from tfgpt.finetune.instruct import encode_entry, format_example, format_prompt, read_instruction_data
+from tfgpt.finetune.scores import score_responses
+from tfgpt.finetune.tune_instruct import (
+    InstructBatches,
+    MaskedLMLoss,
+    finetune_instruct,
+    split_entries,
+)
+from tfgpt.model.gpt import GPT
+from tfgpt.runs import save_run
+from tfgpt.tokenizers.char import CharTokenizer
+
+NEW_TOKENS = 12
+
+
+@pytest.fixture(scope="module")
+def data(fixtures_dir):
+    return fixtures_dir / "finetune" / "instruction-data-30.json"
+
+
+@pytest.fixture(scope="module")
+def entries(data):
+    return read_instruction_data(data)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(entries):
+    return CharTokenizer.train([format_example(e) for e in entries], special_tokens=["<|endoftext|>"])
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, tokenizer):
+    keras.utils.set_random_seed(0)
+    gpt = GPT(vocab_size=tokenizer.vocab_size, block_size=256, n_layer=1, n_head=2, n_embd=32)
+    gpt.build((None, None))
+    return save_run(tmp_path_factory.mktemp("base") / "run", gpt, tokenizer)
+
+
+@pytest.fixture(scope="module")
+def tuned(base, data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ft") / "instruct"
+    with pytest.warns(UserWarning, match="9 of 30 examples are longer than block_size 256 tokens: truncated"):
+        metrics = finetune_instruct(base, data, out, epochs=4, batch_size=8, lr=3e-3, max_new_tokens=NEW_TOKENS)
+    return out, metrics
+
+
+def test_split_is_seeded_85_10_5(entries):
+    train, val, test = split_entries(entries, seed=0)
+    assert (len(train), len(val), len(test)) == (25, 2, 3)
+    assert sorted(map(json.dumps, train + val + test)) == sorted(map(json.dumps, entries))
+    assert split_entries(entries, seed=0) == (train, val, test)
+    assert split_entries(entries, seed=1)[0] != train
+
+
+@pytest.mark.slow
+def test_writes_a_loadable_lm_run_with_responses(tuned, base, data, entries):
+    out, metrics = tuned
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "logs", "model.keras", "responses.json",
+                                                     "tokenizer"]
+    config = read_yaml(out / "config.yaml")
+    assert config["model"] == read_yaml(base / "config.yaml")["model"]
+    section = config["instruct"]
+    assert (section["template"], section["mask_prompt"], section["trainable"]) == ("alpaca", True, "all")
+    assert section["data"] == str(data) and section["split"] == {"train": 25, "val": 2, "test": 3}
+    assert section["metrics"]["val_loss_after"] == metrics["val_loss_after"]
+    model, tok = tfgpt.load(out)
+    rows = json.loads((out / "responses.json").read_text())
+    _, _, test = split_entries(entries, seed=0)
+    assert [sorted(r) for r in rows] == [["input", "instruction", "model_response", "output"]] * 3
+    assert [{k: r[k] for k in ("instruction", "input", "output")} for r in rows] == test
+    # greedy, KV-cached, stopped at end-of-text: what tfgpt.generate gives from the saved run
+    expected = [tfgpt.generate(model, tok, format_prompt(e), max_new_tokens=NEW_TOKENS, temperature=0).strip()
+                for e in test]
+    assert [r["model_response"] for r in rows] == expected
+    scores = score_responses(expected, [e["output"] for e in test])
+    assert (metrics["rouge_l_after"], metrics["bleu_after"]) == (scores["rouge_l"], scores["bleu"])
+    header = (out / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert header == ["epoch", "loss", "val_loss"]
+    assert list((out / "logs").rglob("events.out.tfevents.*"))
+
+
+def test_val_loss_falls_on_a_tiny_overfit(tuned):
+    _, metrics = tuned
+    assert metrics["val_loss_after"] < metrics["val_loss_before"] - 0.2
+    assert metrics["val_response_loss_after"] == metrics["val_loss_after"]  # masked: the same tokens
+    assert {"rouge_l_before", "bleu_before", "tokens_per_s", "train_tokens"} <= set(metrics)
+
+
+def test_tokens_counted_are_the_unpadded_inputs(tuned, entries):
+    _, metrics = tuned
+    train, _, _ = split_entries(entries, seed=0)
+    # char-level: prompt + response + eot, shifted by one, is len(text) inputs (truncated to 256)
+    assert metrics["train_tokens"] == 4 * sum(min(len(format_example(e)), 256) for e in train)
+    assert metrics["tokens_per_s"] > 0
+
+
+def test_batches_pad_to_each_batchs_longest_and_reshuffle(entries, tokenizer):
+    pairs = [encode_entry(e, tokenizer) for e in entries[:10]]
+    length = [len(p) + len(r) for p, r in pairs]  # inputs: prompt + response + eot, less the last
+    batches = InstructBatches(pairs, batch_size=4, pad_id=tokenizer.eot_id, seed=0)
+    orders = []
+    for _ in range(2):
+        one = list(batches())
+        orders.append(batches.order.tolist())
+        assert sorted(orders[-1]) == list(range(10))
+        assert [x.shape for x, _ in one] == [(n, max(length[i] for i in orders[-1][k:k + 4]))
+                                             for n, k in ((4, 0), (4, 4), (2, 8))]
+    assert orders[0] != orders[1]  # a new seeded order each pass
+    assert InstructBatches(pairs, 4, tokenizer.eot_id, seed=0)().__next__()[0].shape[0] == 4
+    assert list(InstructBatches(pairs, 4, tokenizer.eot_id, seed=0).__call__())[0][1].tolist() == \
+        InstructBatches(pairs, 4, tokenizer.eot_id, seed=0).__call__().__next__()[1].tolist()
+    plain = InstructBatches(pairs, 4, tokenizer.eot_id)
+    ds = [(x.numpy(), y.numpy()) for x, y in plain.dataset()]
+    assert [x.shape[1] for x, _ in ds] == [max(length[0:4]), max(length[4:8]), max(length[8:10])]
+    assert all(np.array_equal(x, plain[i][0]) and np.array_equal(y, plain[i][1]) for i, (x, y) in enumerate(ds))
+
+
+def test_prompt_tokens_contribute_exactly_zero_and_unmasked_differs(entries, tokenizer):
+    pairs = [encode_entry(e, tokenizer) for e in entries[:3]]
+    x, y = InstructBatches(pairs, 3, tokenizer.eot_id)[0]
+    _, y_all = InstructBatches(pairs, 3, tokenizer.eot_id, mask_prompt=False)[0]
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(*x.shape, tokenizer.vocab_size)).astype("float32")
+    # by hand: the labels of row b are its response and one end-of-text, from position len(prompt) - 1
+    expected, count = 0.0, 0
+    for b, (prompt, response) in enumerate(pairs):
+        for t, target in enumerate(response + [tokenizer.eot_id], start=len(prompt) - 1):
+            z = logits[b, t].astype(np.float64)
+            expected += np.log(np.exp(z - z.max()).sum()) + z.max() - z[target]
+            count += 1
+    loss = float(MaskedLMLoss()(y, logits))
+    assert loss == pytest.approx(expected / count, abs=1e-5)
+    changed = logits.copy()
+    for b, (prompt, _) in enumerate(pairs):
+        changed[b, : len(prompt) - 1] = rng.normal(size=(len(prompt) - 1, tokenizer.vocab_size)) * 50
+    assert float(MaskedLMLoss()(y, changed)) == loss  # prompt positions: exactly zero weight
+    assert float(MaskedLMLoss()(y_all, changed)) != float(MaskedLMLoss()(y_all, logits))
+
+
+def test_refuses_out_equal_to_run_and_a_non_empty_out_before_reading(base, tmp_path):
+    with pytest.raises(ConfigError, match="is the input run"):
+        finetune_instruct(base, tmp_path / "missing.json", base)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(ConfigError, match="already exists and is not empty"):
+        finetune_instruct(base, tmp_path / "missing.json", tmp_path / "full")
+
+
+@pytest.mark.parametrize("rank", [0, -2])
+def test_refuses_a_lora_rank_not_positive(base, data, tmp_path, rank):
+    with pytest.raises(ConfigError, match=f"--lora-rank must be a positive integer, got {rank}"):
+        finetune_instruct(base, data, tmp_path / "out", trainable="lora", lora_rank=rank)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refuses_a_tokenizer_without_end_of_text(tmp_path, data, entries):
+    tok = CharTokenizer.train([format_example(e) for e in entries])
+    gpt = GPT(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16)
+    run = save_run(tmp_path / "run", gpt, tok)
+    with pytest.raises(DataError, match="no end-of-text token"):
+        finetune_instruct(run, data, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_cli_names_a_missing_field_in_one_line(base, tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"instruction": "a", "input": "", "output": "b"}, {"instruction": "c", "input": ""}]))
+    code = main(["finetune", "instruct", "--run", str(base), "--data", str(bad), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == f"tfgpt finetune: error: {bad}: entry 1: missing field 'output'\n"
+    assert not (tmp_path / "o").exists()
+    code = main(["finetune", "instruct", "--run", str(base), "--data", str(bad), "--out", str(tmp_path / "o"),
+                 "--trainable", "lora", "--lora-rank", "0"])
+    assert code == 2 and capsys.readouterr().err.endswith("--lora-rank must be a positive integer, got 0\n")
+
+
+def test_cli_unmasked_lora_run(base, data, tmp_path, capsys):
+    out = tmp_path / "lora"
+    with pytest.warns(UserWarning, match="longer than block_size"):
+        code = main(["finetune", "instruct", "--run", str(base), "--data", str(data), "--out", str(out),
+                     "--no-mask-prompt", "--trainable", "lora", "--lora-rank", "2", "--epochs", "1",
+                     "--max-new-tokens", "0", "--lr", "1e-3"])
+    assert code == 0
+    text = capsys.readouterr().out
+    printed = json.loads(text[text.rindex("\n{\n") + 1:])
+    section = read_yaml(out / "config.yaml")["instruct"]
+    assert (section["mask_prompt"], section["trainable"], section["lora_rank"]) == (False, "lora", 2)
+    metrics = section["metrics"]
+    # unmasked: the objective covers the prompt too, so it differs from the response-only loss
+    assert metrics["val_loss_before"] != metrics["val_response_loss_before"]
+    assert metrics["trainable_params"] < metrics["total_params"]
+    model, _ = tfgpt.load(out)  # LoRA merged on save: plain Dense layers
+    assert not [w for w in model.weights if "lora" in w.path]
+    assert printed["run"] == str(out) and printed["split"] == {"train": 25, "val": 2, "test": 3}
+    assert printed["val_loss_after"] == metrics["val_loss_after"]
+    assert json.loads((out / "responses.json").read_text()) == []  # --max-new-tokens 0: nothing generated
+    assert "rouge_l_after" not in printed and "rouge_l_before" not in printed

@@ -1,0 +1,303 @@
+"""Instruction-tune a run (``finetune_instruct``): Alpaca template, masked loss, scored responses.
+
+Entries (``instruction``, ``input``, ``output``) are split seeded 85/10/5 into train/test/val,
+formatted with :func:`tfgpt.finetune.instruct.format_prompt`, given an end-of-text and collated
+per batch to the batch's longest example. The loss covers the response tokens (and with
+``mask_prompt=False`` the prompt too). The output is an ordinary LM run dir (``tfgpt.load`` reads
+it; LoRA is merged on save) with an ``instruct:`` section in ``config.yaml`` and
+``responses.json``: the test split's greedy responses next to the references, scored with
+ROUGE-L and BLEU. Examples longer than ``block_size + 1`` tokens are truncated (one warning).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from tfgpt.atomic import make_temp_dir, write_text_atomic
+from tfgpt.config import save_model_config
+from tfgpt.errors import ConfigError, DataError
+from tfgpt.finetune.classify import check_out
+from tfgpt.finetune.instruct import collate, encode_entry, format_prompt, masked_lm_loss, read_instruction_data
+from tfgpt.finetune.lora import enable_lora_on, freeze, param_counts
+from tfgpt.finetune.scores import score_responses
+from tfgpt.runs import CONFIG_YAML, LOGS_DIR, load, save_run
+from tfgpt.train.config import TrainConfig
+from tfgpt.train.optim import make_optimizer
+
+TRAINABLE = ("all", "last-block", "lora")
+RESPONSES_JSON = "responses.json"
+TEMPLATE = "alpaca"
+#: train and test fractions (the book's chapter 7); validation gets the rest
+FRACTIONS = (0.85, 0.10)
+
+Pair = tuple[list[int], list[int]]
+
+
+def split_entries(entries: list[dict[str, str]], seed: int = 0) -> tuple[list, list, list]:
+    """Seeded shuffle, then ``(train, val, test)`` of ``int(0.85 n)``, the rest and ``int(0.10 n)``.
+
+    Example:
+        >>> [len(s) for s in split_entries([{"i": str(k)} for k in range(1100)])]
+        [935, 55, 110]
+    """
+    order = list(entries)
+    random.Random(seed).shuffle(order)
+    n_train, n_test = int(len(order) * FRACTIONS[0]), int(len(order) * FRACTIONS[1])
+    return order[:n_train], order[n_train + n_test:], order[n_train : n_train + n_test]
+
+
+def encode_pairs(entries: list[dict[str, str]], tokenizer: Any, block_size: int) -> tuple[list[Pair], int]:
+    """``(prompt_ids, response_ids)`` per entry and how many exceed ``block_size`` inputs (incl. end-of-text)."""
+    pairs = [encode_entry(e, tokenizer) for e in entries]
+    too_long = sum(len(p) + len(r) > block_size for p, r in pairs)  # + eot - 1 shift = inputs length
+    return pairs, too_long
+
+
+class InstructBatches:
+    """Batches of ``collate``d pairs, each padded to its own longest example; a ``tf.data`` for ``fit``.
+
+    ``dataset()`` wraps a generator of pre-collated batches (shapes ``[None, None]``, so each batch
+    keeps its own width); with a ``seed`` every pass over it draws a new seeded order.
+
+    Example:
+        >>> b = InstructBatches([([1, 2], [3]), ([1], [4, 5, 6])], batch_size=2, pad_id=0)
+        >>> [a.tolist() for a in b[0]]
+        [[[1, 2, 3, 0], [1, 4, 5, 6]], [[-100, 3, 0, -100], [4, 5, 6, 0]]]
+    """
+
+    def __init__(self, pairs: list[Pair], batch_size: int, pad_id: int, mask_prompt: bool = True,
+                 max_len: int | None = None, seed: int | None = None) -> None:
+        self.pairs, self.batch_size, self.pad_id = pairs, batch_size, pad_id
+        self.mask_prompt, self.max_len = mask_prompt, max_len
+        self.rng = np.random.default_rng(seed) if seed is not None else None
+        self.order = np.arange(len(pairs))
+
+    def __len__(self) -> int:
+        return -(-len(self.pairs) // self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        return collate([self.pairs[i] for i in rows], self.pad_id, mask_prompt=self.mask_prompt,
+                       max_len=self.max_len)
+
+    def __call__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One pass: a new seeded order first (when seeded), then every batch."""
+        if self.rng is not None:
+            self.order = self.rng.permutation(len(self.pairs))
+        for index in range(len(self)):
+            yield self[index]
+
+    def dataset(self) -> Any:
+        """``tf.data.Dataset`` of ``(inputs, labels)`` int32 ``[batch, width]``, its length known."""
+        import tensorflow as tf
+
+        spec = tf.TensorSpec((None, None), tf.int32)
+        ds = tf.data.Dataset.from_generator(self, output_signature=(spec, spec))
+        return ds.apply(tf.data.experimental.assert_cardinality(len(self)))
+
+    def tokens(self) -> int:
+        """Real (non-pad) input tokens in one pass: each pair's prompt + response + eot - 1, capped."""
+        cap = self.max_len or 1 << 62
+        return sum(min(len(p) + len(r), cap) for p, r in self.pairs)
+
+
+@keras.saving.register_keras_serializable(package="tfgpt")
+class MaskedLMLoss(keras.losses.Loss):
+    """``masked_lm_loss`` as a Keras loss: mean cross-entropy over labels != -100 of the batch."""
+
+    def __init__(self, name: str = "masked_lm_loss", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        return masked_lm_loss(y_pred, keras.ops.cast(y_true, "int32"))
+
+
+def split_loss(model: Any, batches: InstructBatches) -> float | None:
+    """The token-weighted mean masked loss over all ``batches`` (dropout off); None for no data."""
+    total, count = 0.0, 0
+    for i in range(len(batches)):
+        x, y = batches[i]
+        n = int((y != -100).sum())
+        if n:
+            total += float(masked_lm_loss(model(x, training=False), y)) * n
+            count += n
+    return total / count if count else None
+
+
+def generate_responses(model: Any, tokenizer: Any, entries: list[dict[str, str]], max_new_tokens: int) -> list[str]:
+    """Greedy responses (KV-cached ``tfgpt.generate``, stopping at end-of-text) to each entry's prompt.
+
+    Prompts longer than ``block_size`` keep their last ``block_size`` tokens (one warning in all).
+    """
+    from tfgpt.generate.generate import generate
+
+    out, cropped = [], 0
+    for entry in entries:
+        prompt = format_prompt(entry)
+        cropped += len(tokenizer.encode(prompt)) > model.config.block_size
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="prompt has .* tokens, more than block_size")
+            out.append(generate(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=0).strip())
+    if cropped:
+        warnings.warn(f"{cropped} of {len(entries)} test prompts are longer than block_size "
+                      f"{model.config.block_size}: generated from their last {model.config.block_size} tokens",
+                      stacklevel=2)
+    return out
+
+
+def check_options(trainable: str, lora_rank: int, epochs: int, batch_size: int, max_new_tokens: int) -> None:
+    """Refuse bad options before anything is read."""
+    if trainable not in TRAINABLE:
+        raise ConfigError(f"--trainable must be one of {', '.join(TRAINABLE)}; got {trainable!r}")
+    for flag, value in (("--lora-rank", lora_rank), ("--epochs", epochs), ("--batch-size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ConfigError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+
+
+def _batches(parts: dict[str, list], tokenizer: Any, block_size: int, batch_size: int, mask_prompt: bool,
+             seed: int) -> dict[str, InstructBatches]:
+    """Encoded splits as batches (train reshuffled per epoch); warns once about truncated examples.
+
+    Without ``mask_prompt`` a ``val_response`` entry holds the val split masked to its responses.
+    """
+    encoded = {k: encode_pairs(v, tokenizer, block_size) for k, v in parts.items()}
+    cut = sum(n for _, n in encoded.values())
+    if cut:
+        warnings.warn(f"{cut} of {sum(len(v) for v in parts.values())} examples are longer than block_size "
+                      f"{block_size} tokens: truncated to their first {block_size}", stacklevel=3)
+    eot = int(tokenizer.eot_id)
+    out = {k: InstructBatches(pairs, batch_size, eot, mask_prompt, block_size, seed if k == "train" else None)
+           for k, (pairs, _) in encoded.items()}
+    if not mask_prompt:
+        out["val_response"] = InstructBatches(encoded["val"][0], batch_size, eot, True, block_size)
+    return out
+
+
+def _losses(model: Any, batches: dict[str, InstructBatches], when: str) -> dict[str, float | None]:
+    """``val_loss_<when>`` (the training objective) and ``val_response_loss_<when>`` (response tokens only)."""
+    val = split_loss(model, batches["val"])
+    response = split_loss(model, batches["val_response"]) if "val_response" in batches else val
+    return {f"val_loss_{when}": val, f"val_response_loss_{when}": response}
+
+
+def _compile(model: Any, lr: float, steps: int) -> None:
+    """AdamW from the training stack (cosine from lr to lr/10, no warmup, no decay on norms/biases).
+
+    No XLA: every batch has its own width, and XLA would compile each one.
+    """
+    cfg = TrainConfig(max_steps=max(steps, 1), learning_rate=lr, min_lr=lr / 10, warmup_steps=0)
+    model.compile(optimizer=make_optimizer(cfg, model), loss=MaskedLMLoss(), jit_compile=False)
+
+
+def _fit(model: Any, batches: dict[str, InstructBatches], logs: Path, epochs: int) -> dict[str, Any]:
+    """``model.fit`` with per-epoch train/val loss in CSV + TensorBoard; the last epoch's logs and tokens/s."""
+    callbacks = [keras.callbacks.CSVLogger(str(logs / "metrics.csv")),
+                 keras.callbacks.TensorBoard(str(logs), write_graph=False)]
+    start = time.perf_counter()
+    val = batches["val"].dataset() if len(batches["val"]) else None
+    history = model.fit(batches["train"].dataset(), epochs=epochs, validation_data=val, callbacks=callbacks,
+                        shuffle=False, verbose=2)
+    seconds = time.perf_counter() - start
+    result = {f"fit_{k}": float(v[-1]) for k, v in history.history.items()}
+    tokens = batches["train"].tokens() * epochs
+    result.update(train_tokens=tokens, train_seconds=round(seconds, 3), tokens_per_s=round(tokens / seconds, 1))
+    return result
+
+
+def _responses(model: Any, tokenizer: Any, test: list[dict[str, str]], max_new_tokens: int,
+               when: str) -> tuple[list, dict]:
+    """``responses.json`` rows for the test split and their scores (``rouge_l_<when>``, ``bleu_<when>``)."""
+    if not test or not max_new_tokens:
+        return [], {}
+    said = generate_responses(model, tokenizer, test, max_new_tokens)
+    rows = [{**{k: e[k] for k in ("instruction", "input", "output")}, "model_response": r}
+            for e, r in zip(test, said, strict=True)]
+    scores = score_responses(said, [e["output"] for e in test])
+    return rows, {f"{k}_{when}": v for k, v in scores.items()}
+
+
+def _load_inputs(run: str | os.PathLike, data: str | os.PathLike, seed: int, batch_size: int,
+                 mask_prompt: bool) -> tuple[Any, Any, dict[str, list], dict[str, InstructBatches]]:
+    """``(gpt, tokenizer, splits, batches)``: entries read and checked, the run loaded, splits encoded."""
+    entries = read_instruction_data(data)
+    gpt, tokenizer = load(run)
+    if tokenizer.eot_id is None:
+        raise DataError(f"{run}: the tokenizer has no end-of-text token, so responses could not end: "
+                        "instruction tuning needs one (e.g. <|endoftext|>)")
+    parts = dict(zip(("train", "val", "test"), split_entries(entries, seed), strict=True))
+    return gpt, tokenizer, parts, _batches(parts, tokenizer, gpt.config.block_size, batch_size, mask_prompt, seed)
+
+
+def _make_trainable(gpt: Any, trainable: str, lora_rank: int, lora_alpha: float | None) -> dict[str, int]:
+    """Add LoRA (``lora``) and freeze by group; prints and returns the parameter counts."""
+    if trainable == "lora":
+        enable_lora_on(gpt, lora_rank, lora_alpha)
+    freeze(gpt, trainable)
+    n_trainable, n_total = param_counts(gpt)
+    print(f"trainable parameters: {n_trainable:,} of {n_total:,} ({trainable})")
+    return {"trainable_params": n_trainable, "total_params": n_total}
+
+
+def _train_into(stage: Path, gpt: Any, tokenizer: Any, parts: dict[str, list], batches: dict[str, InstructBatches],
+                epochs: int, max_new_tokens: int) -> dict[str, Any]:
+    """Fit, save the run into ``stage``, reload it (LoRA merged) and score it; returns the new metrics."""
+    (stage / LOGS_DIR).mkdir()
+    metrics = _fit(gpt, batches, stage / LOGS_DIR, epochs)
+    save_run(stage, gpt, tokenizer)
+    tuned, _ = load(stage)  # what users get: LoRA merged, plain Dense layers
+    metrics.update(_losses(tuned, batches, "after"))
+    rows, scores = _responses(tuned, tokenizer, parts["test"], max_new_tokens, "after")
+    write_text_atomic(stage / RESPONSES_JSON, json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+    return {**metrics, **scores}
+
+
+def finetune_instruct(
+    run: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, *, mask_prompt: bool = True,
+    epochs: int = 2, batch_size: int = 8, lr: float = 5e-5, seed: int = 0, trainable: str = "all",
+    lora_rank: int = 16, lora_alpha: float | None = None, max_new_tokens: int = 256, score_start: bool = True,
+) -> dict[str, Any]:
+    """Instruction-tune ``run`` on an Alpaca-style JSON file into the LM run dir ``out``; returns its metrics.
+
+    ``score_start`` also scores the starting model's test responses (``rouge_l_before``, ``bleu_before``).
+
+    Example:
+        >>> m = finetune_instruct("runs/base", "instruction-data.json", "runs/instruct")  # doctest: +SKIP
+        >>> m["val_loss_before"], m["val_loss_after"], m["rouge_l_after"]  # doctest: +SKIP
+    """
+    out_path = check_out(run, out)
+    check_options(trainable, lora_rank, epochs, batch_size, max_new_tokens)
+    gpt, tokenizer, parts, batches = _load_inputs(run, data, seed, batch_size, mask_prompt)
+    metrics: dict[str, Any] = _losses(gpt, batches, "before")
+    if score_start:
+        metrics.update(_responses(gpt, tokenizer, parts["test"], max_new_tokens, "before")[1])
+    keras.utils.set_random_seed(seed)
+    metrics.update(_make_trainable(gpt, trainable, lora_rank, lora_alpha))
+    _compile(gpt, lr, epochs * len(batches["train"]))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    stage = make_temp_dir(out_path.parent, f".{out_path.name}.")
+    try:
+        metrics.update(_train_into(stage, gpt, tokenizer, parts, batches, epochs, max_new_tokens))
+        section = {"template": TEMPLATE, "mask_prompt": mask_prompt, "data": str(data), "trainable": trainable,
+                   "lora_rank": lora_rank if trainable == "lora" else None, "seed": seed,
+                   "split": {k: len(v) for k, v in parts.items()}, "metrics": metrics}
+        save_model_config(stage / CONFIG_YAML, gpt.config, instruct=section)
+        if out_path.exists():
+            out_path.rmdir()  # checked empty above
+        os.replace(stage, out_path)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return {"split": section["split"], **metrics}
