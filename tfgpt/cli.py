@@ -173,7 +173,8 @@ def cmd_finetune_classify(args: argparse.Namespace) -> int:
 
     metrics = finetune_classify(args.run, args.data, args.out, trainable=args.trainable, balance_classes=args.balance,
                                 epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                                lora_rank=args.lora_rank)
+                                lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, quantize=args.quantize,
+                                resume=args.resume)
     _json_out({"run": str(args.out), **metrics})
     return 0
 
@@ -320,6 +321,10 @@ def _finetune_parser(add: Adder) -> None:
     c.add_argument("--lr", type=float, default=5e-4)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--lora-rank", type=int, default=16, help="with --trainable lora")
+    c.add_argument("--lora-alpha", type=float, default=None, help="LoRA scale numerator (default: the rank)")
+    c.add_argument("--quantize", choices=["int8"], default=None,
+                   help="QLoRA-style: quantize the frozen base to int8 (needs --trainable lora)")
+    c.add_argument("--resume", action="store_true", help="continue an interrupted run from RUN2.partial/")
     i = tasks.add_parser("instruct", help="instruction-tune on Alpaca-style JSON (loss on the responses)")
     i.set_defaults(func=cmd_finetune_instruct)
     i.add_argument("--run", required=True, help="the run to start from (trained or imported)")

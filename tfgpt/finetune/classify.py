@@ -1,17 +1,21 @@
 """Fine-tune a run into a text classifier (``finetune_classify``) and apply one (``classify``).
 
 The output is a run-like directory: ``config.yaml`` (the backbone's ``model:`` and a
-``classifier:`` section with the labels, pad id, trainable group and test metrics),
-``tokenizer/``, ``model.keras`` (a :class:`GPTClassifier`) and ``logs/`` (``metrics.csv`` and
-TensorBoard). It is staged in a sibling temp dir and renamed into place, so a failed run leaves
-nothing. Texts longer than the backbone's ``block_size`` are truncated to their first
-``block_size`` tokens with one warning that says how many were cut.
+``classifier:`` section with the labels, pad id, trainable group, quantization and test
+metrics), ``tokenizer/``, the model and ``logs/`` (``metrics.csv`` and TensorBoard). The model
+is ``model.keras`` (a :class:`GPTClassifier`), or, for an int8 base (``quantize="int8"``,
+QLoRA-style), ``model.weights.h5``, which :func:`load_classifier` reads into a rebuilt, quantized
+classifier (``keras.saving.load_model`` cannot rebuild the int8 layers).
+
+Work happens in ``OUT.partial/`` (:mod:`tfgpt.finetune.checkpoints`: a manifest of the arguments
+and a checkpoint per epoch), renamed to ``OUT`` at the end; an interrupted run continues with
+``resume=True``. Bad input is refused before anything is written. Texts longer than the
+backbone's ``block_size`` are truncated to their first ``block_size`` tokens with one warning.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,17 +24,21 @@ import keras
 import numpy as np
 
 from tfgpt.atomic import make_temp_dir
-from tfgpt.config import read_yaml, save_model_config
-from tfgpt.errors import ConfigError
+from tfgpt.config import load_model_config, read_yaml, save_model_config
+from tfgpt.errors import ConfigError, RunDirError
+from tfgpt.finetune import checkpoints as ckpt
 from tfgpt.finetune.classifier import GPTClassifier, pad_batch
 from tfgpt.finetune.labelled import Record, balance, label_names, read_labelled, split
-from tfgpt.finetune.lora import enable_lora_on, freeze, param_counts
+from tfgpt.finetune.lora import enable_lora_on, freeze, param_counts, quantize_base
+from tfgpt.model.gpt import GPT
 from tfgpt.runs import CONFIG_YAML, LOGS_DIR, MODEL_KERAS, TOKENIZER_DIR, check_run_dir, load
 from tfgpt.tokenizers import load_tokenizer
 from tfgpt.train.config import TrainConfig
 from tfgpt.train.optim import make_optimizer
 
 TRAINABLE = ("head", "last-block", "all", "lora")
+QUANTIZE = ("int8",)
+WEIGHTS_H5 = "model.weights.h5"  # the classifier of a quantized run (load_model cannot rebuild it)
 
 
 def encode_texts(tokenizer: Any, texts: list[str], block_size: int) -> tuple[np.ndarray, int]:
@@ -55,17 +63,17 @@ def pad_id_of(tokenizer: Any) -> int:
     return tokenizer.eot_id if tokenizer.eot_id is not None else 0
 
 
-def _apply_trainable(model: GPTClassifier, trainable: str, lora_rank: int, lora_alpha: float | None) -> None:
-    """Freeze by group (:func:`tfgpt.finetune.lora.freeze`); ``lora`` first adds LoRA to the backbone."""
-    if trainable == "lora":
-        enable_lora_on(model, lora_rank, lora_alpha)
-    freeze(model, trainable)
-
-
-def check_trainable(trainable: str) -> None:
-    """Refuse an unknown group before any data is read."""
+def check_trainable(trainable: str, quantize: str | None = None, lora_rank: int = 16) -> None:
+    """Refuse an unknown group, ``--quantize`` without LoRA, or a bad rank, before any data is read."""
     if trainable not in TRAINABLE:
         raise ConfigError(f"--trainable must be one of {', '.join(TRAINABLE)}; got {trainable!r}")
+    if quantize is not None and quantize not in QUANTIZE:
+        raise ConfigError(f"--quantize must be one of {', '.join(QUANTIZE)}; got {quantize!r}")
+    if quantize is not None and trainable != "lora":
+        raise ConfigError(f"--quantize {quantize} needs --trainable lora (the quantized base is frozen; "
+                          f"only LoRA and the head train), got --trainable {trainable}")
+    if trainable == "lora" and (isinstance(lora_rank, bool) or not isinstance(lora_rank, int) or lora_rank <= 0):
+        raise ConfigError(f"--lora-rank must be a positive integer, got {lora_rank!r}")
 
 
 def check_out(run: str | os.PathLike, out: str | os.PathLike) -> Path:
@@ -78,6 +86,16 @@ def check_out(run: str | os.PathLike, out: str | os.PathLike) -> Path:
     return out_path
 
 
+def check_work(out: Path, resume: bool) -> Path:
+    """``OUT.partial``; refuse a leftover partial run without ``resume``, and ``resume`` without one."""
+    work = ckpt.partial_dir(out)
+    if resume and not work.is_dir():
+        raise RunDirError(f"--resume: no interrupted run to continue ({work} not found)")
+    if not resume and work.exists():
+        raise ConfigError(f"{work} holds an interrupted run: pass --resume to continue it, or delete it")
+    return work
+
+
 def _arrays(tokenizer: Any, records: list[Record], labels: list[str], block_size: int) -> tuple[Any, Any]:
     """``(ids, class ids)`` of ``records``, or None for an empty split."""
     if not records:
@@ -86,13 +104,14 @@ def _arrays(tokenizer: Any, records: list[Record], labels: list[str], block_size
     return ids, np.array([labels.index(r.label) for r in records], dtype=np.int32)
 
 
-def _compile(model: GPTClassifier, lr: float, steps: int) -> None:
+def _compile(model: GPTClassifier, lr: float, steps: int, jit_compile: bool | str = "auto") -> None:
     """AdamW from the training stack (warmup-free cosine to lr/10, no decay on norms/biases)."""
     cfg = TrainConfig(max_steps=max(steps, 1), learning_rate=lr, min_lr=lr / 10, warmup_steps=0)
     model.compile(
         optimizer=make_optimizer(cfg, model),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=jit_compile,
     )
 
 
@@ -109,79 +128,143 @@ class _TestEval(keras.callbacks.Callback):
             logs.update(test_loss=float(loss), test_accuracy=float(acc))
 
 
-def _fit(model: GPTClassifier, data: dict[str, Any], logs: Path, epochs: int, batch_size: int) -> dict[str, Any]:
-    """``model.fit`` with per-epoch train/val/test loss + accuracy in CSV and TensorBoard logs;
-    returns the final metrics."""
+def _fit(model: GPTClassifier, data: dict[str, Any], work: Path, opts: dict[str, Any],
+         callbacks: list[keras.callbacks.Callback]) -> dict[str, Any]:
+    """One ``model.fit`` per epoch, from the last checkpoint in ``work`` on, with per-epoch
+    train/val/test loss + accuracy in CSV and TensorBoard logs and a checkpoint after each;
+    returns the final metrics. Each epoch's order is a permutation seeded by ``(seed, epoch)``,
+    so a resumed run sees the batches an uninterrupted one would."""
+    logs = work / LOGS_DIR
+    done, last = ckpt.restore_epoch(work, model)
+    ckpt.truncate_csv(logs / "metrics.csv", done)
+    cbs = [_TestEval(data["test"], opts["batch_size"])] if data["test"] is not None else []
+    cbs += [keras.callbacks.CSVLogger(str(logs / "metrics.csv"), append=True),
+            keras.callbacks.TensorBoard(str(logs), write_graph=False), *callbacks]
     x, y = data["train"]
-    callbacks = [_TestEval(data["test"], batch_size)] if data["test"] is not None else []
-    callbacks += [
-        keras.callbacks.CSVLogger(str(logs / "metrics.csv")),
-        keras.callbacks.TensorBoard(str(logs), write_graph=False),
-    ]
-    history = model.fit(x, y, batch_size=batch_size, epochs=epochs, validation_data=data["val"],
-                        shuffle=True, callbacks=callbacks, verbose=2)
-    result = {k: float(v[-1]) for k, v in history.history.items()}
+    for epoch in range(done, opts["epochs"]):
+        order = np.random.default_rng([opts["seed"], epoch]).permutation(len(x))
+        history = model.fit(x[order], y[order], batch_size=opts["batch_size"], initial_epoch=epoch,
+                            epochs=epoch + 1, validation_data=data["val"], shuffle=False, callbacks=cbs, verbose=2)
+        last = {k: float(v[-1]) for k, v in history.history.items()}
+        ckpt.save_epoch(work, model, epoch + 1, last)
+    result = dict(last)
     for name in ("train", "test"):
         if data[name] is not None:
-            loss, acc = model.evaluate(*data[name], batch_size=batch_size, verbose=0)
+            loss, acc = model.evaluate(*data[name], batch_size=opts["batch_size"], verbose=0)
             result[f"{name}_eval_loss" if name == "train" else "test_loss"] = float(loss)
             result[f"{name}_eval_accuracy" if name == "train" else "test_accuracy"] = float(acc)
     return result
 
 
+def build_classifier(gpt: GPT, num_classes: int, pad_id: int, trainable: str, quantize: str | None = None,
+                     lora_rank: int = 16, lora_alpha: float | None = None) -> GPTClassifier:
+    """A built :class:`GPTClassifier` over ``gpt``: base quantized (``quantize``), LoRA added
+    (``trainable="lora"``) and frozen by group (:func:`tfgpt.finetune.lora.freeze`)."""
+    model = GPTClassifier(gpt, num_classes, pad_id=pad_id)
+    model.build((None, None))
+    if quantize is not None:
+        quantize_base(model, quantize)
+    if trainable == "lora":
+        enable_lora_on(model, lora_rank, lora_alpha)
+    freeze(model, trainable)
+    return model
+
+
+def _start_work(work: Path, resume: bool, manifest: dict[str, Any]) -> None:
+    """Check the manifest of a resumed run, or create ``OUT.partial`` with one (atomically)."""
+    if resume:
+        ckpt.check_manifest(work, manifest)
+        return
+    work.parent.mkdir(parents=True, exist_ok=True)
+    stage = make_temp_dir(work.parent, f".{work.name}.")
+    (stage / LOGS_DIR).mkdir()
+    ckpt.write_manifest(stage, manifest)
+    os.replace(stage, work)
+
+
+def _finish(work: Path, out: Path, model: GPTClassifier, tokenizer: Any, section: dict[str, Any]) -> None:
+    """Write config, tokenizer and model into ``work``, drop its checkpoints, rename it to ``out``."""
+    save_model_config(work / CONFIG_YAML, model.backbone.config, classifier=section)
+    tokenizer.save(work / TOKENIZER_DIR)
+    if section.get("quantize"):
+        model.save_weights(work / WEIGHTS_H5)  # LoRA merged, re-quantized int8 kernels
+    else:
+        model.save(work / MODEL_KERAS)
+    ckpt.clear_work(work)
+    if out.exists():
+        out.rmdir()  # checked empty before training
+    os.replace(work, out)
+
+
 def finetune_classify(
     run: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, trainable: str = "head",
     balance_classes: bool = False, epochs: int = 5, batch_size: int = 8, lr: float = 5e-4, seed: int = 0,
-    lora_rank: int = 16, lora_alpha: float | None = None,
+    lora_rank: int = 16, lora_alpha: float | None = None, quantize: str | None = None, resume: bool = False,
+    callbacks: list[keras.callbacks.Callback] | None = None, jit_compile: bool | str = "auto",
 ) -> dict[str, Any]:
     """Train a classifier from ``run`` on a labelled file and write it to ``out``; returns its metrics.
 
+    ``quantize="int8"`` (with ``trainable="lora"``) quantizes the frozen base first (QLoRA-style).
+    ``resume=True`` continues an interrupted run from ``OUT.partial``'s last epoch; it needs the
+    same arguments. ``callbacks`` are extra Keras callbacks given to each epoch's ``fit``;
+    ``jit_compile`` goes to ``compile`` (False saves the XLA compile time on tiny models).
+
     Example:
-        >>> m = finetune_classify("runs/gpt2", "spam.tsv", "runs/spam", trainable="last-block")  # doctest: +SKIP
+        >>> m = finetune_classify("runs/gpt2", "spam.tsv", "runs/spam", trainable="lora",
+        ...                       quantize="int8")  # doctest: +SKIP
         >>> m["test_accuracy"]  # doctest: +SKIP
     """
+    check_trainable(trainable, quantize, lora_rank)
     out_path = check_out(run, out)
-    check_trainable(trainable)
+    work = check_work(out_path, resume)
     records = read_labelled(data)
     records = balance(records, seed) if balance_classes else records
     labels = label_names(records)
     gpt, tokenizer = load(run)
     parts = dict(zip(("train", "val", "test"), split(records, seed=seed), strict=True))
     arrays = {k: _arrays(tokenizer, v, labels, gpt.config.block_size) for k, v in parts.items()}
+    opts = dict(trainable=trainable, balance=balance_classes, epochs=epochs, batch_size=batch_size, lr=lr,
+                seed=seed, lora_rank=lora_rank if trainable == "lora" else None, lora_alpha=lora_alpha,
+                quantize=quantize)
+    manifest = dict(opts, run=str(Path(run).resolve()), data=str(Path(data).resolve()),
+                    data_sha256=ckpt.file_digest(data))
+    _start_work(work, resume, manifest)
     keras.utils.set_random_seed(seed)
-    model = GPTClassifier(gpt, len(labels), pad_id=pad_id_of(tokenizer))
-    model.build((None, None))
-    _apply_trainable(model, trainable, lora_rank, lora_alpha)
+    model = build_classifier(gpt, len(labels), pad_id_of(tokenizer), trainable, quantize, lora_rank, lora_alpha)
     n_trainable, n_total = param_counts(model)
-    print(f"trainable parameters: {n_trainable:,} of {n_total:,} ({trainable})")
-    _compile(model, lr, epochs * -(-len(parts["train"]) // batch_size))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    stage = make_temp_dir(out_path.parent, f".{out_path.name}.")
-    try:
-        (stage / LOGS_DIR).mkdir()
-        metrics = _fit(model, arrays, stage / LOGS_DIR, epochs, batch_size)
-        metrics.update(trainable_params=n_trainable, total_params=n_total)
-        section = {"labels": labels, "pad_id": model.pad_id, "trainable": trainable, "metrics": metrics}
-        save_model_config(stage / CONFIG_YAML, gpt.config, classifier=section)
-        tokenizer.save(stage / TOKENIZER_DIR)
-        model.save(stage / MODEL_KERAS)
-        if out_path.exists():
-            out_path.rmdir()  # checked empty above
-        os.replace(stage, out_path)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+    print(f"trainable parameters: {n_trainable:,} of {n_total:,} ({trainable}{', int8 base' if quantize else ''})")
+    _compile(model, lr, epochs * -(-len(parts["train"]) // batch_size), jit_compile)
+    metrics = _fit(model, arrays, work, opts, list(callbacks or []))
+    metrics.update(trainable_params=n_trainable, total_params=n_total)
+    section = {"labels": labels, "pad_id": model.pad_id, "trainable": trainable, "quantize": quantize,
+               "lora_rank": opts["lora_rank"], "metrics": metrics}
+    _finish(work, out_path, model, tokenizer, section)
     return metrics
 
 
 def load_classifier(run: str | os.PathLike) -> tuple[GPTClassifier, Any, list[str]]:
-    """``(model, tokenizer, labels)`` of a directory :func:`finetune_classify` wrote."""
+    """``(model, tokenizer, labels)`` of a directory :func:`finetune_classify` wrote.
+
+    A float run loads ``model.keras`` with ``safe_mode=True``; a quantized one is rebuilt
+    (``GPTClassifier(GPT(config))``, :func:`quantize_base`) and reads ``model.weights.h5``.
+    """
     path = check_run_dir(run)
     section = read_yaml(path / CONFIG_YAML).get("classifier")
     if not isinstance(section, dict) or not isinstance(section.get("labels"), list):
         raise ConfigError(f"{path / CONFIG_YAML}: no 'classifier:' section with labels (not a classifier run)")
-    model = keras.saving.load_model(path / MODEL_KERAS, safe_mode=True, compile=False)
-    return model, load_tokenizer(path / TOKENIZER_DIR), [str(x) for x in section["labels"]]
+    labels = [str(x) for x in section["labels"]]
+    quantize = section.get("quantize")
+    weights = path / (WEIGHTS_H5 if quantize else MODEL_KERAS)
+    if not weights.is_file():
+        raise RunDirError(f"{path} is not a complete classifier run: missing {weights.name}")
+    if quantize:
+        model = GPTClassifier(GPT(load_model_config(path / CONFIG_YAML)), len(labels), pad_id=int(section["pad_id"]))
+        model.build((None, None))
+        quantize_base(model, str(quantize))
+        model.load_weights(weights)
+    else:
+        model = keras.saving.load_model(weights, safe_mode=True, compile=False)
+    return model, load_tokenizer(path / TOKENIZER_DIR), labels
 
 
 def classify(run: str | os.PathLike, texts: list[str]) -> list[tuple[str, float]]:

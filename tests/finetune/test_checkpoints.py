@@ -1,0 +1,178 @@
+"""Resume of an interrupted fine-tune (tfgpt/finetune/checkpoints.py through finetune_classify), float32 and
+QLoRA-style int8 + LoRA, and the int8 run's round trip, continued training and bad --resume input."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from tfgpt.cli import main
+from tfgpt.finetune.classify import encode_texts, finetune_classify, load_classifier
+from tfgpt.finetune.labelled import read_labelled
+from tfgpt.finetune.lora import enable_lora_on, freeze, lora_dense_layers
+from tfgpt.model.gpt import GPT
+from tfgpt.runs import save_run
+from tfgpt.tokenizers.char import CharTokenizer
+
+# jit_compile=False: on a model this small the XLA compile takes longer than the training
+ARGS = dict(trainable="lora", lora_rank=4, balance_classes=True, epochs=2, batch_size=8, lr=3e-3, seed=0,
+            jit_compile=False)
+
+
+class Stop(Exception):
+    """What the interrupting callback raises (as a Ctrl-C or a killed job would stop the run)."""
+
+
+class InterruptAt(keras.callbacks.Callback):
+    """Raise :class:`Stop` when epoch ``epoch`` (0-based) begins: the epochs before it are checkpointed."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch == self.epoch:
+            raise Stop
+
+
+class Grab(keras.callbacks.Callback):
+    """Keeps the trained in-memory model for comparison with its reloaded copy."""
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.trained = self.model
+
+
+@pytest.fixture(scope="module")
+def sms(fixtures_dir, tmp_path_factory):
+    """The first 120 rows of the vendored SMS slice (balanced: 16 spam + 16 ham, 22 train rows)."""
+    rows = (fixtures_dir / "finetune" / "SMSSpamCollection-200.tsv").read_text(encoding="utf-8").splitlines()
+    path = tmp_path_factory.mktemp("data") / "sms.tsv"
+    path.write_text("\n".join(rows[:120]) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, sms):
+    tok = CharTokenizer.train([r.text for r in read_labelled(sms)] + ["~"], special_tokens=["<|endoftext|>"])
+    keras.utils.set_random_seed(0)
+    gpt = GPT(vocab_size=tok.vocab_size, block_size=48, n_layer=1, n_head=2, n_embd=32)
+    gpt.build((None, None))
+    return save_run(tmp_path_factory.mktemp("base") / "run", gpt, tok)
+
+
+def _interrupted_then_resumed(run, sms, out, **kw):
+    with pytest.raises(Stop):
+        finetune_classify(run, sms, out, callbacks=[InterruptAt(1)], **kw)
+    partial = out.parent / f"{out.name}.partial"
+    assert not out.exists() and sorted(p.name for p in (partial / "checkpoints").iterdir()) == ["epoch-0001"]
+    return finetune_classify(run, sms, out, resume=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def int8_runs(tiny_run, sms, tmp_path_factory):
+    root = tmp_path_factory.mktemp("int8")
+    grab = Grab()
+    straight = finetune_classify(tiny_run, sms, root / "straight", quantize="int8", callbacks=[grab], **ARGS)
+    resumed = _interrupted_then_resumed(tiny_run, sms, root / "resumed", quantize="int8", **ARGS)
+    return root, straight, resumed, grab.trained
+
+
+def _assert_same_run(a, b, metrics_a, metrics_b, atol):
+    assert metrics_a.keys() == metrics_b.keys()
+    for key in metrics_a:
+        assert metrics_b[key] == pytest.approx(metrics_a[key], abs=atol), key
+    model_a, _, _ = load_classifier(a)
+    model_b, _, _ = load_classifier(b)
+    for va, vb in zip(model_a.weights, model_b.weights, strict=True):
+        np.testing.assert_allclose(np.asarray(vb, "float64"), np.asarray(va, "float64"), atol=atol, err_msg=va.path)
+    assert (a / "logs" / "metrics.csv").read_text().splitlines()[1:] == (
+        b / "logs" / "metrics.csv").read_text().splitlines()[1:]
+
+
+@pytest.mark.slow
+def test_int8_lora_resume_equals_an_uninterrupted_run(int8_runs):
+    root, straight, resumed, _ = int8_runs
+    # the checkpoint holds the raw int8 kernels, scales, LoRA factors and AdamW moments: bit for bit
+    _assert_same_run(root / "straight", root / "resumed", straight, resumed, atol=0.0)
+    assert sorted(p.name for p in root.iterdir()) == ["resumed", "straight"]  # no .partial left
+
+
+@pytest.mark.slow
+def test_float32_lora_resume_through_the_cli_equals_an_uninterrupted_run(tiny_run, sms, tmp_path, capsys):
+    straight = finetune_classify(tiny_run, sms, tmp_path / "straight", **ARGS)
+    with pytest.raises(Stop):
+        finetune_classify(tiny_run, sms, tmp_path / "resumed", callbacks=[InterruptAt(1)], **ARGS)
+    capsys.readouterr()
+    rc = main(["finetune", "classify", "--run", str(tiny_run), "--data", str(sms), "--out", str(tmp_path / "resumed"),
+               "--trainable", "lora", "--lora-rank", "4", "--balance", "--epochs", "2", "--lr", "3e-3", "--resume"])
+    out = capsys.readouterr().out
+    resumed = {k: v for k, v in json.loads(out[out.index("{"):]).items() if k != "run"}
+    assert rc == 0 and "Epoch 2/2" in out and "Epoch 1/1" not in out  # only the missing epoch ran
+    _assert_same_run(tmp_path / "straight", tmp_path / "resumed", straight, resumed, atol=1e-5)
+
+
+def test_int8_lora_trains_and_reloads(int8_runs, sms):
+    root, straight, _, trained = int8_runs
+    rows = (root / "straight" / "logs" / "metrics.csv").read_text().splitlines()
+    header, losses = rows[0].split(","), [float(r.split(",")[rows[0].split(",").index("loss")]) for r in rows[1:]]
+    assert "loss" in header and losses[1] < losses[0] - 0.01  # loss falls
+    model, tok, labels = load_classifier(root / "straight")
+    assert sorted(p.name for p in (root / "straight").iterdir()) == ["config.yaml", "logs", "model.weights.h5",
+                                                                     "tokenizer"]
+    assert str(model.backbone.blocks[0].attn.c_attn.kernel.dtype) == "int8"
+    assert not any(layer.lora_enabled for layer in lora_dense_layers(model))
+    ids, _ = encode_texts(tok, [r.text for r in read_labelled(sms)][:40], 48)
+    want, got = np.asarray(trained(ids)), np.asarray(model(ids))
+    # the saved kernel is LoRA merged and re-quantized to int8: one int8 step apart, not 1e-5
+    np.testing.assert_allclose(got, want, atol=0.01)
+    assert (got.argmax(1) == want.argmax(1)).all()
+    assert np.abs(want).max() > 0.1  # the tolerance is small against the logits
+
+
+def test_int8_lora_save_reload_continue_training(int8_runs, sms, tiny_run):
+    """keras-hub #1705 fails here: reload the int8 run, add LoRA again, train on (loss keeps falling)."""
+    root, _, _, _ = int8_runs
+    model, tok, labels = load_classifier(root / "straight")
+    enable_lora_on(model, rank=4)
+    freeze(model, "lora")
+    model.compile(optimizer=keras.optimizers.Adam(3e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=False)
+    records = read_labelled(sms)
+    ids, _ = encode_texts(tok, [r.text for r in records], 48)
+    y = np.array([labels.index(r.label) for r in records], dtype=np.int32)
+    before = float(model.evaluate(ids, y, verbose=0))
+    model.fit(ids, y, batch_size=16, epochs=3, verbose=0)
+    assert float(model.evaluate(ids, y, verbose=0)) < before - 0.01
+    assert str(model.backbone.blocks[0].mlp.c_fc._kernel.dtype) == "int8"  # still the int8 base under LoRA
+
+
+def _cli_error(capsys, *argv):
+    """Run tfgpt in-process; returns (exit code, the lines of stderr that tfgpt printed)."""
+    capsys.readouterr()
+    rc = main(list(argv))
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return rc, [line for line in err.splitlines() if line.startswith("tfgpt")]
+
+
+def test_bad_resume_input_is_one_line_and_changes_nothing(tiny_run, sms, tmp_path, capsys):
+    base = ["finetune", "classify", "--run", str(tiny_run), "--data", str(sms), "--out", str(tmp_path / "o")]
+    assert _cli_error(capsys, *base, "--resume") == (2, [
+        f"tfgpt finetune: error: --resume: no interrupted run to continue ({tmp_path / 'o.partial'} not found)"])
+    with pytest.raises(Stop):
+        finetune_classify(tiny_run, sms, tmp_path / "o", callbacks=[InterruptAt(0)], epochs=2, jit_compile=False)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    rc, lines = _cli_error(capsys, *base, "--epochs", "2", "--lr", "0.01", "--resume")
+    assert (rc, len(lines)) == (2, 1)
+    assert lines[0].startswith(f"tfgpt finetune: error: --resume: --lr differs from the interrupted run in "
+                               f"{tmp_path / 'o.partial'} (0.0005 there, 0.01 now)")
+    assert _cli_error(capsys, *base, "--epochs", "2") == (2, [
+        f"tfgpt finetune: error: {tmp_path / 'o.partial'} holds an interrupted run: pass --resume to continue it, "
+        "or delete it"])
+    (tmp_path / "other.tsv").write_text(sms.read_text() + "ham\tone more\n")
+    rc, lines = _cli_error(capsys, *base[:5], str(tmp_path / "other.tsv"), *base[6:], "--epochs", "2", "--resume")
+    assert rc == 2 and "--resume: --data differs" in lines[0]
+    assert sorted(str(p) for p in tmp_path.rglob("*") if p.name != "other.tsv") == before

@@ -1,0 +1,153 @@
+"""The resumable work dir of a fine-tune: ``OUT.partial/`` with a manifest and per-epoch checkpoints.
+
+``manifest.json`` holds the run's arguments (and the data file's SHA-256), so ``--resume`` with
+different ones is refused naming the flag. ``checkpoints/epoch-NNNN/state.npz`` holds the raw
+value of every model variable and every optimizer variable (``allow_pickle=False``) and
+``state.json`` the epoch and its logs. Raw values, not ``save_weights``: Keras writes a LoRA
+layer's kernel merged (and re-quantized for int8) and zeroes ``lora_kernel_a/b`` on load, so a
+LoRA run restored through ``save_weights`` would stop learning (both LoRA factors zero give zero
+gradients). Each checkpoint is written into a temp sibling and renamed; older ones are removed.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> work = pathlib.Path(tempfile.mkdtemp()) / "spam.partial"
+    >>> work.mkdir()
+    >>> write_manifest(work, {"lr": 0.001, "epochs": 2})
+    >>> try:
+    ...     check_manifest(work, {"lr": 0.002, "epochs": 2})
+    ... except ConfigError as e:
+    ...     print(str(e).split(" in ")[0], str(e).split(")")[0].split("(")[1])
+    --resume: --lr differs from the interrupted run 0.001 there, 0.002 now
+    >>> latest_epoch(work) is None
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from tfgpt.atomic import make_temp_dir, write_text_atomic
+from tfgpt.errors import ConfigError, RunDirError
+
+MANIFEST_JSON = "manifest.json"
+CHECKPOINTS_DIR = "checkpoints"
+PARTIAL_SUFFIX = ".partial"
+
+
+def partial_dir(out: str | os.PathLike) -> Path:
+    """``OUT.partial``: where a fine-tune into ``OUT`` works until it is renamed into place."""
+    out = Path(out)
+    return out.parent / f"{out.name}{PARTIAL_SUFFIX}"
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (the manifest's record of the data file)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(work: Path, args: dict[str, Any]) -> None:
+    """Record the run's arguments (JSON) in the work dir."""
+    write_text_atomic(work / MANIFEST_JSON, json.dumps(args, indent=1, sort_keys=True) + "\n")
+
+
+def check_manifest(work: Path, args: dict[str, Any]) -> None:
+    """Refuse a resume whose arguments differ from the interrupted run's, naming the first flag."""
+    path = work / MANIFEST_JSON
+    if not path.is_file():
+        raise RunDirError(f"--resume: {path} is missing (not an interrupted fine-tune); delete {work} to start over")
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    for key in sorted(set(saved) | set(args)):
+        if saved.get(key) != args.get(key):
+            flag = "--data (its contents)" if key == "data_sha256" else f"--{key.replace('_', '-')}"
+            raise ConfigError(f"--resume: {flag} differs from the interrupted run in {work} "
+                              f"({saved.get(key)!r} there, {args.get(key)!r} now); rerun with the same arguments "
+                              "or delete it")
+
+
+def _epoch_dirs(work: Path) -> list[tuple[int, Path]]:
+    root = work / CHECKPOINTS_DIR
+    found = [(int(p.name[6:]), p) for p in root.glob("epoch-*") if p.is_dir() and p.name[6:].isdigit()]
+    return sorted(found)
+
+
+def latest_epoch(work: Path) -> int | None:
+    """The number of epochs the newest checkpoint has finished, or None."""
+    dirs = _epoch_dirs(work)
+    return dirs[-1][0] if dirs else None
+
+
+def _variables(model: keras.Model) -> list[Any]:
+    """What a checkpoint holds: the model's variables (weights, LoRA, int8 scales, RNG state), then
+    the optimizer's (step count, moments)."""
+    return list(model.variables) + list(model.optimizer.variables)
+
+
+def _shape_key(v: Any) -> str:
+    """A variable's path without Keras's per-process ``_N`` name suffixes, plus its shape: the same
+    variable of a model rebuilt in another process (or twice in one) has the same key."""
+    return f"{re.sub(r'_[0-9]+', '', v.path)}{list(v.shape)}"
+
+
+def save_epoch(work: Path, model: keras.Model, epoch: int, logs: dict[str, float]) -> None:
+    """Write ``checkpoints/epoch-NNNN`` (``epoch`` epochs done) atomically; drop the older ones."""
+    root = work / CHECKPOINTS_DIR
+    root.mkdir(exist_ok=True)
+    tmp = make_temp_dir(root, ".epoch.")
+    try:
+        variables = _variables(model)
+        arrays = {f"v{i}": np.asarray(keras.ops.convert_to_numpy(v)) for i, v in enumerate(variables)}
+        arrays["keys"] = np.array([_shape_key(v) for v in variables], dtype=np.str_)
+        with open(tmp / "state.npz", "wb") as f:
+            np.savez(f, **arrays)
+        (tmp / "state.json").write_text(json.dumps({"epoch": epoch, "logs": logs}) + "\n", encoding="utf-8")
+        os.replace(tmp, root / f"epoch-{epoch:04d}")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for n, path in _epoch_dirs(work):
+        if n < epoch:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def restore_epoch(work: Path, model: keras.Model) -> tuple[int, dict[str, float]]:
+    """Load the newest checkpoint into a compiled ``model`` (its optimizer is built here);
+    returns ``(epochs done, that epoch's logs)``."""
+    epoch = latest_epoch(work)
+    if epoch is None:
+        return 0, {}
+    path = work / CHECKPOINTS_DIR / f"epoch-{epoch:04d}"
+    model.optimizer.build(model.trainable_variables)
+    variables = _variables(model)
+    with np.load(path / "state.npz", allow_pickle=False) as data:
+        if [str(k) for k in data["keys"]] != [_shape_key(v) for v in variables]:
+            raise ConfigError(f"{path}: the checkpoint's variables do not match this model (changed code or flags?)")
+        for i, v in enumerate(variables):
+            v.assign(data[f"v{i}"])
+    state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    return int(state["epoch"]), {k: float(x) for k, x in state["logs"].items()}
+
+
+def clear_work(work: Path) -> None:
+    """Remove the checkpoints and manifest once the finished output is written beside them."""
+    shutil.rmtree(work / CHECKPOINTS_DIR, ignore_errors=True)
+    (work / MANIFEST_JSON).unlink(missing_ok=True)
+
+
+def truncate_csv(path: Path, epochs_done: int) -> None:
+    """Keep a CSVLogger file's header and its first ``epochs_done`` rows (a resumed run re-logs the rest)."""
+    if path.is_file():
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        write_text_atomic(path, "".join(lines[: 1 + epochs_done]) if epochs_done else "")
