@@ -152,3 +152,34 @@ def test_gpt2_vocabulary_pads_with_endoftext(sms, tmp_path):
     ids = tok2.encode("Ok lar... Joking wif u oni...")
     padded = np.array([ids + [50256] * 5])
     np.testing.assert_allclose(np.asarray(model(padded)), np.asarray(model(np.array([ids]))), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("rows", "flags", "message"),
+    [
+        ("ham\thi\n\tno label\n", [], "{data}:2: missing label"),
+        ("ham\thi\nham\tthere\n", [], "{data}: needs at least two classes, found ['ham']"),
+        ("ham\thi\nspam\n", [], "{data}:2: row has no text"),
+        ("ham\thi\nspam\tyo\n", ["--trainable", "lora", "--lora-rank", "0"],
+         "--lora-rank must be a positive integer, got 0"),
+        ("ham\thi\nspam\tyo\n", ["--quantize", "int8"],
+         "--quantize int8 needs --trainable lora (the quantized base is frozen; only LoRA and the head train), "
+         "got --trainable head"),
+        ("ham\thi\nspam\tyo\n", ["--out", "{run}"], "--out {run} is the input run: choose a new directory"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_writes_nothing(tiny_run, tmp_path, capsys, rows, flags, message):
+    from tfgpt.cli import main
+
+    data = tmp_path / "d.tsv"
+    data.write_text(rows)
+    flags = [f.format(run=tiny_run) for f in flags]
+    capsys.readouterr()
+    rc = main(["finetune", "classify", "--run", str(tiny_run), "--data", str(data), "--out", str(tmp_path / "o"),
+               *flags])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("tfgpt")]
+    assert (rc, lines) == (2, ["tfgpt finetune: error: " + message.format(data=data, run=tiny_run)])
+    assert "Traceback" not in err
+    assert [p.name for p in tmp_path.iterdir()] == ["d.tsv"]
+    assert sorted(p.name for p in tiny_run.iterdir()) == ["config.yaml", "model.keras", "tokenizer"]
