@@ -252,7 +252,8 @@ def _export_parser(add: Adder) -> None:
     p = add("export", cmd_export, "export a run: SavedModel for TensorFlow Serving, TFLite for devices")
     p.add_argument("--run", required=True)
     p.add_argument("--out", required=True, help="EXPORT dir to write")
-    p.add_argument("--format", default="savedmodel,tflite", help="comma-separated: savedmodel, tflite, hf")
+    p.add_argument("--format", default=None,
+                   help="savedmodel, tflite, hf, comma-separated (default savedmodel,tflite; classifier: savedmodel)")
     p.add_argument("--quantize", default=None, choices=["int8"], help="also write model_int8.tflite")
     p.add_argument("--verify", action="store_true", help="check the exports against the Keras model")
     p.add_argument("--name", default=None, help="model name in savedmodel/<name>/<version> (default: run name)")

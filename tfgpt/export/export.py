@@ -211,10 +211,38 @@ def _move_into_place(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _export_classifier(run_dir: Path, out: Path, formats: Sequence[str] | str | None, quantize: str | None,
+                       verify: bool, name: str, version: int, checkpoint: str | None) -> dict[str, Any]:
+    """``export_run`` for a classifier run: its SavedModel only (:mod:`tfgpt.export.classifier`)."""
+    from tfgpt.export import classifier as clf
+    from tfgpt.runs import TOKENIZER_DIR
+
+    clf.check_options(run_dir, formats, quantize, checkpoint)
+    _check_options("savedmodel", None, version, name)
+    _check_out(run_dir, out)
+    model, tokenizer, labels, weights = clf.load(run_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(out.parent, f".{out.name}.")
+    try:
+        shutil.copytree(run_dir / TOKENIZER_DIR, tmp / TOKENIZER, copy_function=shutil.copyfile)
+        info = _source_info(run_dir, weights, model.backbone, tokenizer, name, version, ["savedmodel"])
+        info = {"kind": clf.KIND, **info, "labels": labels}
+        info["source"]["classifier"] = clf.classifier_section(run_dir, labels)
+        entry = clf.save_savedmodel(model, tokenizer, labels, tmp, name, version)
+        info["savedmodel"] = {**entry, "signatures": signature_specs(tmp / entry["path"])}
+        info["verification"] = clf.verify(tmp / entry["path"], model, tokenizer) if verify else None
+        (tmp / EXPORT_JSON).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return info
+
+
 def export_run(
     run_dir: str | os.PathLike,
     out: str | os.PathLike,
-    formats: Sequence[str] | str = ("savedmodel", "tflite"),
+    formats: Sequence[str] | str | None = None,
     quantize: str | None = None,
     verify: bool = False,
     name: str | None = None,
@@ -223,7 +251,9 @@ def export_run(
 ) -> dict[str, Any]:
     """Export the run at ``run_dir`` to ``out``; returns the content of ``out/export.json``.
 
-    ``formats``: any of "savedmodel", "tflite", "hf" (a list or a comma-separated string);
+    ``formats``: any of "savedmodel", "tflite", "hf" (a list or a comma-separated string; default
+    savedmodel + tflite). A classifier run (``tfgpt finetune classify``) exports only its SavedModel
+    (:mod:`tfgpt.export.classifier`: strings in, labels and probabilities out);
     ``quantize="int8"`` adds ``tflite/model_int8.tflite``; ``verify`` checks the exports against the
     Keras model (:mod:`tfgpt.export.verify`), raising :class:`~tfgpt.errors.ExportError` if one fails.
 
@@ -233,11 +263,14 @@ def export_run(
         >>> info["tflite"]["files"]["tflite/model_int8.tflite"]["size_bytes"] > 0  # doctest: +SKIP
         True
     """
+    from tfgpt.export.classifier import is_classifier_run
     from tfgpt.runs import TOKENIZER_DIR, load, weights_path
 
     run_dir, out = Path(run_dir), Path(out)
     name = name or default_name(run_dir)
-    formats = _check_options(formats, quantize, version, name)
+    if is_classifier_run(run_dir):
+        return _export_classifier(run_dir, out, formats, quantize, verify, name, version, checkpoint)
+    formats = _check_options(("savedmodel", "tflite") if formats is None else formats, quantize, version, name)
     _check_out(run_dir, out)
     model, tokenizer = load(run_dir, checkpoint=checkpoint)
     weights = weights_path(run_dir, checkpoint)
