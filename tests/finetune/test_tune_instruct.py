@@ -18,6 +18,7 @@ from tfgpt.finetune.tune_instruct import (
     InstructBatches,
     MaskedLMLoss,
     finetune_instruct,
+    generate_responses,
     split_entries,
 )
 from tfgpt.model.gpt import GPT
@@ -210,3 +211,15 @@ def test_cli_unmasked_lora_run(base, data, tmp_path, capsys):
     assert printed["val_loss_after"] == metrics["val_loss_after"]
     assert json.loads((out / "responses.json").read_text()) == []  # --max-new-tokens 0: nothing generated
     assert "rouge_l_after" not in printed and "rouge_l_before" not in printed
+
+
+def test_a_test_prompt_over_block_size_is_cropped_with_one_warning(tokenizer, entries):
+    keras.utils.set_random_seed(0)
+    gpt = GPT(vocab_size=tokenizer.vocab_size, block_size=200, n_layer=1, n_head=2, n_embd=16)
+    gpt.build((None, None))
+    long = [e for e in entries if len(format_prompt(e)) > 200][:2]
+    with pytest.warns(UserWarning) as caught:
+        said = generate_responses(gpt, tokenizer, long, max_new_tokens=1)
+    assert [str(w.message) for w in caught] == [
+        "2 of 2 test prompts are longer than block_size 200: generated from their last 200 tokens"]
+    assert len(said) == 2
