@@ -12,9 +12,28 @@ from tfgpt.model import GPT
 from tfgpt.runs import save_run
 from tfgpt.tokenizers import CharTokenizer
 
+#: Lines a user cannot act on: TensorFlow/absl start-up logs, CUDA probing, Python warnings.
+NOISE = ("absl::InitializeLog", "cuda", "cuInit", "oneDNN", "cpu_feature_guard", "XNNPACK", "Warning:",
+         "WARNING:", "I0000", "W0000", "E0000")
+
+
+def noise_lines(text):
+    return [line for line in text.splitlines() if any(n in line for n in NOISE)]  # "tfgpt: warning:" is kept
+
 
 def tfgpt_cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "tfgpt", *args], capture_output=True, text=True, timeout=timeout)
+    """Run ``python -m tfgpt ARGS``; every command must be quiet (issue 15) unless ``--verbose``."""
+    out = subprocess.run([sys.executable, "-m", "tfgpt", *args], capture_output=True, text=True, timeout=timeout)
+    if "--verbose" not in args:
+        assert noise_lines(out.stderr + out.stdout) == [], out.stderr[-3000:]
+    return out
+
+
+def test_verbose_shows_tensorflow_start_up_logs(tmp_path):
+    out = tfgpt_cli("--verbose", "eval", "--run", str(tmp_path / "none"))
+    assert out.returncode == 2 and noise_lines(out.stderr)  # the chatter exists, and --verbose keeps it
+    assert tfgpt_cli("eval", "--run", str(tmp_path / "none")).stderr.strip().splitlines() == [
+        f"tfgpt eval: error: {tmp_path / 'none'} is not a run dir (no config.yaml)"]
 
 
 @pytest.fixture(scope="module")
@@ -109,10 +128,18 @@ def test_chat_with_role_markers(tmp_path):
 
 
 def test_export_command_and_its_errors(run, tmp_path):
-    out = tfgpt_cli("export", "--run", str(run), "--out", str(tmp_path / "exp"), "--format", "savedmodel")
+    import json
+
+    out = tfgpt_cli("export", "--run", str(run), "--out", str(tmp_path / "exp"), "--format", "savedmodel,tflite")
     assert out.returncode == 0, out.stderr[-2000:]
-    assert (tmp_path / "exp" / "export.json").is_file()
+    info = json.loads((tmp_path / "exp" / "export.json").read_text())
     assert list((tmp_path / "exp" / "savedmodel").glob("*/1/saved_model.pb"))
+    lines = out.stdout.splitlines()  # a short summary; the record is export.json
+    assert lines[0] == f"exported {info['source']['run']} ({info['source']['checkpoint']}) to {tmp_path / 'exp'}"
+    assert lines[-1] == f"  details: {tmp_path / 'exp' / 'export.json'}" and len(lines) <= 8
+    assert f"  tflite: {tmp_path / 'exp' / 'tflite' / 'model.tflite'} (" in out.stdout
+    again = tfgpt_cli("export", "--run", str(run), "--out", str(tmp_path / "exp"), "--format", "savedmodel", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["formats"] == ["savedmodel"]
     bad = tfgpt_cli("export", "--run", str(run), "--out", str(tmp_path / "exp2"), "--format", "onnx")
     assert bad.returncode == 2 and "onnx" in bad.stderr and "Traceback" not in bad.stderr
 

@@ -1,6 +1,6 @@
 """``python -m tfgpt`` runs the command line."""
 
-from tfgpt.cli import main
+from tfgpt.cli import entry
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(entry())

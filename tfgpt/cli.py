@@ -137,11 +137,46 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def export_summary(info: dict[str, Any], out: str) -> list[str]:
+    """A few human lines for ``tfgpt export`` (the whole record is ``OUT/export.json``).
+
+    Example:
+        >>> info = {"source": {"run": "r", "checkpoint": "r/model.keras"}, "formats": ["tflite"],
+        ...         "tflite": {"files": {"tflite/model.tflite": {"size_bytes": 2_500_000}}},
+        ...         "verification": {"tflite": {"model.tflite": {"greedy_tokens_equal": True}}}}
+        >>> print("\\n".join(export_summary(info, "e")))
+        exported r (r/model.keras) to e
+          tflite: e/tflite/model.tflite (2.5 MB)
+          verified: tflite model.tflite greedy_tokens_equal
+          details: e/export.json
+    """
+    lines = [f"exported {info['source']['run']} ({info['source']['checkpoint']}) to {out}"]
+    for fmt in info.get("formats", []):
+        part = info.get(fmt) or {}
+        if "path" in part:
+            sigs = ", ".join(part.get("signatures") or [])
+            lines.append(f"  {fmt}: {os.path.join(out, part['path'])}" + (f" (signatures: {sigs})" if sigs else ""))
+        for name, f in (part.get("files") or {}).items():
+            lines.append(f"  {fmt}: {os.path.join(out, name)} ({f.get('size_bytes', 0) / 1e6:.1f} MB)")
+    for fmt, checks in (info.get("verification") or {}).items():
+        flat = {f"{k} {kk}" if isinstance(v, dict) else k: vv for k, v in checks.items()
+                for kk, vv in (v.items() if isinstance(v, dict) else [(k, v)])}
+        ok = [k for k, v in flat.items() if v is True]
+        bad = [k for k, v in flat.items() if v is False]
+        lines.append(f"  verified: {fmt} {', '.join(ok) or '-'}" + (f"; FAILED: {', '.join(bad)}" if bad else ""))
+    return lines + [f"  details: {os.path.join(out, 'export.json')}"]
+
+
 def cmd_export(args: argparse.Namespace) -> int:
+    """Print a short summary (``--json``: the whole export.json record)."""
     from tfgpt.export import export_run
 
-    _json_out(export_run(args.run, args.out, formats=args.format, quantize=args.quantize, verify=args.verify,
-                         name=args.name, version=args.version, checkpoint=args.checkpoint))
+    info = export_run(args.run, args.out, formats=args.format, quantize=args.quantize, verify=args.verify,
+                      name=args.name, version=args.version, checkpoint=args.checkpoint)
+    if args.json:
+        _json_out(info)
+    else:
+        print("\n".join(export_summary(info, args.out)))
     return 0
 
 
@@ -259,6 +294,7 @@ def _export_parser(add: Adder) -> None:
     p.add_argument("--name", default=None, help="model name in savedmodel/<name>/<version> (default: run name)")
     p.add_argument("--version", type=int, default=1)
     p.add_argument("--checkpoint", default=None, help="a checkpoint instead of the run's latest weights")
+    p.add_argument("--json", action="store_true", help="print the whole export.json record instead of a summary")
 
 
 def _serve_parser(add: Adder) -> None:
@@ -364,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tfgpt", description="GPT-style language models with TensorFlow/Keras: prepare, train, generate, ship."
     )
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's start-up logs and warnings (hidden by default)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
@@ -391,5 +429,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def entry() -> int:
+    """The ``tfgpt`` program: :func:`main`, quiet unless ``--verbose`` (see :mod:`tfgpt.quiet`)."""
+    if "--verbose" not in sys.argv[1:2]:
+        from tfgpt.quiet import quiet_cli
+
+        quiet_cli()
+    return main()
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(entry())

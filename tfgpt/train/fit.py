@@ -433,7 +433,8 @@ def _run(plan: RunPlan, place: Placement, data: RunData, built: Built, monitor: 
         _custom_loop(built.trainer, place.strategy, data.source, dcfg.train_split, tcfg, block, start, monitor)
         return "custom_loop"
     ds = data.source(dcfg.train_split, tcfg.global_batch, block, tcfg.seed, start_step=start)
-    built.trainer.fit(ds, epochs=1, steps_per_epoch=total - start, callbacks=[monitor], verbose=0)
+    built.trainer.fit(ds, epochs=1, steps_per_epoch=total - start, callbacks=[monitor], verbose=0,
+                      shuffle=False)  # the dataset shuffles itself; Keras would warn it ignores shuffle=True
     return "fit"
 
 
