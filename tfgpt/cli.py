@@ -224,6 +224,16 @@ def cmd_finetune_instruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune_prefer(args: argparse.Namespace) -> int:
+    from tfgpt.finetune.prefer import finetune_prefer
+
+    metrics = finetune_prefer(args.run, args.data, args.out, beta=args.beta, epochs=args.epochs,
+                              batch_size=args.batch_size, lr=args.lr, seed=args.seed, trainable=args.trainable,
+                              lora_rank=args.lora_rank, eval_every=args.eval_every)
+    _json_out({"run": str(args.out), **metrics})
+    return 0
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
     from tfgpt.finetune.classify import classify
 
@@ -376,6 +386,20 @@ def _finetune_parser(add: Adder) -> None:
     i.add_argument("--lr", type=float, default=5e-5)
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--max-new-tokens", type=int, default=256, help="length limit of the test-split responses")
+    d = tasks.add_parser("prefer", help="preference-tune with DPO against a frozen copy of the starting run")
+    d.set_defaults(func=cmd_finetune_prefer)
+    d.add_argument("--run", required=True, help="the run to start from (best: an instruction-tuned one)")
+    d.add_argument("--data", required=True, metavar="PREFS.json",
+                   help="a JSON list of {instruction, input, chosen, rejected}")
+    d.add_argument("--out", required=True, metavar="RUN2", help="LM run dir to write (new or empty)")
+    d.add_argument("--beta", type=float, default=0.1, help="DPO temperature: how far the policy may move")
+    d.add_argument("--trainable", default="all", choices=["all", "last-block", "lora"])
+    d.add_argument("--lora-rank", type=int, default=16, help="with --trainable lora")
+    d.add_argument("--epochs", type=int, default=1)
+    d.add_argument("--batch-size", type=int, default=8, help="preference pairs per step")
+    d.add_argument("--lr", type=float, default=5e-6)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--eval-every", type=int, default=50, help="val every N steps (0: only at epoch ends)")
 
 
 def _classify_parser(add: Adder) -> None:

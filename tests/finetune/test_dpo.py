@@ -30,6 +30,7 @@ def test_dpo_loss_hand_computed() -> None:
     assert float(out["chosen_reward"]) == pytest.approx(0.05, abs=1e-7)
     assert float(out["rejected_reward"]) == pytest.approx(-0.05, abs=1e-7)
     assert float(out["margin"]) == pytest.approx(0.1, abs=1e-7)
+    assert float(out["accuracy"]) == 1.0  # the one pair's margin is > 0
 
 
 def test_dpo_loss_is_the_batch_mean() -> None:
@@ -39,6 +40,7 @@ def test_dpo_loss_is_the_batch_mean() -> None:
                    np.array([-1.0, 1.0]), beta=0.5)
     assert float(out["loss"]) == pytest.approx((0.6931471805599453 + 0.3132616875182228) / 2, abs=1e-6)
     assert float(out["margin"]) == pytest.approx(0.5, abs=1e-7)
+    assert float(out["accuracy"]) == 0.5  # margins 0 (not > 0) and 1.0
     with pytest.raises(ValueError, match="--beta must be positive"):
         dpo_loss(np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1), beta=0.0)
 

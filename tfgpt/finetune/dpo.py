@@ -47,12 +47,13 @@ def dpo_loss(
     """The batch-mean DPO loss and the rewards it logs, from per-sequence log-probs [batch].
 
     Returns ``loss``, ``chosen_reward`` (β · (π_c - ref_c)), ``rejected_reward``
-    (β · (π_r - ref_r)) and ``margin`` (chosen - rejected), each averaged over the batch.
+    (β · (π_r - ref_r)), ``margin`` (chosen - rejected) and ``accuracy`` (the fraction of pairs
+    whose margin is > 0), each averaged over the batch.
 
     Example:
         >>> out = dpo_loss(np.array([-1.0]), np.array([-2.0]), np.array([-1.5]), np.array([-1.5]), beta=0.1)
         >>> {k: round(float(v), 4) for k, v in out.items()}
-        {'loss': 0.6444, 'chosen_reward': 0.05, 'rejected_reward': -0.05, 'margin': 0.1}
+        {'loss': 0.6444, 'chosen_reward': 0.05, 'rejected_reward': -0.05, 'margin': 0.1, 'accuracy': 1.0}
     """
     if beta <= 0:
         raise ValueError(f"--beta must be positive, got {beta}")
@@ -66,6 +67,7 @@ def dpo_loss(
         "chosen_reward": ops.mean(chosen),
         "rejected_reward": ops.mean(rejected),
         "margin": ops.mean(chosen - rejected),
+        "accuracy": ops.mean(ops.cast(ops.greater(chosen - rejected, 0.0), "float32")),
     }
 
 
