@@ -140,12 +140,11 @@ def test_int8_lora_save_reload_continue_training(int8_runs, sms, tiny_run):
     freeze(model, "lora")
     model.compile(optimizer=keras.optimizers.Adam(3e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=False)
-    records = read_labelled(sms)
+    records = read_labelled(sms)[:32]
     ids, _ = encode_texts(tok, [r.text for r in records], 48)
     y = np.array([labels.index(r.label) for r in records], dtype=np.int32)
-    before = float(model.evaluate(ids, y, verbose=0))
-    model.fit(ids, y, batch_size=16, epochs=3, verbose=0)
-    assert float(model.evaluate(ids, y, verbose=0)) < before - 0.01
+    losses = [float(model.train_on_batch(ids, y)) for _ in range(6)]  # each: the loss before its update
+    assert losses[-1] < losses[0] - 0.01, losses
     assert str(model.backbone.blocks[0].mlp.c_fc._kernel.dtype) == "int8"  # still the int8 base under LoRA
 
 
