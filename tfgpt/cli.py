@@ -441,10 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from tfgpt.errors import TfgptError
+    from tfgpt.errors import TfgptError, TrainingInterrupted
 
     try:
         return int(args.func(args) or 0)
+    except TrainingInterrupted as e:
+        print(f"tfgpt {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
     except TfgptError as e:
         print(f"tfgpt {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -44,3 +44,14 @@ class ExportError(TfgptError, ValueError):
 class ConvertError(TfgptError, ValueError):
     """Pretrained weights cannot be imported or written: a missing, extra or misshapen tensor, a
     bad or pickle-based file, hyper-parameters that disagree with the tensors."""
+
+
+class TrainingInterrupted(TfgptError):
+    """SIGINT/SIGTERM stopped training after a step and a checkpoint was written.
+
+    The CLI exits with ``exit_code`` (128 + the signal's number: 130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

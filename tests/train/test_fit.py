@@ -175,3 +175,57 @@ def test_bad_input(run, data_dir, tmp_path):
 
 def test_resume_with_data_dir(resumed):
     assert (resumed[1]["start_step"], resumed[1]["step"]) == (8, 12)
+
+
+def _signal_after_first_record(run_dir, signum):
+    """From a thread: wait until training logged a step, then send ``signum`` to this process."""
+    import os
+    import threading
+    import time
+
+    def fire():
+        deadline = time.time() + 120
+        while time.time() < deadline and not train_records_exist(run_dir):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signum)
+
+    thread = threading.Thread(target=fire, daemon=True)
+    thread.start()
+    return thread
+
+
+def train_records_exist(run_dir) -> bool:
+    path = run_dir / "metrics.jsonl"
+    return path.is_file() and '"kind": "train"' in path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_checkpoints_the_step_and_says_how_to_resume(tmp_path, data_dir, signame, capsys):
+    """SIGINT/SIGTERM during `tfgpt train`: the step in flight finishes, a checkpoint is written,
+    the exact resume command is printed, the exit status is 128 + signal; --resume then finishes."""
+    import signal
+
+    from tfgpt.cli import main
+
+    signum = getattr(signal, signame)
+    cfg = tiny_config(max_steps=400, log_interval=1, eval_interval=1000, checkpoint_interval=1000)
+    cfg["model"]["vocab_size"] = vocab_of(data_dir)
+    cfg["data"] = {"tokenizer": "char"}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    run_dir = tmp_path / "run"
+    args = ["train", "--config", str(tmp_path / "c.yaml"), "--data", str(data_dir), "--run-dir", str(run_dir)]
+    thread = _signal_after_first_record(run_dir, signum)
+    assert main(args) == 128 + signum
+    thread.join(5)
+    err = capsys.readouterr().err
+    latest = json.loads((run_dir / "checkpoints/latest.json").read_text())
+    assert 0 < latest["step"] < 400  # stopped early, at a step boundary, checkpoint interval or not
+    assert f"{signame} at step {latest['step']} of 400: checkpoint {run_dir / 'checkpoints' / latest['dir']}" in err
+    assert f"resume with: tfgpt train --run-dir {run_dir} --resume" in err and "Traceback" not in err
+    assert not (run_dir / "model.keras").exists()  # an interrupted run has no final model yet
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    if signame == "SIGTERM":
+        assert main(["train", "--run-dir", str(run_dir), "--resume", "--set", "train.max_steps=" +
+                     str(latest["step"] + 4)]) == 0
+        assert f"resuming {run_dir} from step {latest['step']}" in capsys.readouterr().err
+        assert (run_dir / "model.keras").is_file()

@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfgpt.atomic import write_text_atomic
-from tfgpt.errors import TfgptError
+from tfgpt.errors import TfgptError, TrainingInterrupted
 from tfgpt.runs import LOGS_DIR, METRICS_JSONL
 from tfgpt.train.checkpoint import Checkpoints
 from tfgpt.train.config import TrainConfig
@@ -112,11 +112,24 @@ class TrainMonitor(keras.callbacks.Callback):
         self._throughput: list[float] = []
         self._writers: dict[str, Any] = {}
         self._bar: Any = None
+        self.stop_signal: str | None = None  # set by request_stop (a SIGINT/SIGTERM handler)
+        self._stop_code = 130
+        self._stopped_at: int | None = None
+
+    def request_stop(self, signal_name: str, exit_code: int = 130) -> None:
+        """Stop after the step in flight and checkpoint it (safe to call from a signal handler)."""
+        self.stop_signal, self._stop_code = signal_name, exit_code
 
     def finish(self) -> dict[str, Any]:
         """After training: raise :class:`NonFiniteLossError` if the loss went NaN/Inf, else the summary
         ``{"loss", "train_loss", "val_loss", "best_val_loss", "tokens_per_sec", "mfu"}`` (last values;
         tokens/s averaged over the logs after the first, which includes compilation)."""
+        if self._stopped_at is not None:
+            ckpt = self.checkpoints.dir / (self.checkpoints.latest() or {}).get("dir", "?")
+            raise TrainingInterrupted(
+                f"{self.stop_signal} at step {self._stopped_at} of {self.total_steps}: checkpoint {ckpt} written; "
+                f"resume with: tfgpt train --run-dir {self.run_dir} --resume", exit_code=self._stop_code,
+            )
         if self._nan_step is not None:
             raise NonFiniteLossError(
                 f"training stopped at step {self._nan_step}: the loss is not finite (NaN/Inf); "
@@ -181,8 +194,11 @@ class TrainMonitor(keras.callbacks.Callback):
             self._log_train(step, loss, logs)
         if self.estimator is not None and (step % cfg.eval_interval == 0 or end):
             self._evaluate(step)
-        if step % cfg.checkpoint_interval == 0 or end:
+        if step % cfg.checkpoint_interval == 0 or end or self.stop_signal:
             self.checkpoints.save(step, step * self.rates.tokens_per_step)
+        if self.stop_signal and not end:
+            self._stopped_at = step
+            self.model.stop_training = True
         self._t_last, self._s_last = time.perf_counter(), step
 
     def _log_train(self, step: int, loss: float, logs: dict) -> None:

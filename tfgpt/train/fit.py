@@ -20,15 +20,18 @@ schedule, :class:`TrainMonitor` callback, checkpoints and run-dir layout.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -245,7 +248,8 @@ def train(
         _announce_resume(plan, built)
         _write_run_dir(plan, data, built.start_step)
     monitor = _make_monitor(plan, place, data, built, progress)
-    path = _run(plan, place, data, built, monitor)
+    with stop_on_signals(monitor):
+        path = _run(plan, place, data, built, monitor)
     metrics = monitor.finish()  # raises NonFiniteLossError before model.keras is written
     if place.chief:
         save_keras_atomic(built.gpt, plan.run_dir / MODEL_KERAS)
@@ -376,6 +380,31 @@ def _build(plan: RunPlan, place: Placement) -> Built:
 
 
 # -- 5. run dir and monitor ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def stop_on_signals(monitor: TrainMonitor) -> Iterator[None]:
+    """SIGINT/SIGTERM ask ``monitor`` to checkpoint after the step in flight and stop; a second
+    SIGINT aborts at once (KeyboardInterrupt). Only the main thread can take signals: elsewhere
+    this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if monitor.stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        print(f"\n{name}: stopping after this step and writing a checkpoint (Ctrl-C again aborts)",
+              file=sys.stderr, flush=True)
+        monitor.request_stop(name, exit_code=128 + signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def _announce_resume(plan: RunPlan, built: Built) -> None:
