@@ -105,7 +105,9 @@ def test_float32_lora_resume_through_the_cli_equals_an_uninterrupted_run(tiny_ru
     straight = finetune_classify(tiny_run, sms, tmp_path / "straight", **ARGS)
     with pytest.raises(Stop):
         finetune_classify(tiny_run, sms, tmp_path / "resumed", callbacks=[InterruptAt(1)], **ARGS)
-    capsys.readouterr()
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"{tmp_path / 'resumed.partial'} keeps the finished epochs: rerun with the same arguments and --resume to "
+        "continue")
     rc = main(["finetune", "classify", "--run", str(tiny_run), "--data", str(sms), "--out", str(tmp_path / "resumed"),
                "--trainable", "lora", "--lora-rank", "4", "--balance", "--epochs", "2", "--lr", "3e-3", "--resume"])
     out = capsys.readouterr().out

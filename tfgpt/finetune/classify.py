@@ -16,6 +16,7 @@ backbone's ``block_size`` are truncated to their first ``block_size`` tokens wit
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -234,7 +235,12 @@ def finetune_classify(
     n_trainable, n_total = param_counts(model)
     print(f"trainable parameters: {n_trainable:,} of {n_total:,} ({trainable}{', int8 base' if quantize else ''})")
     _compile(model, lr, epochs * -(-len(parts["train"]) // batch_size), jit_compile)
-    metrics = _fit(model, arrays, work, opts, list(callbacks or []))
+    try:
+        metrics = _fit(model, arrays, work, opts, list(callbacks or []))
+    except BaseException:
+        print(f"{work} keeps the finished epochs: rerun with the same arguments and --resume to continue",
+              file=sys.stderr)
+        raise
     metrics.update(trainable_params=n_trainable, total_params=n_total)
     section = {"labels": labels, "pad_id": model.pad_id, "trainable": trainable, "quantize": quantize,
                "lora_rank": opts["lora_rank"], "metrics": metrics}
