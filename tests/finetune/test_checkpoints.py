@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tfgpt.cli import main
-from tfgpt.finetune.classify import encode_texts, finetune_classify, load_classifier
+from tfgpt.finetune.classify import classify, encode_texts, finetune_classify, load_classifier
 from tfgpt.finetune.labelled import read_labelled
 from tfgpt.finetune.lora import enable_lora_on, freeze, lora_dense_layers
 from tfgpt.model.gpt import GPT
@@ -177,3 +177,21 @@ def test_bad_resume_input_is_one_line_and_changes_nothing(tiny_run, sms, tmp_pat
     rc, lines = _cli_error(capsys, *base[:5], str(tmp_path / "other.tsv"), *base[6:], "--epochs", "2", "--resume")
     assert rc == 2 and "--resume: --data differs" in lines[0]
     assert sorted(str(p) for p in tmp_path.rglob("*") if p.name != "other.tsv") == before
+
+
+@pytest.mark.slow
+def test_int8_lora_run_exports_a_savedmodel_equal_to_classify(int8_runs, tmp_path):
+    """The int8 + LoRA run through tfgpt export (tfgpt/export/classifier.py) and the TF1 session loader."""
+    from tfgpt.export import export_run
+    from tfgpt.export.verify import session_run
+
+    root, _, _, _ = int8_runs
+    texts = ["Ok lar... Joking wif u oni...", "FREE entry! Text WIN to 87121 now", "hi"]
+    info = export_run(root / "straight", tmp_path / "export", verify=True, name="spam")
+    out = session_run(tmp_path / "export" / info["savedmodel"]["path"], "serving_default",
+                      {"texts": np.array(texts, dtype=object)})
+    want = classify(root / "straight", texts)
+    assert [x.decode() for x in out["labels"]] == [label for label, _ in want]
+    np.testing.assert_allclose(out["probability"], [p for _, p in want], atol=1e-5)
+    assert info["verification"]["savedmodel"]["probabilities_max_abs_diff"] < 1e-5
+    assert info["source"]["classifier"]["quantize"] == "int8"
