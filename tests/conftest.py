@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ import pytest
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 #: The directory beside the repository root that tests must not read.
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
+# The peak FLOP/s that MFU uses is measured once and cached; tests keep that cache out of $HOME.
+os.environ.setdefault("TFGPT_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"tfgpt-test-cache-{os.getuid()}"))
 _GUARDED_EVENTS = frozenset({"open", "os.listdir", "os.scandir", "glob.glob", "glob.glob/2"})
 
 

@@ -229,3 +229,15 @@ def test_a_signal_checkpoints_the_step_and_says_how_to_resume(tmp_path, data_dir
                      str(latest["step"] + 4)]) == 0
         assert f"resuming {run_dir} from step {latest['step']}" in capsys.readouterr().err
         assert (run_dir / "model.keras").is_file()
+
+
+def test_mfu_is_against_the_stated_peak(tmp_path, source):
+    from tfgpt.config import GPTConfig
+    from tfgpt.train.perf import flops_per_token
+
+    cfg = tiny_config(max_steps=4, log_interval=2, eval_interval=4)
+    summary = train(cfg, run_dir=tmp_path / "r", source=source, progress=False, overrides=["train.peak_tflops=0.5"])
+    assert (summary["peak_flops"], summary["peak_source"]) == (0.5e12, "train.peak_tflops")
+    per_token = flops_per_token(GPTConfig(**cfg["model"]), cfg["model"]["block_size"])
+    for rec in train_records(tmp_path / "r").values():
+        assert rec["mfu"] == pytest.approx(rec["tokens_per_sec"] * per_token / 0.5e12, rel=1e-9)

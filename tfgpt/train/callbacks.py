@@ -52,12 +52,14 @@ class StepRates:
     Attributes:
         tokens_per_step: tokens in one optimizer step (global).
         flops_per_step: model training FLOPs of one step.
-        peak_flops: measured peak FLOP/s of the machine (all replicas); 0 leaves MFU out.
+        peak_flops: peak FLOP/s of the machine (all replicas); 0 leaves MFU out.
+        peak_source: where ``peak_flops`` came from (config, or a cached measurement).
     """
 
     tokens_per_step: int
     flops_per_step: float = 0.0
     peak_flops: float = 0.0
+    peak_source: str = ""
 
 
 def rewrite_metrics(path: Path, max_step: int) -> None:
@@ -122,7 +124,8 @@ class TrainMonitor(keras.callbacks.Callback):
 
     def finish(self) -> dict[str, Any]:
         """After training: raise :class:`NonFiniteLossError` if the loss went NaN/Inf, else the summary
-        ``{"loss", "train_loss", "val_loss", "best_val_loss", "tokens_per_sec", "mfu"}`` (last values;
+        ``{"loss", "train_loss", "val_loss", "best_val_loss", "tokens_per_sec", "mfu", "peak_flops",
+        "peak_source"}`` (last values;
         tokens/s averaged over the logs after the first, which includes compilation)."""
         if self._stopped_at is not None:
             ckpt = self.checkpoints.dir / (self.checkpoints.latest() or {}).get("dir", "?")
@@ -140,6 +143,7 @@ class TrainMonitor(keras.callbacks.Callback):
             "loss": self._last.get("loss"), "train_loss": self._last_eval.get("train_loss"),
             "val_loss": self._last_eval.get("val_loss"), "best_val_loss": self.checkpoints.best_val,
             "tokens_per_sec": sum(tput) / len(tput) if tput else None, "mfu": self._last.get("mfu"),
+            "peak_flops": self.rates.peak_flops or None, "peak_source": self.rates.peak_source or None,
         }
 
     # -- plumbing -------------------------------------------------------------------------

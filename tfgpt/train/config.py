@@ -57,6 +57,8 @@ class TrainConfig:
         sample_tokens: tokens of text generated at each eval for TensorBoard (0 disables).
         sample_prompt: prompt of those samples.
         memory_check: "warn" (default), "error" or "off" when the estimated memory exceeds RAM.
+        peak_tflops: the peak TFLOP/s per replica that MFU is measured against; None (default)
+            measures a matmul once per machine and dtype and caches it (see :mod:`tfgpt.train.perf`).
     """
 
     max_steps: int = 2000
@@ -87,6 +89,7 @@ class TrainConfig:
     sample_tokens: int = 200
     sample_prompt: str = "\n"
     memory_check: Literal["warn", "error", "off"] = "warn"
+    peak_tflops: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum_steps", "steps_per_execution",

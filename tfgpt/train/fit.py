@@ -59,7 +59,7 @@ from tfgpt.train.config import DataConfig, TrainConfig, resolve_config
 from tfgpt.train.data import Source, check_data_dir, data_dir_source
 from tfgpt.train.evaluate import LossEstimator
 from tfgpt.train.optim import make_optimizer, schedule_change
-from tfgpt.train.perf import available_memory_bytes, estimate_memory, flops_per_token, measure_peak_flops
+from tfgpt.train.perf import available_memory_bytes, estimate_memory, flops_per_token, peak_flops
 from tfgpt.train.step import GPTTrainer
 from tfgpt.train.strategy import get_strategy, is_chief, is_multi_worker, on_cpu_only
 
@@ -441,8 +441,11 @@ def _make_monitor(plan: RunPlan, place: Placement, data: RunData, built: Built, 
     model_cfg, tcfg, dcfg = plan.model, plan.train, plan.data
     block = model_cfg.block_size
     tokens_per_step = tcfg.global_batch * block
-    peak = measure_peak_flops("bfloat16" if place.precision == "mixed_bfloat16" else "float32") * place.replicas
-    rates = StepRates(tokens_per_step, flops_per_token(model_cfg, block) * tokens_per_step, peak)
+    peak, source = peak_flops("bfloat16" if place.precision == "mixed_bfloat16" else "float32", tcfg.peak_tflops)
+    rates = StepRates(tokens_per_step, flops_per_token(model_cfg, block) * tokens_per_step, peak * place.replicas,
+                      source)
+    if progress and place.chief:
+        print(f"MFU against a peak of {peak / 1e12:.2f} TFLOP/s per replica ({source})", file=sys.stderr)
     estimator = LossEstimator(
         built.gpt, data.source, {"train": dcfg.train_split, "val": dcfg.val_split}, tcfg.eval_iters,
         tcfg.eval_batch_size or tcfg.batch_size, block, tcfg.seed, jit_compile=place.jit,

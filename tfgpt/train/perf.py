@@ -1,4 +1,5 @@
-"""Model FLOPs, this machine's measured peak FLOP/s (for MFU), and a memory estimate.
+"""Model FLOPs, the peak FLOP/s MFU is measured against (configured, or measured once and cached), and a
+memory estimate.
 
 Example:
     >>> from tfgpt.config import GPTConfig
@@ -9,10 +10,14 @@ Example:
 from __future__ import annotations
 
 import functools
+import json
 import os
+import platform
 import time
+from pathlib import Path
 from typing import Any
 
+from tfgpt.atomic import write_text_atomic
 from tfgpt.config import GPTConfig
 from tfgpt.train.config import TrainConfig
 
@@ -49,6 +54,60 @@ def measure_peak_flops(dtype: str = "float32", size: int = 1024, seconds: float 
         mm(a, b).numpy()
         best = max(best, 2.0 * size**3 / (time.perf_counter() - t0))
     return best
+
+
+#: Where the measured peak is cached: ``$TFGPT_CACHE_DIR`` or ``~/.cache/tfgpt``.
+PEAK_CACHE = "peak_flops.json"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TFGPT_CACHE_DIR") or Path.home() / ".cache" / "tfgpt")
+
+
+def machine_key(dtype: str) -> str:
+    """What a measured peak belongs to: CPU model and count, accelerators, dtype."""
+    import tensorflow as tf
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    return f"{cpu} x{os.cpu_count()} | {gpus} GPU | {dtype}"
+
+
+def peak_flops(dtype: str = "float32", configured_tflops: float | None = None) -> tuple[float, str]:
+    """The peak FLOP/s MFU is measured against, and where it came from.
+
+    ``train.peak_tflops`` when set; else a measurement cached per :func:`machine_key` in
+    ``cache_dir() / PEAK_CACHE``, made once (2 s of matmuls) and reused, so identical runs report
+    identical MFU. Delete the file to measure again.
+
+    Example:
+        >>> peak_flops("float32", configured_tflops=1.5)
+        (1500000000000.0, 'train.peak_tflops')
+    """
+    if configured_tflops is not None:
+        return configured_tflops * 1e12, "train.peak_tflops"
+    path, key = cache_dir() / PEAK_CACHE, machine_key(dtype)
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cached = {}
+    entry = cached.get(key) if isinstance(cached, dict) else None
+    if isinstance(entry, dict) and isinstance(entry.get("flops"), (int, float)) and entry["flops"] > 0:
+        return float(entry["flops"]), f"measured {entry.get('date', '?')}, cached in {path}"
+    flops = measure_peak_flops(dtype, seconds=2.0)
+    cached = {**(cached if isinstance(cached, dict) else {}),
+              key: {"flops": flops, "date": time.strftime("%Y-%m-%d"), "method": "best 1024^2 XLA matmul, 2 s"}}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps(cached, indent=1) + "\n")
+    except OSError:
+        return flops, "measured now (cache not writable)"
+    return flops, f"measured now, cached in {path}"
 
 
 def available_memory_bytes() -> int:
