@@ -23,6 +23,7 @@ from tfgpt.finetune.prefer import (
     preference_batches,
     split_pairs,
 )
+from tfgpt.generate.chat import instruct_template
 from tfgpt.model.gpt import GPT
 from tfgpt.runs import save_run
 from tfgpt.tokenizers.char import CharTokenizer
@@ -118,6 +119,7 @@ def test_a_prompt_over_block_size_is_named_in_the_warning(pairs, tokenizer):
 def test_writes_a_loadable_lm_run_with_a_prefer_section(tuned, base, prefs):
     out, metrics, capture = tuned
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "logs", "model.keras", "tokenizer"]
+    assert "instruct" not in read_yaml(out / "config.yaml")  # the start was no instruct run
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # the temp sibling is gone
     config = read_yaml(out / "config.yaml")
     assert config["model"] == read_yaml(base / "config.yaml")["model"]
@@ -174,8 +176,9 @@ def test_per_step_logs_and_tensorboard(tuned):
 def test_lora_through_the_cli_prints_json_and_saves_merged(base, pairs, tmp_path, capsys):
     prefs = tmp_path / "prefs.json"
     prefs.write_text(json.dumps(pairs[:10]))
+    start = save_run(tmp_path / "instructed", *tfgpt.load(base), {"instruct": {"template": "alpaca", "seed": 3}})
     out = tmp_path / "lora"
-    argv = ["finetune", "prefer", "--run", str(base), "--data", str(prefs), "--out", str(out), "--trainable", "lora",
+    argv = ["finetune", "prefer", "--run", str(start), "--data", str(prefs), "--out", str(out), "--trainable", "lora",
             "--lora-rank", "4", "--batch-size", "5", "--lr", "1e-2", "--beta", "0.5", "--eval-every", "0"]
     with pytest.warns(UserWarning, match="of 10 preference pairs are longer than block_size 256"):
         assert main(argv) == 0
@@ -185,7 +188,10 @@ def test_lora_through_the_cli_prints_json_and_saves_merged(base, pairs, tmp_path
     assert report["trainable_params"] == 4 * 16 * 32  # rank x (in + out) over the 4 Dense layers of 1 block
     model, _ = tfgpt.load(out)
     assert not [v for v in model.weights if "lora" in v.path]
-    assert read_yaml(out / "config.yaml")["prefer"]["lora_rank"] == 4
+    config = read_yaml(out / "config.yaml")
+    assert (config["prefer"]["lora_rank"], config["prefer"]["template"]) == (4, "alpaca")
+    assert config["instruct"] == {"template": "alpaca", "seed": 3}  # kept from the start: chat keeps its template
+    assert instruct_template(out)("Hi.").endswith("### Instruction:\nHi.\n\n### Response:\n")
 
 
 def bad_prefs(tmp_path, entry):

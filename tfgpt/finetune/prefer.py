@@ -10,7 +10,8 @@ which is run on every batch. Dropout is off in both, so policy = reference gives
 loss log 2 exactly. Loss, rewards, margin and accuracy are logged per step (train) and every
 ``eval_every`` steps and at each epoch end (val) to ``RUN2/logs/steps.jsonl`` and TensorBoard.
 The output is an ordinary LM run dir (``tfgpt.load`` reads it; LoRA is merged on save) with a
-``prefer:`` section in ``config.yaml``. Examples over ``block_size + 1`` tokens are truncated
+``prefer:`` section in ``config.yaml``, and the starting run's ``instruct:`` section when it has one
+(so ``tfgpt chat`` keeps its template). Examples over ``block_size + 1`` tokens are truncated
 (one warning).
 """
 
@@ -29,13 +30,14 @@ import keras
 import numpy as np
 
 from tfgpt.atomic import make_temp_dir
+from tfgpt.config import read_yaml
 from tfgpt.errors import ConfigError, DataError
 from tfgpt.finetune.classify import check_out
 from tfgpt.finetune.dpo import dpo_loss, read_preference_data, sequence_logprob
 from tfgpt.finetune.instruct import collate, encode_entry
 from tfgpt.finetune.lora import enable_lora_on, freeze, param_counts
 from tfgpt.finetune.tune_instruct import InstructBatches, check_options
-from tfgpt.runs import LOGS_DIR, load, save_run
+from tfgpt.runs import CONFIG_YAML, LOGS_DIR, load, save_run
 from tfgpt.train.config import TrainConfig
 from tfgpt.train.optim import make_optimizer
 
@@ -44,6 +46,7 @@ TRAIN_FRACTION = 0.9
 #: the per-step log in ``RUN2/logs/``: one JSON object per train step and per val evaluation
 STEPS_JSONL = "steps.jsonl"
 METRICS = ("loss", "chosen_reward", "rejected_reward", "margin", "accuracy")
+TEMPLATE = "alpaca"
 
 Pair = tuple[list[int], list[int]]
 
@@ -311,14 +314,15 @@ def finetune_prefer(
                 lora_rank=lora_rank if trainable == "lora" else None, lora_alpha=lora_alpha,
                 eval_every=eval_every, grad_clip=grad_clip)
     model, metrics = _make_model(policy, reference, opts, epochs * len(batches["train"]))
+    kept = {k: v for k, v in read_yaml(Path(run) / CONFIG_YAML).items() if k == "instruct"}
     out_path.parent.mkdir(parents=True, exist_ok=True)
     stage = make_temp_dir(out_path.parent, f".{out_path.name}.")
     try:
         (stage / LOGS_DIR).mkdir()
         metrics.update(_fit(model, batches, stage / LOGS_DIR, opts, list(callbacks or [])))
-        section = {**opts, "data": str(data), "reference": str(run), "split": {k: len(v) for k, v in parts.items()},
-                   "metrics": metrics}
-        save_run(stage, policy, tokenizer, {"prefer": section})  # LoRA merged by Keras on save
+        section = {"template": TEMPLATE, **opts, "data": str(data), "reference": str(run),
+                   "split": {k: len(v) for k, v in parts.items()}, "metrics": metrics}
+        save_run(stage, policy, tokenizer, {**kept, "prefer": section})  # LoRA merged by Keras on save
         if out_path.exists():
             out_path.rmdir()  # checked empty above
         os.replace(stage, out_path)
