@@ -132,6 +132,27 @@ def test_load_run_model_final(run, tmp_path):
         load_run_model(tmp_path / "elsewhere")
 
 
+def test_a_fine_tuned_runs_own_sections_are_allowed(run, tmp_path):
+    """finetune instruct/prefer write `instruct:`/`prefer:` into config.yaml: eval/load still read the run,
+    while a training config with such a section is still refused."""
+    import shutil
+
+    import yaml
+
+    from tfgpt.errors import ConfigError
+    from tfgpt.train.config import resolve_config
+
+    path, model, _ = run
+    copy = shutil.copytree(path, tmp_path / "tuned")
+    cfg = yaml.safe_load((copy / "config.yaml").read_text())
+    cfg["instruct"] = {"template": "alpaca", "mask_prompt": True}
+    (copy / "config.yaml").write_text(yaml.safe_dump(cfg))
+    loaded, (mcfg, _, _), _, _ = load_run_model(copy)
+    assert mcfg == model.config
+    with pytest.raises(ConfigError, match="unknown section 'instruct'"):
+        resolve_config(copy / "config.yaml")
+
+
 def test_load_run_model_follows_pointers(run):
     path, model, _ = run
     ckpt, changed = _write_checkpoint(path, model.config)

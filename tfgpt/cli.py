@@ -106,6 +106,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from tfgpt.train.preflight import preflight
+
+    preflight(args.config, data_dir=args.data, run_dir=args.run_dir, overrides=args.set or [], resume=args.resume)
     from tfgpt.train.fit import train
 
     summary = train(

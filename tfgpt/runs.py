@@ -3,8 +3,8 @@
 A run dir holds ``config.yaml`` (a ``model:`` section with the GPTConfig fields, plus training
 sections), ``tokenizer/``, ``metrics.jsonl``, TensorBoard ``logs/``, and weights: ``model.keras``
 and/or checkpoints under ``checkpoints/`` (``latest.json`` names the newest complete one, holding
-``model.weights.h5``; ``best.json`` the one with the lowest val loss). The names below are the
-only place these file names are spelled; training, eval and export import them.
+``model.weights.h5``; ``best.json`` the one with the lowest val loss). The names are spelled once,
+in :mod:`tfgpt.layout` (no TensorFlow), and re-exported here; training, eval and export import them.
 
 Layering: this module imports :mod:`tfgpt.train.config` (pure dataclasses) and nothing else of
 ``tfgpt.train``; ``tfgpt.train.*`` imports this module, never the other way round.
@@ -27,46 +27,25 @@ import keras
 from tfgpt.atomic import replacing
 from tfgpt.config import GPTConfig, load_model_config, save_model_config
 from tfgpt.errors import ConfigError, RunDirError, TfgptError
+from tfgpt.layout import (  # noqa: F401  (the run-dir names live in layout.py; importers use tfgpt.runs)
+    BEST_JSON,
+    CHECKPOINTS,
+    CONFIG_YAML,
+    LATEST_JSON,
+    LOGS_DIR,
+    METRICS_JSONL,
+    MODEL_KERAS,
+    POINTERS,
+    SOURCE_JSON,
+    STATE_JSON,
+    STATE_NPZ,
+    TOKENIZER_DIR,
+    WEIGHTS_H5,
+    pointer_path,
+    read_pointer,
+)
 from tfgpt.model import GPT
 from tfgpt.train.config import DataConfig, TrainConfig, resolve_config
-
-# -- the run-dir layout ---------------------------------------------------------------------------
-CONFIG_YAML = "config.yaml"
-TOKENIZER_DIR = "tokenizer"
-MODEL_KERAS = "model.keras"
-METRICS_JSONL = "metrics.jsonl"
-SOURCE_JSON = "source.json"  # an imported run: where its weights came from (tfgpt.convert)
-LOGS_DIR = "logs"
-CHECKPOINTS = "checkpoints"
-LATEST_JSON = "latest.json"
-BEST_JSON = "best.json"
-#: inside one checkpoint dir (``checkpoints/step-NNNNNN/``)
-WEIGHTS_H5 = "model.weights.h5"
-STATE_NPZ = "train_state.npz"
-STATE_JSON = "state.json"
-#: the checkpoint pointers by name: ``read_pointer(ckpt_dir, "latest")`` reads ``latest.json``
-POINTERS = {"latest": LATEST_JSON, "best": BEST_JSON}
-
-
-def pointer_path(ckpt_dir: str | os.PathLike, name: str) -> Path:
-    """``CKPT_DIR/latest.json`` or ``CKPT_DIR/best.json``; ValueError for another name."""
-    if name not in POINTERS:
-        raise ValueError(f"checkpoint pointer must be one of {', '.join(POINTERS)}, got {name!r}")
-    return Path(ckpt_dir) / POINTERS[name]
-
-
-def read_pointer(ckpt_dir: str | os.PathLike, name: str = "latest") -> dict[str, Any] | None:
-    """Contents of ``latest.json`` / ``best.json`` (``{"step": N, "dir": "step-..."}``), or None if absent."""
-    path = pointer_path(ckpt_dir, name)
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunDirError(f"{path}: not valid JSON: {e}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("dir"), str) or "step" not in data:
-        raise RunDirError(f"{path}: expected {{'step': N, 'dir': 'step-...'}}")
-    return data
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
@@ -137,7 +116,7 @@ def load_run_model(
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_YAML).is_file():
         raise RunDirError(f"{run_dir} is not a run dir (no {CONFIG_YAML})")
-    cfgs = resolve_config(run_dir / CONFIG_YAML)
+    cfgs = resolve_config(run_dir / CONFIG_YAML, run_sections=True)
     if checkpoint in POINTERS:
         pointer = read_pointer(run_dir / CHECKPOINTS, checkpoint)
         if pointer is None:

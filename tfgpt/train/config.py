@@ -155,6 +155,9 @@ class DataConfig:
 
 
 SECTIONS = ("model", "train", "data")
+#: Sections ``tfgpt finetune`` adds to a run's config.yaml (what the run is, not how to train it):
+#: a run's own config is read with these allowed (``resolve_config(..., run_sections=True)``).
+RUN_SECTIONS = ("classifier", "instruct", "prefer")
 
 
 def _model_from_section(section: Any, where: str) -> GPTConfig:
@@ -249,9 +252,14 @@ def load_config_dict(config: str | os.PathLike | dict[str, Any]) -> tuple[dict[s
 
 
 def resolve_config(
-    config: str | os.PathLike | dict[str, Any], overrides: Sequence[str] = ()
+    config: str | os.PathLike | dict[str, Any], overrides: Sequence[str] = (), vocab_size: int | None = None,
+    run_sections: bool = False,
 ) -> tuple[GPTConfig, TrainConfig, DataConfig]:
     """Load a training config (file or dict), apply overrides, validate strictly.
+
+    ``vocab_size`` (the data dir's, see :mod:`tfgpt.train.preflight`) is used when the model
+    section names none itself, a preset's included. ``run_sections`` allows (and skips) the
+    :data:`RUN_SECTIONS` a fine-tuned run's config.yaml carries.
 
     Example:
         >>> m, t, d = resolve_config({"model": {"preset": "char-small"}, "train": {"batch_size": 8}})
@@ -259,6 +267,8 @@ def resolve_config(
         8
     """
     data, where, base = load_config_dict(config)
+    if run_sections:
+        data = {k: v for k, v in data.items() if k not in RUN_SECTIONS}
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise ConfigError(
@@ -267,7 +277,10 @@ def resolve_config(
             f"valid sections: {', '.join(SECTIONS)}"
         )
     data = apply_overrides(data, overrides)
-    model = _model_from_section(data.get("model"), f"{where}: model")
+    section = data.get("model")
+    if vocab_size is not None and (section is None or (isinstance(section, dict) and "vocab_size" not in section)):
+        section = {**(section or {}), "vocab_size": vocab_size}
+    model = _model_from_section(section, f"{where}: model")
     train = from_dict(TrainConfig, data.get("train"), where=f"{where}: train")
     dcfg = from_dict(DataConfig, data.get("data"), where=f"{where}: data")
     if dcfg.dir is not None and base is not None and not Path(dcfg.dir).is_absolute():

@@ -55,11 +55,12 @@ from tfgpt.runs import (
 )
 from tfgpt.train.callbacks import NonFiniteLossError, StepRates, TrainMonitor, rewrite_metrics, weights_digest
 from tfgpt.train.checkpoint import Checkpoints
-from tfgpt.train.config import DataConfig, TrainConfig, resolve_config
+from tfgpt.train.config import DataConfig, TrainConfig
 from tfgpt.train.data import Source, check_data_dir, data_dir_source
 from tfgpt.train.evaluate import LossEstimator
 from tfgpt.train.optim import make_optimizer, schedule_change
 from tfgpt.train.perf import available_memory_bytes, estimate_memory, flops_per_token, peak_flops
+from tfgpt.train.preflight import resolve_with_data
 from tfgpt.train.step import GPTTrainer
 from tfgpt.train.strategy import get_strategy, is_chief, is_multi_worker, on_cpu_only
 
@@ -268,7 +269,7 @@ def _plan_run(
         if not (resume and run_dir is not None):
             raise ConfigError("a config is required (or --resume with --run-dir to reuse the run's config)")
         config = Path(run_dir) / CONFIG_YAML
-    model_cfg, tcfg, dcfg = resolve_config(config, overrides)
+    model_cfg, tcfg, dcfg = resolve_with_data(config, overrides, None if in_memory else data_dir)
     if data_dir is not None:
         dcfg = dataclasses.replace(dcfg, dir=str(data_dir))
     if not in_memory and dcfg.dir is not None:  # the run's config.yaml names the data wherever eval/resume run
