@@ -184,10 +184,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from tfgpt.errors import ConfigError
     from tfgpt.serve.app import serve
 
+    if args.moderation is None and (args.moderation_action or args.moderation_flag):
+        raise ConfigError("--moderation-action and --moderation-flag need --moderation RUN2")
     serve(args.export, host=args.host, port=args.port, max_new_tokens_cap=args.max_new_tokens_cap,
-          max_body_bytes=args.max_body_bytes, workers=args.workers)
+          max_body_bytes=args.max_body_bytes, workers=args.workers, moderation=args.moderation,
+          moderation_action=args.moderation_action or "label", moderation_flags=args.moderation_flag)
     return 0
 
 
@@ -318,6 +322,12 @@ def _serve_parser(add: Adder) -> None:
     p.add_argument("--max-new-tokens-cap", type=int, default=256)
     p.add_argument("--max-body-bytes", type=int, default=1 << 20)
     p.add_argument("--workers", type=int, default=2, help="threads running the model")
+    p.add_argument("--moderation", default=None, metavar="RUN2",
+                   help="a classifier run (tfgpt finetune classify) or its export: screens prompts and completions")
+    p.add_argument("--moderation-action", default=None, choices=["label", "block"],
+                   help="label (default): add moderation results; block: 400 flagged prompts, withhold completions")
+    p.add_argument("--moderation-flag", default=None, action="extend", nargs="+", metavar="LABEL",
+                   help="labels that flag a text (default: every label but the first)")
 
 
 def _demo_parser(add: Adder) -> None:

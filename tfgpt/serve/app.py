@@ -10,6 +10,9 @@ Endpoints:
 - ``POST /v1/completions`` → OpenAI-style completions (:mod:`tfgpt.serve.completions`); with ``"stream":
   true`` the reply is server-sent events (:mod:`tfgpt.serve.streaming`).
 
+With ``moderation=RUN2`` a classifier screens every prompt and completion, labelling or blocking them
+(:mod:`tfgpt.serve.moderation`).
+
 Bad requests get a 4xx with ``{"error": "..."}`` (malformed or too deeply nested JSON, missing
 fields, wrong types, ragged lists or shapes, numbers out of the input's dtype range, ``max_new_tokens``
 above the cap, bodies over ``max_body_bytes``); the model runs in a worker thread pool, so the event
@@ -24,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -35,6 +40,7 @@ from tfgpt.serve.completions import completion_reply, parse_completion_body
 from tfgpt.serve.errors import BadRequest
 from tfgpt.serve.jsonio import read_json
 from tfgpt.serve.model import DEFAULT_MAX_NEW_TOKENS_CAP, ExportedModel
+from tfgpt.serve.moderation import Flagged, Moderator, flagged_reply
 from tfgpt.serve.rest import named_inputs, parse_predict_body, predict_reply
 from tfgpt.serve.streaming import open_stream
 
@@ -45,8 +51,10 @@ DEFAULT_WORKERS = 2
 class Server:
     """What the routes share (``app.state.tfgpt``): the model, the pool that runs it, the body limit."""
 
-    def __init__(self, model: ExportedModel, workers: int, max_body_bytes: int) -> None:
+    def __init__(self, model: ExportedModel, workers: int, max_body_bytes: int,
+                 moderator: Moderator | None = None) -> None:
         self.model = model
+        self.moderator = moderator
         self.max_body_bytes = max_body_bytes
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tfgpt-serve")
 
@@ -95,20 +103,28 @@ async def predict(name_verb: str, request: Request) -> JSONResponse:
         raise BadRequest(f"unsupported verb {verb!r}: only ':predict' is served", status=404)
     server.check_name(name)
     req = parse_predict_body(await read_json(request, server.max_body_bytes))
-    out = await server.predict(req.signature, named_inputs(req, server.model.specs))
+    inputs = named_inputs(req, server.model.specs)
+    if server.moderator is not None:
+        return JSONResponse(await server.moderator.predict(server.predict, server.model, req.signature, inputs,
+                                                           req.row_format))
+    out = await server.predict(req.signature, inputs)
     return JSONResponse(predict_reply(out, req.row_format))
 
 
 async def completions(request: Request) -> Any:
     server = _server(request)
     req = parse_completion_body(await read_json(request, server.max_body_bytes))
+    mod, run = server.moderator, functools.partial(server.predict, "serving_default")
+    if not req.stream and mod is not None:
+        return JSONResponse(await mod.completions(run, req.inputs, server.model.name))
     if not req.stream:
         out = await server.predict("serving_default", req.inputs)
         return JSONResponse(completion_reply(out, server.model.name))
     if not req.single:
         raise BadRequest("streaming takes a single prompt string")
-    events = await open_stream(server.model, functools.partial(server.predict, "serving_default"), req.inputs)
-    return StreamingResponse(events, media_type="text/event-stream")
+    prompt = (await mod.screen_prompts(req.inputs["prompts"]))[0] if mod is not None else None
+    events = await open_stream(server.model, run, req.inputs)
+    return StreamingResponse(events if mod is None else mod.stream(events, prompt), media_type="text/event-stream")
 
 
 def create_app(
@@ -116,17 +132,23 @@ def create_app(
     max_new_tokens_cap: int = DEFAULT_MAX_NEW_TOKENS_CAP,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     workers: int = DEFAULT_WORKERS,
+    moderation: str | os.PathLike | None = None,
+    moderation_action: str = "label",
+    moderation_flags: Sequence[str] | None = None,
 ) -> FastAPI:
-    """The FastAPI app serving ``export_dir`` (loads the SavedModel now).
+    """The FastAPI app serving ``export_dir`` (loads the SavedModel now, and the ``moderation`` classifier
+    run or export first, if given: :class:`~tfgpt.serve.moderation.Moderator`).
 
     Example:
         >>> app = create_app("export/shakespeare", max_new_tokens_cap=128)  # doctest: +SKIP
         >>> uvicorn.run(app, host="127.0.0.1", port=8501)  # doctest: +SKIP
     """
+    moderator = None if moderation is None else Moderator(moderation, moderation_action, moderation_flags, workers)
     model = ExportedModel(export_dir, max_new_tokens_cap=max_new_tokens_cap)
     app = FastAPI(title="tfgpt serve", version="1")
-    app.state.tfgpt = Server(model, workers, max_body_bytes)
+    app.state.tfgpt = Server(model, workers, max_body_bytes, moderator)
     app.add_exception_handler(BadRequest, bad_request)
+    app.add_exception_handler(Flagged, flagged_reply)
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/v1/models/{name}", model_status, methods=["GET"])
     app.add_api_route("/v1/models/{name}/metadata", model_metadata, methods=["GET"])
@@ -143,6 +165,9 @@ def serve(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     workers: int = DEFAULT_WORKERS,
     log_level: str = "info",
+    moderation: str | os.PathLike | None = None,
+    moderation_action: str = "label",
+    moderation_flags: Sequence[str] | None = None,
 ) -> None:
     """Serve ``export_dir`` with uvicorn until interrupted (what ``tfgpt serve`` runs).
 
@@ -152,5 +177,8 @@ def serve(
     import uvicorn
 
     app = create_app(export_dir, max_new_tokens_cap=max_new_tokens_cap, max_body_bytes=max_body_bytes,
-                     workers=workers)
+                     workers=workers, moderation=moderation, moderation_action=moderation_action,
+                     moderation_flags=moderation_flags)
+    if app.state.tfgpt.moderator is not None:
+        print(app.state.tfgpt.moderator.describe(), file=sys.stderr, flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
