@@ -86,7 +86,8 @@ class ClassifierModule(tf.Module):
         >>> from tfgpt.tokenizers import CharTokenizer
         >>> tok = CharTokenizer.train(["abc"])
         >>> clf = GPTClassifier(GPT(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=8), 2)
-        >>> out = ClassifierModule(clf, tok, ["no", "yes"]).serving_default(tf.constant(["ab", ""]))
+        >>> module = ClassifierModule(clf, tok, ["no", "yes"])  # keep a reference: the tf.function needs it
+        >>> out = module.serving_default(tf.constant(["ab", ""]))
         >>> out["probabilities"].shape.as_list(), out["labels"].dtype.name
         ([2, 2], 'string')
     """
