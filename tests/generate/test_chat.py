@@ -83,3 +83,34 @@ def test_an_unknown_instruct_template_is_refused(tmp_path):
     run = _instruct_run(tmp_path, template="chatml")
     with pytest.raises(ConfigError, match="instruct.template must be 'alpaca', got 'chatml'"):
         chat(str(run), stdin=io.StringIO("hi\n"), stdout=io.StringIO())
+
+
+def test_commands_never_reach_the_model_and_the_context_crops_with_one_notice(tmp_path):
+    """/help, /temperature, /reset and an unknown command are handled by chat itself; once the
+    conversation outgrows block_size the oldest turns are dropped with one notice, and no Python
+    warning is printed into the replies."""
+    import warnings
+
+    import tfgpt
+
+    tok = CharTokenizer.train(["You: Model: hello there, how are you /\n"])
+    keras.utils.set_random_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16))
+    run = save_run(tmp_path / "run", model, tok)
+    lines = "/help\n/temperature abc\n/temperature 0\n/nope\nhello\nhow are you there\nhello\n/reset\nhow\n/quit\n"
+    out = io.StringIO()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert chat(str(run), max_new_tokens=4, temperature=1.0, stdin=io.StringIO(lines), stdout=out) == 0
+    text = out.getvalue()
+    assert "/reset  forget the conversation so far" in text
+    assert "[/temperature takes a number >= 0, got 'abc']" in text and "[temperature 0]" in text
+    assert "[unknown command /nope; /help lists the commands]" in text
+    assert text.count("outgrew the model's 32-token context") == 1 and "[conversation cleared]" in text
+    assert not [w for w in caught if "block_size" in str(w.message)]
+    model, tok = tfgpt.load(run)
+    greedy = dict(max_new_tokens=4, temperature=0, stop=["\nYou:"])
+    first = tfgpt.generate(model, tok, "You: hello\nModel:", seed=0, **greedy)
+    assert "You: Model:" + first + "\n" in text  # /temperature 0 took effect: the first reply is greedy
+    after_reset = tfgpt.generate(model, tok, "You: how\nModel:", seed=3, **greedy)
+    assert text.endswith("You: Model:" + after_reset + "\nYou: \n")
