@@ -367,7 +367,7 @@ def _import_gpt2_parser(add: Adder) -> None:
 
 def _finetune_parser(add: Adder) -> None:
     p = add("finetune", lambda a: p.error("choose a task, e.g. tfgpt finetune classify"),
-            "fine-tune a run for a task (classify)")
+            "fine-tune a run for a task (classify, instruct, prefer)")
     tasks = p.add_subparsers(dest="task", metavar="TASK")
     c = tasks.add_parser("classify", help="replace the LM head by an N-class head on the last real token")
     c.set_defaults(func=cmd_finetune_classify)
