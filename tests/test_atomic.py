@@ -48,3 +48,16 @@ def test_a_failed_write_leaves_the_target_and_no_temp_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
     write_text_atomic(target, "new")
     assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+
+
+def test_staged_dir_leaves_nothing_when_the_work_fails(tmp_path):
+    from tfgpt.atomic import staged_dir
+
+    (tmp_path / "out").mkdir()  # an empty --out is allowed and replaced
+    with pytest.raises(RuntimeError, match="boom"), staged_dir(tmp_path / "out") as stage:
+        (stage / "half.txt").write_text("half")
+        raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and not any((tmp_path / "out").iterdir())
+    with staged_dir(tmp_path / "out") as stage:
+        (stage / "done.txt").write_text("done")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and (tmp_path / "out/done.txt").read_text() == "done"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,6 +66,34 @@ def replacing(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def staged_dir(out: str | os.PathLike) -> Iterator[Path]:
+    """Yield a hidden temp dir beside ``out``; when the block succeeds it becomes ``out``, else it is removed.
+
+    ``out`` must be absent or an empty directory (callers check that before the work starts), so
+    a failed or interrupted run never leaves half an output where the output should be.
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> with staged_dir(root / "run2") as stage:
+        ...     _ = (stage / "config.yaml").write_text("model: {}\\n")
+        >>> sorted(p.name for p in root.iterdir()), (root / "run2" / "config.yaml").is_file()
+        (['run2'], True)
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = make_temp_dir(out.parent, f".{out.name}.")
+    try:
+        yield stage
+        if out.exists():
+            out.rmdir()  # empty, as the caller checked
+        os.replace(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
         raise
 
 

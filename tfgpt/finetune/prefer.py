@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfgpt.atomic import make_temp_dir
+from tfgpt.atomic import staged_dir
 from tfgpt.config import read_yaml
 from tfgpt.errors import ConfigError, DataError
 from tfgpt.finetune.classify import check_out
@@ -315,18 +314,10 @@ def finetune_prefer(
                 eval_every=eval_every, grad_clip=grad_clip)
     model, metrics = _make_model(policy, reference, opts, epochs * len(batches["train"]))
     kept = {k: v for k, v in read_yaml(Path(run) / CONFIG_YAML).items() if k == "instruct"}
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    stage = make_temp_dir(out_path.parent, f".{out_path.name}.")
-    try:
+    with staged_dir(out_path) as stage:
         (stage / LOGS_DIR).mkdir()
         metrics.update(_fit(model, batches, stage / LOGS_DIR, opts, list(callbacks or [])))
         section = {"template": TEMPLATE, **opts, "data": str(data), "reference": str(run),
                    "split": {k: len(v) for k, v in parts.items()}, "metrics": metrics}
         save_run(stage, policy, tokenizer, {**kept, "prefer": section})  # LoRA merged by Keras on save
-        if out_path.exists():
-            out_path.rmdir()  # checked empty above
-        os.replace(stage, out_path)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     return {"split": section["split"], **metrics}

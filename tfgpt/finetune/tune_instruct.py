@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import time
 import warnings
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfgpt.atomic import make_temp_dir, write_text_atomic
+from tfgpt.atomic import staged_dir, write_text_atomic
 from tfgpt.config import save_model_config
 from tfgpt.errors import ConfigError, DataError
 from tfgpt.finetune.classify import check_out
@@ -286,18 +285,10 @@ def finetune_instruct(
     keras.utils.set_random_seed(seed)
     metrics.update(_make_trainable(gpt, trainable, lora_rank, lora_alpha))
     _compile(gpt, lr, epochs * len(batches["train"]))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    stage = make_temp_dir(out_path.parent, f".{out_path.name}.")
-    try:
+    with staged_dir(out_path) as stage:
         metrics.update(_train_into(stage, gpt, tokenizer, parts, batches, epochs, max_new_tokens))
         section = {"template": TEMPLATE, "mask_prompt": mask_prompt, "data": str(data), "trainable": trainable,
                    "lora_rank": lora_rank if trainable == "lora" else None, "seed": seed,
                    "split": {k: len(v) for k, v in parts.items()}, "metrics": metrics}
         save_model_config(stage / CONFIG_YAML, gpt.config, instruct=section)
-        if out_path.exists():
-            out_path.rmdir()  # checked empty above
-        os.replace(stage, out_path)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     return {"split": section["split"], **metrics}
