@@ -25,13 +25,14 @@ Example (needs a trained run dir, e.g. from ``tfgpt train``):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +212,19 @@ def _move_into_place(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _staged_export(out: Path) -> Iterator[Path]:
+    """A hidden temp dir beside ``out`` that replaces it when the block succeeds, else is removed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(out.parent, f".{out.name}.")
+    try:
+        yield tmp
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _export_classifier(run_dir: Path, out: Path, formats: Sequence[str] | str | None, quantize: str | None,
                        verify: bool, name: str, version: int, checkpoint: str | None) -> dict[str, Any]:
     """``export_run`` for a classifier run: its SavedModel only (:mod:`tfgpt.export.classifier`)."""
@@ -221,9 +235,7 @@ def _export_classifier(run_dir: Path, out: Path, formats: Sequence[str] | str | 
     _check_options("savedmodel", None, version, name)
     _check_out(run_dir, out)
     model, tokenizer, labels, weights = clf.load(run_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(out.parent, f".{out.name}.")
-    try:
+    with _staged_export(out) as tmp:
         shutil.copytree(run_dir / TOKENIZER_DIR, tmp / TOKENIZER, copy_function=shutil.copyfile)
         info = _source_info(run_dir, weights, model.backbone, tokenizer, name, version, ["savedmodel"])
         info = {"kind": clf.KIND, **info, "labels": labels}
@@ -232,10 +244,6 @@ def _export_classifier(run_dir: Path, out: Path, formats: Sequence[str] | str | 
         info["savedmodel"] = {**entry, "signatures": signature_specs(tmp / entry["path"])}
         info["verification"] = clf.verify(tmp / entry["path"], model, tokenizer) if verify else None
         (tmp / EXPORT_JSON).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        _move_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return info
 
 
@@ -275,9 +283,7 @@ def export_run(
     model, tokenizer = load(run_dir, checkpoint=checkpoint)
     weights = weights_path(run_dir, checkpoint)
     _check_hf(model, tokenizer, run_dir, formats)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(out.parent, f".{out.name}.")
-    try:
+    with _staged_export(out) as tmp:
         # copyfile, not copy2: the export's files get the umask's mode, not the run's (possibly owner-only) one
         shutil.copytree(run_dir / TOKENIZER_DIR, tmp / TOKENIZER, copy_function=shutil.copyfile)
         info = _source_info(run_dir, weights, model, tokenizer, name, version, formats)
@@ -289,10 +295,6 @@ def export_run(
             info["hf"] = _save_hf(model, tokenizer, tmp)
         info["verification"] = verify_export(tmp, model, tokenizer, info) if verify else None
         (tmp / EXPORT_JSON).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        _move_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return info
 
 
