@@ -150,3 +150,20 @@ def test_serves_an_export_whose_tokenizer_uses_tf_text_ops(special_export, speci
     r = requests.post(f"{special_server}/v1/completions", json={"prompt": "ROMEO:", "max_tokens": 6}, timeout=60)
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["text"] == expected
+
+
+def test_a_port_in_use_is_one_line_before_the_model_loads(tmp_path, capsys):
+    """`tfgpt serve` on a busy port: exit 2 with a line naming host and port, before any export is read
+    (the export here does not even exist, so reaching the load would give another error)."""
+    import socket
+
+    from tfgpt.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        assert main(["serve", "--export", str(tmp_path / "none"), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"tfgpt serve: error: --host 127.0.0.1 --port {port}: 127.0.0.1:{port} is in use "
+                   "(another server?); choose another --port")

@@ -25,8 +25,10 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +38,7 @@ import numpy as np
 from fastapi import FastAPI, Request  # module level: FastAPI resolves the string annotations against them
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from tfgpt.errors import ConfigError
 from tfgpt.serve.completions import completion_reply, parse_completion_body
 from tfgpt.serve.errors import BadRequest
 from tfgpt.serve.jsonio import read_json
@@ -157,6 +160,22 @@ def create_app(
     return app
 
 
+def check_port_free(host: str, port: int) -> None:
+    """A one-line ConfigError if ``host:port`` cannot be bound (in use, or not an address of this machine).
+
+    Example:
+        >>> check_port_free("127.0.0.1", 0)  # port 0: any free port, always bindable
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            reason = "is in use (another server?)" if e.errno == errno.EADDRINUSE else f"cannot be bound ({e.strerror})"
+            raise ConfigError(f"--host {host} --port {port}: {host}:{port} {reason}; choose another --port") from None
+
+
 def serve(
     export_dir: str | os.PathLike,
     host: str = "127.0.0.1",
@@ -176,6 +195,7 @@ def serve(
     """
     import uvicorn
 
+    check_port_free(host, port)  # before the model load, which takes seconds
     app = create_app(export_dir, max_new_tokens_cap=max_new_tokens_cap, max_body_bytes=max_body_bytes,
                      workers=workers, moderation=moderation, moderation_action=moderation_action,
                      moderation_flags=moderation_flags)
