@@ -38,3 +38,19 @@ def test_verification_figures_recorded_in_export_json(exported):
     assert sorted(lite) == ["model.tflite", "model_int8.tflite"]
     assert [p["prompt"] for p in lite["model.tflite"]["prompts"]] == ["ROMEO:", "The ", "Hello, world"]
     assert all(p["first_divergence"] is None and p["tokens"] == 16 for p in lite["model.tflite"]["prompts"])
+
+
+def test_quantized_divergence_is_a_warning_with_the_agreement_rate(exported):
+    """int8 may part from Keras (a warning saying how often and where); float must not (an error)."""
+    from tfgpt.export.verify import divergence_warning
+
+    _, info = exported
+    lite = info["verification"]["tflite"]
+    assert lite["model.tflite"]["token_agreement"] == 1.0
+    rate = lite["model_int8.tflite"]["token_agreement"]
+    int8 = lite["model_int8.tflite"]["prompts"]
+    assert rate == sum(p["agreeing"] for p in int8) / sum(p["tokens"] for p in int8)
+    per = [{"prompt": "a", "tokens": 8, "first_divergence": None}, {"prompt": "b", "tokens": 8, "first_divergence": 3}]
+    assert divergence_warning("model_int8.tflite", per, 0.6875) == (
+        "model_int8.tflite: greedy tokens agree with Keras at 69% of 16 positions; first divergence at token 3 of "
+        "prompt 'b' (int8 weights move the logits a little; model.tflite matches exactly)")
