@@ -67,3 +67,17 @@ def test_move_into_place_names_shards_of_n(tmp_path: Path) -> None:
                                                           "train-00001-of-00002.tfrecord",
                                                           "val-00000-of-00001.tfrecord"]
     assert list(staging.iterdir()) == []
+
+
+def test_a_tail_split_says_what_its_val_holds(tmp_path: Path) -> None:
+    from tfgpt.data.split import TAIL_VAL
+
+    staging = tmp_path / STAGING
+    (staging / "tokenizer").mkdir(parents=True)
+    shards = {}
+    for split in ("train", "val"):
+        (staging / f"{split}-00000").write_bytes(b"t")
+        shards[split] = [{"file": f"{split}-00000", "tokens": 4, "records": 1, "bytes": 1, "sha256": "s"}]
+    splits = move_into_place(staging, tmp_path, SplitStreams(shards, {"train": 1, "val": 0}, method="tail"))
+    assert splits["val"]["documents"] is None and splits["val"]["holds"] == TAIL_VAL
+    assert splits["train"]["documents"] == 1 and "holds" not in splits["train"]

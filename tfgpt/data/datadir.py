@@ -22,7 +22,7 @@ from typing import Any
 
 from tfgpt.data.manifest import MANIFEST, SPLITS, TOKENIZER_DIR, load_manifest, verify_shards
 from tfgpt.data.shards import shard_name
-from tfgpt.data.split import SplitStreams
+from tfgpt.data.split import TAIL_VAL, SplitStreams
 from tfgpt.errors import DataError
 
 STAGING = ".prepare-tmp"
@@ -75,5 +75,8 @@ def move_into_place(staging: Path, out_dir: Path, streams: SplitStreams) -> dict
             os.replace(staging / sh["file"], out_dir / final)
             sh["file"] = final
         splits[name] = {"tokens": streams.tokens(name), "documents": streams.documents[name], "shards": shards}
+    if streams.method == "tail":  # val holds no whole document: say what it is instead of "documents": 0
+        splits["val"]["documents"] = None
+        splits["val"]["holds"] = TAIL_VAL
     os.replace(staging / TOKENIZER_DIR, out_dir / TOKENIZER_DIR)
     return splits

@@ -29,6 +29,10 @@ SPLIT_RULES = {
 }
 
 
+#: What a tail split's val holds, as the manifest says in ``splits.val.holds`` (its ``documents`` is null).
+TAIL_VAL = "the last val_fraction of the token stream, cut from the end of the train documents"
+
+
 def is_val(key: bytes, seed: int, val_fraction: float) -> bool:
     """Whether the document with split key ``key`` goes to val (see :data:`SPLIT_RULES`)."""
     if val_fraction <= 0:
