@@ -62,6 +62,16 @@ def test_checkpoints_keep_last_k_and_best(tmp_path, source):
     assert model(np.zeros((1, 4), "int32")).shape == (1, 4, 65)
     events = list((tmp_path / "r" / "logs").rglob("events.out.tfevents*"))
     assert {p.parent.name for p in events} == {"train", "val"}
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = {}
+    for run in ("train", "val"):
+        acc = EventAccumulator(str(tmp_path / "r" / "logs" / run))
+        acc.Reload()
+        tags[run] = set(acc.Tags()["tensors"]) | set(acc.Tags()["scalars"])
+    # eval/loss and eval/perplexity in both runs overlay train and val; per-step loss only in train
+    assert tags["val"] == {"eval/loss", "eval/perplexity"}
+    assert {"loss", "eval/loss", "eval/perplexity", "learning_rate"} <= tags["train"]
 
 
 def test_nan_loss_stops_and_keeps_last_good(tmp_path, source):

@@ -238,10 +238,10 @@ class TrainMonitor(keras.callbacks.Callback):
         record: dict[str, Any] = {"kind": "eval", "step": step, "train_loss": train_loss, "val_loss": val_loss}
         if val_loss is not None:
             record["val_perplexity"] = perplexity(val_loss)
-        if train_loss is not None:
-            self._scalars("train", step, {"eval_loss": train_loss, "eval_perplexity": perplexity(train_loss)})
-        if val_loss is not None:
-            self._scalars("val", step, {"loss": val_loss, "perplexity": perplexity(val_loss)})
+        # the same tags in both runs: TensorBoard draws one chart per metric with train and val overlaid
+        for split, loss in (("train", train_loss), ("val", val_loss)):
+            if loss is not None:
+                self._scalars(split, step, {"eval/loss": loss, "eval/perplexity": perplexity(loss)})
         sample = self._sample(step)
         if sample is not None:
             record["sample"] = sample
