@@ -71,7 +71,7 @@ def _stream(server: str, body: dict) -> tuple[int, list[str]]:
 
 def test_streaming_rejects_a_bad_prompt_with_400_and_wraps_the_largest_seed(server):
     r = requests.post(f"{server}/v1/completions", json={"prompt": "ROMEO: \u2603", "stream": True}, timeout=60)
-    assert r.status_code == 400 and "not in the vocabulary" in r.json()["error"]  # not 200 + an error event
+    assert r.status_code == 400 and "(U+2603) at position" in r.json()["error"]  # not 200 + an error event
     body = {"prompt": "ROMEO:", "max_tokens": CAP, "temperature": 1.0, "seed": 2**31 - 1}
     status, events = _stream(server, body)
     assert status == 200 and events[-1] == "[DONE]"
@@ -89,7 +89,7 @@ BAD = [
     ("/v1/completions", {"prompt": "ROMEO:", "max_tokens": "many"}, 400, "integers"),
     ("/v1/completions", {"prompt": "ROMEO:", "max_tokens": CAP + 1}, 400, "above this server's cap"),
     ("/v1/completions", {"prompt": "ROMEO:", "colour": 1}, 400, "unknown field"),
-    ("/v1/completions", {"prompt": "ROMEO: \u2603"}, 400, "not in the vocabulary"),
+    ("/v1/completions", {"prompt": "ROMEO: \u2603"}, 400, "prompt 0: 1 character(s) not in the char vocabulary"),
     ("/v1/completions", {"prompt": "\ud800"}, 400, "not valid UTF-8"),
     ("/v1/completions", {"prompt": ""}, 400, "no tokens"),
     ("/v1/completions", {"prompt": "x" * MAX_BODY}, 413, "larger than"),

@@ -72,7 +72,8 @@ def test_predict_matches_the_keras_model(exported_model, keras_model):
     ("logits", {"ids": [[1, -1]]}, "ids must be in [0, "),
     ("generate_ids", {"ids": [[10**6]]}, "ids must be in [0, "),
     ("logits", {"ids": [[1] * 33]}, "ids has 33 positions, more than block_size 32"),
-    ("serving_default", {"prompts": ["ROMEO: \u2603"]}, "a prompt holds characters that are not in the vocabulary"),
+    ("serving_default", {"prompts": ["ROMEO:", "ROMEO: \u2603"]},
+     "prompt 1: 1 character(s) not in the char vocabulary (34 characters): '\u2603' (U+2603) at position 7"),
     ("serving_default", {"prompts": [""]}, "a prompt encodes to no tokens: give at least one character"),
 ])
 def test_predict_turns_model_errors_into_bad_requests(exported_model, signature, inputs, message):

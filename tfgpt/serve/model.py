@@ -101,5 +101,26 @@ class ExportedModel:
             out = self._loaded.signatures[signature](**feeds)
         except self._tf.errors.InvalidArgumentError as e:
             message = next((v for k, v in _TOKENIZER_ERRORS.items() if k in e.message), e.message.split("\n")[0])
+            if "not in the char vocabulary" in e.message:
+                message = self._which_characters(inputs.get("prompts")) or message
             raise BadRequest(message) from None
         return {k: v.numpy() for k, v in out.items()}
+
+    def _which_characters(self, prompts: Any) -> str | None:
+        """Name the characters the vocabulary lacks, as the CLI does: the export's tokenizer, in Python."""
+        from tfgpt.errors import TokenizerError
+        from tfgpt.tokenizers import load_tokenizer
+
+        tokenizer_dir = self.export_dir / str(self.info.get("tokenizer", "tokenizer"))
+        try:
+            tokenizer = load_tokenizer(tokenizer_dir)
+        except Exception:  # noqa: BLE001 - the in-graph message stands without it
+            return None
+        for i, prompt in enumerate([prompts] if isinstance(prompts, str) else list(prompts or [])):
+            try:
+                tokenizer.encode(prompt)
+            except TokenizerError as e:
+                return f"prompt {i}: {e}"
+            except Exception:  # noqa: BLE001 - not a string: the signature's own message stands
+                return None
+        return None
