@@ -61,3 +61,19 @@ def test_staged_dir_leaves_nothing_when_the_work_fails(tmp_path):
     with staged_dir(tmp_path / "out") as stage:
         (stage / "done.txt").write_text("done")
     assert [p.name for p in tmp_path.iterdir()] == ["out"] and (tmp_path / "out/done.txt").read_text() == "done"
+
+
+def test_swap_into_place_replaces_a_previous_export(tmp_path):
+    from tfgpt.atomic import swap_into_place
+
+    new = tmp_path / ".e.new"
+    new.mkdir()
+    (new / "export.json").write_text("new")
+    swap_into_place(new, tmp_path / "e")
+    assert (tmp_path / "e" / "export.json").read_text() == "new"
+    again = tmp_path / ".e.again"
+    again.mkdir()
+    (again / "export.json").write_text("again")
+    swap_into_place(again, tmp_path / "e")
+    assert (tmp_path / "e" / "export.json").read_text() == "again"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e"]  # the old export is gone, no temp dirs

@@ -73,8 +73,8 @@ def replacing(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 def staged_dir(out: str | os.PathLike) -> Iterator[Path]:
     """Yield a hidden temp dir beside ``out``; when the block succeeds it becomes ``out``, else it is removed.
 
-    ``out`` must be absent or an empty directory (callers check that before the work starts), so
-    a failed or interrupted run never leaves half an output where the output should be.
+    An ``out`` that exists (an empty dir, or a previous export) is replaced only once the new one is
+    complete, so a failed or interrupted run never leaves half an output, or none, where it was.
 
     Example:
         >>> import tempfile
@@ -89,12 +89,21 @@ def staged_dir(out: str | os.PathLike) -> Iterator[Path]:
     stage = make_temp_dir(out.parent, f".{out.name}.")
     try:
         yield stage
-        if out.exists():
-            out.rmdir()  # empty, as the caller checked
-        os.replace(stage, out)
+        swap_into_place(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+
+
+def swap_into_place(stage: Path, out: Path) -> None:
+    """Rename ``stage`` to ``out``; an existing ``out`` is moved aside first and removed after."""
+    if not out.exists():
+        os.replace(stage, out)
+        return
+    old = make_temp_dir(out.parent, f".{out.name}.old.")
+    os.replace(out, old / "x")
+    os.replace(stage, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from tfgpt.errors import ExportError, RunDirError
 from tfgpt.export import export_run
-from tfgpt.export.export import _check_options, _move_into_place, default_name, load_export_info
+from tfgpt.export.export import _check_options, default_name, load_export_info
 
 TINY_MODEL = {"vocab_size": 34, "block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32, "dropout": 0.0,
               "bias": True, "norm": "pre", "tie_embeddings": True, "layer_norm_epsilon": 1e-05}
@@ -137,20 +137,6 @@ def test_default_name(tmp_path):
     assert default_name(tmp_path / "My run.v2") == "My_run_v2"
     assert default_name(tmp_path / "char-small") == "char-small"
     assert default_name(tmp_path / "...") == "tfgpt"
-
-
-def test_move_into_place(tmp_path):
-    new = tmp_path / ".e.new"
-    new.mkdir()
-    (new / "export.json").write_text("new")
-    _move_into_place(new, tmp_path / "e")
-    assert (tmp_path / "e" / "export.json").read_text() == "new"
-    again = tmp_path / ".e.again"
-    again.mkdir()
-    (again / "export.json").write_text("again")
-    _move_into_place(again, tmp_path / "e")
-    assert (tmp_path / "e" / "export.json").read_text() == "again"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["e"]  # the old export is gone, no temp dirs
 
 
 def test_load_export_info_errors(tmp_path):

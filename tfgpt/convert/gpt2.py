@@ -21,12 +21,11 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from tfgpt import __version__
-from tfgpt.atomic import make_temp_dir, write_text_atomic
+from tfgpt.atomic import staged_dir, write_text_atomic
 from tfgpt.convert.files import Checkpoint, file_record, refuse_pickle
 from tfgpt.convert.gpt2_tokenizer import FoundTokenizer, find_tokenizer
 from tfgpt.convert.hf import CONFIG_JSON, INDEX_JSON, SAFETENSORS, read_hf, read_json
@@ -102,17 +101,9 @@ def source_info(ckpt: Checkpoint, found: FoundTokenizer) -> dict[str, Any]:
 
 def _write_run(out: Path, ckpt: Checkpoint, found: FoundTokenizer, info: dict[str, Any]) -> None:
     """Write the run in a temp sibling of ``out`` and rename it into place (removed on any failure)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = make_temp_dir(out.parent, f".{out.name}.import.")
-    try:
+    with staged_dir(out) as stage:  # ``out`` is absent or empty (checked)
         save_run(stage, ckpt.model, found.tokenizer)
         write_text_atomic(stage / SOURCE_JSON, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
-        if out.is_dir():
-            out.rmdir()  # empty (checked): the rename needs the name free
-        os.replace(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
 
 
 def import_gpt2(from_dir: str | os.PathLike, out_run: str | os.PathLike,

@@ -25,19 +25,17 @@ Example (needs a trained run dir, e.g. from ``tfgpt train``):
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import os
 import re
 import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tfgpt import __version__
-from tfgpt.atomic import make_temp_dir
+from tfgpt.atomic import staged_dir
 from tfgpt.errors import ExportError
 from tfgpt.export.verify import verify_export
 from tfgpt.export.warmup import WARMUP_FILE, sample_prompts, write_warmup
@@ -201,30 +199,6 @@ def _check_hf(model: Any, tokenizer: Any, run_dir: Path, formats: list[str]) -> 
         raise ExportError(str(e)) from None
 
 
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished ``tmp`` to ``out``; a previous export there goes only once the new one is in."""
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-    os.replace(out, old / "x")
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _staged_export(out: Path) -> Iterator[Path]:
-    """A hidden temp dir beside ``out`` that replaces it when the block succeeds, else is removed."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(out.parent, f".{out.name}.")
-    try:
-        yield tmp
-        _move_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def _export_classifier(run_dir: Path, out: Path, formats: Sequence[str] | str | None, quantize: str | None,
                        verify: bool, name: str, version: int, checkpoint: str | None) -> dict[str, Any]:
     """``export_run`` for a classifier run: its SavedModel only (:mod:`tfgpt.export.classifier`)."""
@@ -235,7 +209,7 @@ def _export_classifier(run_dir: Path, out: Path, formats: Sequence[str] | str | 
     _check_options("savedmodel", None, version, name)
     _check_out(run_dir, out)
     model, tokenizer, labels, weights = clf.load(run_dir)
-    with _staged_export(out) as tmp:
+    with staged_dir(out) as tmp:
         shutil.copytree(run_dir / TOKENIZER_DIR, tmp / TOKENIZER, copy_function=shutil.copyfile)
         info = _source_info(run_dir, weights, model.backbone, tokenizer, name, version, ["savedmodel"])
         info = {"kind": clf.KIND, **info, "labels": labels}
@@ -283,7 +257,7 @@ def export_run(
     model, tokenizer = load(run_dir, checkpoint=checkpoint)
     weights = weights_path(run_dir, checkpoint)
     _check_hf(model, tokenizer, run_dir, formats)
-    with _staged_export(out) as tmp:
+    with staged_dir(out) as tmp:
         # copyfile, not copy2: the export's files get the umask's mode, not the run's (possibly owner-only) one
         shutil.copytree(run_dir / TOKENIZER_DIR, tmp / TOKENIZER, copy_function=shutil.copyfile)
         info = _source_info(run_dir, weights, model, tokenizer, name, version, formats)

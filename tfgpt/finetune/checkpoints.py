@@ -35,7 +35,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfgpt.atomic import make_temp_dir, write_text_atomic
+from tfgpt.atomic import staged_dir, write_text_atomic
 from tfgpt.errors import ConfigError, RunDirError
 
 MANIFEST_JSON = "manifest.json"
@@ -105,18 +105,13 @@ def save_epoch(work: Path, model: keras.Model, epoch: int, logs: dict[str, float
     """Write ``checkpoints/epoch-NNNN`` (``epoch`` epochs done) atomically; drop the older ones."""
     root = work / CHECKPOINTS_DIR
     root.mkdir(exist_ok=True)
-    tmp = make_temp_dir(root, ".epoch.")
-    try:
+    with staged_dir(root / f"epoch-{epoch:04d}") as tmp:
         variables = _variables(model)
         arrays = {f"v{i}": np.asarray(keras.ops.convert_to_numpy(v)) for i, v in enumerate(variables)}
         arrays["keys"] = np.array([_shape_key(v) for v in variables], dtype=np.str_)
         with open(tmp / "state.npz", "wb") as f:
             np.savez(f, **arrays)
         (tmp / "state.json").write_text(json.dumps({"epoch": epoch, "logs": logs}) + "\n", encoding="utf-8")
-        os.replace(tmp, root / f"epoch-{epoch:04d}")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for n, path in _epoch_dirs(work):
         if n < epoch:
             shutil.rmtree(path, ignore_errors=True)

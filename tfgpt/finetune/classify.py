@@ -24,7 +24,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfgpt.atomic import make_temp_dir
+from tfgpt.atomic import staged_dir
 from tfgpt.config import load_model_config, read_yaml, save_model_config
 from tfgpt.errors import ConfigError, RunDirError
 from tfgpt.finetune import checkpoints as ckpt
@@ -176,11 +176,9 @@ def _start_work(work: Path, resume: bool, manifest: dict[str, Any]) -> None:
     if resume:
         ckpt.check_manifest(work, manifest)
         return
-    work.parent.mkdir(parents=True, exist_ok=True)
-    stage = make_temp_dir(work.parent, f".{work.name}.")
-    (stage / LOGS_DIR).mkdir()
-    ckpt.write_manifest(stage, manifest)
-    os.replace(stage, work)
+    with staged_dir(work) as stage:
+        (stage / LOGS_DIR).mkdir()
+        ckpt.write_manifest(stage, manifest)
 
 
 def _finish(work: Path, out: Path, model: GPTClassifier, tokenizer: Any, section: dict[str, Any]) -> None:
