@@ -76,6 +76,20 @@ def load_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
     return m
 
 
+def check_data_dir(data_dir: str | os.PathLike, expected_tokenizer: str | None = None) -> dict[str, Any]:
+    """Validate a DATA_DIR (:func:`tfgpt.data.manifest.load_manifest`); returns its manifest.
+
+    ``expected_tokenizer`` (``data.tokenizer``: "char", "bpe", "gpt2") must match the tokenizer
+    type the manifest records. Errors name what is missing or mismatched.
+    """
+    data_dir = Path(data_dir)
+    manifest = load_manifest(data_dir)
+    if not (data_dir / TOKENIZER_DIR).is_dir():
+        raise DataError(f"data dir {data_dir} has no {TOKENIZER_DIR}/ directory")
+    check_tokenizer(manifest, data_dir=f"data dir {data_dir}", kind=expected_tokenizer)
+    return manifest
+
+
 def check_tokenizer(manifest: dict[str, Any], tokenizer: Any = None, data_dir: str | os.PathLike = "", *,
                     kind: str | None = None) -> None:
     """Refuse a data dir made with another tokenizer.

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 import tensorflow as tf
 
-from tfgpt.data.manifest import TOKENIZER_DIR, load_manifest
+from tfgpt.data.manifest import check_data_dir  # noqa: F401  (the TF-free check, re-exported for train)
 from tfgpt.errors import DataError
 
 
@@ -80,25 +80,6 @@ def array_source(tokens: Mapping[str, Any]) -> Source:
         return ds.prefetch(2)
 
     return source
-
-
-def check_data_dir(data_dir: str | Path, expected_tokenizer: str | None = None) -> dict[str, Any]:
-    """Validate a DATA_DIR (:func:`tfgpt.data.manifest.load_manifest`); returns its manifest.
-
-    ``expected_tokenizer`` (``data.tokenizer``: "char", "bpe", "gpt2") must match the tokenizer
-    type the manifest records. Errors name what is missing or mismatched.
-    """
-    data_dir = Path(data_dir)
-    manifest = load_manifest(data_dir)
-    if not (data_dir / TOKENIZER_DIR).is_dir():
-        raise DataError(f"data dir {data_dir} has no {TOKENIZER_DIR}/ directory")
-    actual = manifest["tokenizer"].get("type")
-    if expected_tokenizer is not None and actual is not None and actual != expected_tokenizer:
-        raise DataError(
-            f"data dir {data_dir} was built with the {actual!r} tokenizer but the config expects "
-            f"{expected_tokenizer!r} (data.tokenizer); prepare it again or change the config"
-        )
-    return manifest
 
 
 def data_dir_source(data_dir: str | Path, shuffle: bool = True) -> Source:

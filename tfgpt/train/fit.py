@@ -49,8 +49,6 @@ from tfgpt.runs import (
     METRICS_JSONL,
     MODEL_KERAS,
     TOKENIZER_DIR,
-    pointer_path,
-    read_pointer,
     save_keras_atomic,
 )
 from tfgpt.train.callbacks import NonFiniteLossError, StepRates, TrainMonitor, rewrite_metrics, weights_digest
@@ -60,7 +58,7 @@ from tfgpt.train.data import Source, check_data_dir, data_dir_source
 from tfgpt.train.evaluate import LossEstimator
 from tfgpt.train.optim import make_optimizer, schedule_change
 from tfgpt.train.perf import available_memory_bytes, estimate_memory, flops_per_token, peak_flops
-from tfgpt.train.preflight import resolve_with_data
+from tfgpt.train.preflight import resolve_with_data, run_dir_problems
 from tfgpt.train.step import GPTTrainer
 from tfgpt.train.strategy import get_strategy, is_chief, is_multi_worker, on_cpu_only
 
@@ -286,18 +284,11 @@ def _plan_run(
 
 def _check_run_dir(plan: RunPlan) -> None:
     """A resumed run dir must hold a run of the same shape and a checkpoint; a new one must not hold a run."""
-    run_dir, ckpt_dir = plan.run_dir, plan.run_dir / CHECKPOINTS
-    if not plan.resume:
-        if pointer_path(ckpt_dir, "latest").exists():
-            raise RunDirError(
-                f"{run_dir} already holds a run; pass --resume to continue it or choose another --run-dir"
-            )
-        return
-    if not (run_dir / CONFIG_YAML).is_file():
-        raise RunDirError(f"--resume: {run_dir} is not a run dir (no {CONFIG_YAML})")
-    _check_resume_shape(run_dir, plan.model)
-    if read_pointer(ckpt_dir, "latest") is None:
-        raise RunDirError(f"--resume: {pointer_path(ckpt_dir, 'latest')} not found (no checkpoint yet)")
+    problems = run_dir_problems(plan.run_dir, plan.resume)
+    if problems:
+        raise RunDirError(problems[0])
+    if plan.resume:
+        _check_resume_shape(plan.run_dir, plan.model)
 
 
 # -- 2. place: strategy, precision, memory ---------------------------------------------------------

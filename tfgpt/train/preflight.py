@@ -17,9 +17,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tfgpt.data.manifest import check_tokenizer, load_manifest
+from tfgpt.data.manifest import check_data_dir, load_manifest
 from tfgpt.errors import ConfigError, TfgptError
-from tfgpt.layout import CHECKPOINTS, CONFIG_YAML, TOKENIZER_DIR, pointer_path, read_pointer
+from tfgpt.layout import CHECKPOINTS, CONFIG_YAML, pointer_path, read_pointer
 from tfgpt.train.config import DataConfig, resolve_config
 
 
@@ -50,15 +50,13 @@ def _data_problems(dcfg: DataConfig, data_dir: Any, vocab_size: int | None) -> l
         return ["no data dir: pass --data DATA_DIR or set data.dir in the config"]
     problems = []
     try:
-        manifest = load_manifest(where)
-    except TfgptError as e:
-        return [str(e)]
-    if not (Path(where) / TOKENIZER_DIR).is_dir():
-        problems.append(f"data dir {where} has no {TOKENIZER_DIR}/ directory")
-    try:
-        check_tokenizer(manifest, data_dir=str(where), kind=dcfg.tokenizer)
-    except TfgptError as e:
+        manifest = check_data_dir(where, dcfg.tokenizer)
+    except TfgptError as e:  # a data dir that is not one stops here; a wrong tokenizer kind does not
         problems.append(str(e))
+        try:
+            manifest = load_manifest(where)
+        except TfgptError:
+            return problems
     have = manifest["tokenizer"]["vocab_size"]
     if vocab_size is not None and have > vocab_size:
         problems.append(f"the data's tokenizer has {have} tokens but model.vocab_size is {vocab_size}; "
@@ -66,7 +64,8 @@ def _data_problems(dcfg: DataConfig, data_dir: Any, vocab_size: int | None) -> l
     return problems
 
 
-def _run_dir_problems(run_dir: Path, resume: bool) -> list[str]:
+def run_dir_problems(run_dir: Path, resume: bool) -> list[str]:
+    """What is wrong with ``run_dir`` for a new run (it holds one) or a ``--resume`` (no run, no checkpoint)."""
     ckpt_dir = run_dir / CHECKPOINTS
     if not resume:
         if pointer_path(ckpt_dir, "latest").exists():
@@ -101,7 +100,7 @@ def preflight(config: Any, data_dir: Any = None, run_dir: Any = None, overrides:
     elif data_dir is not None:  # the config is broken: still check the --data dir on its own
         problems += _data_problems(DataConfig(), data_dir, None)
     if run_dir is not None:
-        problems += _run_dir_problems(Path(run_dir), resume)
+        problems += run_dir_problems(Path(run_dir), resume)
     if len(problems) == 1:
         raise ConfigError(problems[0])
     if problems:
