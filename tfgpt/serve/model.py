@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -106,15 +107,22 @@ class ExportedModel:
             raise BadRequest(message) from None
         return {k: v.numpy() for k, v in out.items()}
 
+    @functools.cached_property
+    def python_tokenizer(self) -> Any:
+        """The export's tokenizer in Python (loaded once, on the first bad prompt), or None if unreadable."""
+        from tfgpt.tokenizers import load_tokenizer
+
+        try:
+            return load_tokenizer(self.export_dir / str(self.info.get("tokenizer", "tokenizer")))
+        except Exception:  # noqa: BLE001 - the in-graph message stands without it
+            return None
+
     def _which_characters(self, prompts: Any) -> str | None:
         """Name the characters the vocabulary lacks, as the CLI does: the export's tokenizer, in Python."""
         from tfgpt.errors import TokenizerError
-        from tfgpt.tokenizers import load_tokenizer
 
-        tokenizer_dir = self.export_dir / str(self.info.get("tokenizer", "tokenizer"))
-        try:
-            tokenizer = load_tokenizer(tokenizer_dir)
-        except Exception:  # noqa: BLE001 - the in-graph message stands without it
+        tokenizer = self.python_tokenizer
+        if tokenizer is None:
             return None
         for i, prompt in enumerate([prompts] if isinstance(prompts, str) else list(prompts or [])):
             try:
