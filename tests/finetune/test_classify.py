@@ -8,6 +8,8 @@ import keras
 import numpy as np
 import pytest
 
+from tests.finetune.helpers import char_tokenizer
+from tests.finetune.helpers import tiny_run as tiny_run_dir
 from tfgpt.config import read_yaml
 from tfgpt.errors import ConfigError
 from tfgpt.finetune.classify import classify, finetune_classify, load_classifier
@@ -15,7 +17,6 @@ from tfgpt.finetune.labelled import balance, read_labelled, split
 from tfgpt.finetune.lora import freeze, param_counts
 from tfgpt.model.gpt import GPT
 from tfgpt.runs import save_run
-from tfgpt.tokenizers.char import CharTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +26,8 @@ def sms(fixtures_dir):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, sms):
-    texts = [r.text for r in read_labelled(sms)]
-    tok = CharTokenizer.train(texts, special_tokens=["<|endoftext|>"])
-    keras.utils.set_random_seed(0)
-    gpt = GPT(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=32)
-    gpt.build((None, None))
-    return save_run(tmp_path_factory.mktemp("base") / "run", gpt, tok)
+    tok = char_tokenizer([r.text for r in read_labelled(sms)])
+    return tiny_run_dir(tmp_path_factory.mktemp("base") / "run", tok, 64)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,8 @@ import pytest
 import tensorflow as tf
 
 import tfgpt
+from tests.finetune.helpers import char_tokenizer
+from tests.finetune.helpers import tiny_run as tiny_run_dir
 from tfgpt.cli import main
 from tfgpt.config import read_yaml
 from tfgpt.finetune.dpo import pairs_from_instructions
@@ -24,9 +26,7 @@ from tfgpt.finetune.prefer import (
     split_pairs,
 )
 from tfgpt.generate.chat import instruct_template
-from tfgpt.model.gpt import GPT
 from tfgpt.runs import save_run
-from tfgpt.tokenizers.char import CharTokenizer
 
 EPOCHS, BATCH, EVAL_EVERY = 3, 4, 5  # 27 train pairs: 7 steps an epoch, 21 in all
 LN2 = math.log(2.0)
@@ -47,15 +47,12 @@ def prefs(pairs, tmp_path_factory):
 @pytest.fixture(scope="module")
 def tokenizer(pairs):
     texts = [format_example({**p, "output": p["chosen"]}) for p in pairs]
-    return CharTokenizer.train(texts, special_tokens=["<|endoftext|>"])
+    return char_tokenizer(texts)
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory, tokenizer):
-    keras.utils.set_random_seed(0)
-    gpt = GPT(vocab_size=tokenizer.vocab_size, block_size=256, n_layer=1, n_head=2, n_embd=32)
-    gpt.build((None, None))
-    return save_run(tmp_path_factory.mktemp("base") / "run", gpt, tokenizer)
+    return tiny_run_dir(tmp_path_factory.mktemp("base") / "run", tokenizer, 256)
 
 
 class Capture(keras.callbacks.Callback):

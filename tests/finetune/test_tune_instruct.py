@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 import tfgpt
+from tests.finetune.helpers import char_tokenizer
+from tests.finetune.helpers import tiny_run as tiny_run_dir
 from tfgpt.cli import main
 from tfgpt.config import read_yaml
 from tfgpt.errors import ConfigError, DataError
@@ -40,15 +42,12 @@ def entries(data):
 
 @pytest.fixture(scope="module")
 def tokenizer(entries):
-    return CharTokenizer.train([format_example(e) for e in entries], special_tokens=["<|endoftext|>"])
+    return char_tokenizer([format_example(e) for e in entries])
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory, tokenizer):
-    keras.utils.set_random_seed(0)
-    gpt = GPT(vocab_size=tokenizer.vocab_size, block_size=256, n_layer=1, n_head=2, n_embd=32)
-    gpt.build((None, None))
-    return save_run(tmp_path_factory.mktemp("base") / "run", gpt, tokenizer)
+    return tiny_run_dir(tmp_path_factory.mktemp("base") / "run", tokenizer, 256)
 
 
 @pytest.fixture(scope="module")
