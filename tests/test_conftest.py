@@ -69,13 +69,19 @@ def test_guard_fails_every_test_that_touches_shared(tmp_path: Path) -> None:
     assert f"test read {shared.resolve() / 'data' / '*.txt'}, under" in out, out  # the glob
 
 
-def test_guard_raises_here_and_names_the_path(shared_guard) -> None:
-    target = Path(shared_guard.roots[0]) / "guard-probe.txt"  # never exists: the hook refuses before any I/O
+def test_guard_raises_here_and_names_the_path(shared_guard, tmp_path: Path) -> None:
+    """The process's hook, rebuilt on a root in ``tmp_path``: it refuses an open under that root before
+    any I/O and names the path. No test opens anything under the real sibling directory, not even to
+    prove that it would be refused; the copy-of-conftest test above covers the installed hook."""
+    guard = type(shared_guard)(tmp_path / "shared")
+    target = tmp_path / "shared" / "guard-probe.txt"
     with pytest.raises(AssertionError, match=r"test read .*guard-probe\.txt.*tests/fixtures/") as e:
-        target.read_text()
+        guard("open", (str(target), "r", 0))
     assert type(e.value).__name__ == "SharedDataRead"
-    assert shared_guard.take() == [str(target)]  # taken, so this test itself passes
-    assert Path(shared_guard.roots[0]) == CONFTEST.parents[1].parent / "shared"
+    assert guard.take() == [str(target)]
+    guard("open", (str(tmp_path / "elsewhere.txt"), "r", 0))  # outside the root: allowed, not recorded
+    assert guard.take() == []
+    assert Path(shared_guard.roots[0]) == CONFTEST.parents[1].parent / "shared"  # the installed hook's root
 
 
 def _sums(directory: Path) -> dict[str, str]:
