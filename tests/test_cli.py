@@ -68,6 +68,18 @@ def test_parser_commands_and_defaults():
             parser.parse_args(bad)
 
 
+def test_prepare_unk_token_reaches_the_tokenizer(tmp_path, capsys):
+    """In process: ``prepare --unk-token`` gives the data dir's char tokenizer an id for unknown characters."""
+    from tfgpt.cli import build_parser
+    from tfgpt.data.pipeline import load_data_tokenizer
+
+    (tmp_path / "a.txt").write_text("abc\n")
+    args = build_parser().parse_args(["prepare", "--input", str(tmp_path / "a.txt"), "--out", str(tmp_path / "d"),
+                                      "--tokenizer", "char", "--unk-token", "<unk>", "--workers", "0", "--quiet"])
+    assert args.func(args) == 0 and '"out"' in capsys.readouterr().out
+    assert load_data_tokenizer(tmp_path / "d").encode("abz") == [1, 2, 4]  # '\n' a b c, then <unk> = 4
+
+
 def test_help_lists_commands():
     out = tfgpt_cli("--help")
     assert out.returncode == 0 and "generate" in out.stdout

@@ -99,6 +99,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         dedupe=args.dedupe, near_dedupe=args.near_dedupe, workers=args.workers,
         shard_tokens=args.shard_tokens, text_field=args.text_field, min_chars=args.min_chars,
         seed=args.seed, gpt2_dir=args.gpt2_dir, progress=not args.quiet, command=["tfgpt", *sys.argv[1:]],
+        unk_token=args.unk_token,
     )
     counts = manifest.get("counts", {})
     _json_out({"out": args.out, "counts": counts})
@@ -270,6 +271,8 @@ def _prepare_parser(add: Adder) -> None:
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--gpt2-dir", default=None,
                    help="dir with GPT-2's encoder.json + vocab.bpe (default: the copy in the package)")
+    p.add_argument("--unk-token", default=None, metavar="TOKEN",
+                   help="char only: one extra id for characters the corpus lacks (else a prompt with one is an error)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -209,3 +209,19 @@ def test_prepare_config_defaults_and_manifest_config(tmp_path: Path) -> None:
         PrepareConfig("wordpiece")
     with pytest.raises(DataError, match="min_chars must be in"):
         PrepareConfig("char", min_chars=-1)
+
+
+def test_unk_token_maps_characters_the_corpus_lacks(tmp_path: Path) -> None:
+    src = tmp_path / "a.txt"
+    src.write_text("hello world\n")
+    out = tmp_path / "d"
+    m = prepare([str(src)], str(out), "char", unk_token="<unk>", progress=False, workers=0)
+    assert m["config"]["unk_token"] == "<unk>"
+    tok = load_data_tokenizer(out)
+    assert tok.vocab_size == 10 and tok.special_tokens == {"<unk>": 9}  # 9 characters + the unk id
+    assert tok.encode("hello?") == tok.encode("hello") + [9]
+    assert "unk_token" not in prepare([str(src)], str(tmp_path / "plain"), "char", progress=False)["config"]
+    with pytest.raises(DataError, match="--unk-token applies to the char tokenizer only"):
+        prepare([str(src)], str(tmp_path / "b"), "gpt2", unk_token="<unk>")
+    with pytest.raises(DataError, match="different unk_token"):
+        prepare([str(src)], str(out), "char", unk_token="?", progress=False)

@@ -52,7 +52,7 @@ def test_unknown_character_error_names_char_and_position(shakespeare_char: CharT
         shakespeare_char.encode("Hello wörld ✓")
     msg = str(e.value)
     assert "'ö'" in msg and "position 7" in msg and "'✓'" in msg and "position 12" in msg
-    assert "unk_token" in msg
+    assert "--unk-token" in msg
 
 
 def test_unknown_characters_map_to_unk() -> None:

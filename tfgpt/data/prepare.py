@@ -69,11 +69,16 @@ class PrepareConfig:
     seed: int = DEFAULT_SEED
     sample_chars: int = DEFAULT_SAMPLE_CHARS
     gpt2_dir: str | None = None
+    unk_token: str | None = None  #: char only: the id unknown characters map to; in the manifest only when set
     workers: int | None = None  #: tokenizer processes; not in the manifest's config (the output is the same)
 
     def __post_init__(self) -> None:
         if self.tokenizer not in KINDS:
             raise DataError(f"unknown tokenizer {self.tokenizer!r}; choose one of {', '.join(KINDS)}")
+        if self.unk_token is not None and (self.tokenizer != "char" or not self.unk_token):
+            raise DataError(f"--unk-token applies to the char tokenizer only and must be non-empty "
+                            f"(got tokenizer {self.tokenizer!r}, unk token {self.unk_token!r}): byte-level "
+                            f"bpe and gpt2 have no unknown characters")
         if self.vocab_size is not None and self.tokenizer != "bpe":
             raise DataError(f"--vocab-size applies to the bpe tokenizer only (got tokenizer {self.tokenizer!r})")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -95,6 +100,8 @@ class PrepareConfig:
     def to_json(self) -> dict[str, Any]:
         config = dataclasses.asdict(self)
         del config["workers"]
+        if self.unk_token is None:  # absent, not null: data dirs prepared before the option still match
+            del config["unk_token"]
         config["sample_chars"] = self.sample_chars if self.tokenizer == "bpe" else None
         config["gpt2_dir"] = str(Path(self.gpt2_dir).resolve()) if self.gpt2_dir else None
         return config
@@ -106,19 +113,21 @@ def prepare(
     shard_tokens: int = DEFAULT_SHARD_TOKENS, text_field: str = "text", min_chars: int = DEFAULT_MIN_CHARS,
     seed: int = DEFAULT_SEED, gpt2_dir: str | None = None, progress: bool = True, *,
     sample_chars: int = DEFAULT_SAMPLE_CHARS, record_tokens: int = RECORD_TOKENS, command: list[str] | None = None,
+    unk_token: str | None = None,
 ) -> dict[str, Any]:
     """Prepare ``inputs`` into the data directory ``out``; return the manifest (see module doc).
 
     ``tokenizer`` is ``"char"``, ``"bpe"`` (trained; ``vocab_size`` defaults to 8192) or ``"gpt2"``
     (``gpt2_dir`` holds encoder.json + vocab.bpe; else ``$TFGPT_GPT2_BPE_DIR``, else the copy in the
-    package). ``workers`` tokenizer processes (default: CPU count; 0 or 1 tokenises in this process;
-    the output does not depend on it). ``command`` (default ``sys.argv``) is recorded in the manifest.
+    package). ``unk_token`` (char only) gives the tokenizer an id for characters the corpus lacks.
+    ``workers`` tokenizer processes (default: CPU count; 0 or 1 tokenises in this process; the output
+    does not depend on it). ``command`` (default ``sys.argv``) is recorded in the manifest.
     """
     t_start = time.perf_counter()
     cfg = PrepareConfig(tokenizer, vocab_size=vocab_size, val_fraction=val_fraction, dedupe=dedupe,
                         near_dedupe=near_dedupe, shard_tokens=shard_tokens, record_tokens=record_tokens,
                         text_field=text_field, min_chars=min_chars, seed=seed, sample_chars=sample_chars,
-                        gpt2_dir=gpt2_dir, workers=workers)
+                        gpt2_dir=gpt2_dir, unk_token=unk_token, workers=workers)
     out_dir = Path(out)
     files = expand_inputs(list(inputs))
     infos = source_infos(files)
@@ -130,7 +139,7 @@ def prepare(
     staging.mkdir(parents=True)
     corpus = Corpus(files, infos, text_field=text_field, min_chars=min_chars, dedupe=dedupe,
                     near_dedupe=near_dedupe, spool_dir=staging)
-    tok = corpus_tokenizer(corpus, cfg.tokenizer, cfg.vocab_size, gpt2_dir, sample_chars, progress)
+    tok = corpus_tokenizer(corpus, cfg.tokenizer, cfg.vocab_size, gpt2_dir, sample_chars, progress, cfg.unk_token)
     tok.save(staging / TOKENIZER_DIR)
     stats = CleanStats()
     streams = _tokenize(corpus, tok, staging, cfg, stats, progress)

@@ -4,7 +4,8 @@
 ``bpe`` trains a byte-level BPE on the first ``sample_chars`` characters of the cleaned corpus;
 ``char`` makes one streaming pass collecting every character (so no character is ever unknown) and
 adds ``<|endoftext|>`` only when the corpus has more than one document (tinyshakespeare as one
-document gives the classic 65).
+document gives the classic 65). ``unk_token`` adds one more char id, where the characters a later
+prompt brings that the corpus lacked are mapped (``tfgpt prepare --unk-token``).
 
 Example:
     >>> import tempfile, pathlib
@@ -30,12 +31,12 @@ from tfgpt.tokenizers import END_OF_TEXT, Tokenizer, build_tokenizer
 
 def corpus_tokenizer(corpus: Corpus, kind: str, vocab_size: int | None = None,
                      gpt2_dir: str | os.PathLike | None = None, sample_chars: int = 0,
-                     progress: bool = False) -> Tokenizer:
+                     progress: bool = False, unk_token: str | None = None) -> Tokenizer:
     """The ``kind`` tokenizer for ``corpus`` (see the module doc); an empty corpus is a DataError."""
     if kind == "gpt2":
         return build_tokenizer("gpt2", gpt2_dir=gpt2_dir)
     if kind == "char":
-        return _char_tokenizer(corpus, progress)
+        return _char_tokenizer(corpus, progress, unk_token)
     if progress:
         print(f"training a {vocab_size}-token BPE on up to {sample_chars:,} characters...", file=sys.stderr)
     stats = CleanStats()
@@ -46,7 +47,7 @@ def corpus_tokenizer(corpus: Corpus, kind: str, vocab_size: int | None = None,
     return build_tokenizer("bpe", itertools.chain([first], texts), vocab_size=vocab_size)
 
 
-def _char_tokenizer(corpus: Corpus, progress: bool) -> Tokenizer:
+def _char_tokenizer(corpus: Corpus, progress: bool, unk_token: str | None) -> Tokenizer:
     stats = CleanStats()
     bar = Progress(corpus.total_bytes, progress, "char vocabulary")
     chars: set[str] = set()
@@ -58,7 +59,7 @@ def _char_tokenizer(corpus: Corpus, progress: bool) -> Tokenizer:
     if stats.documents_kept == 0:
         raise empty_corpus(stats)
     specials = (END_OF_TEXT,) if stats.documents_kept > 1 else ()
-    return build_tokenizer("char", ["".join(sorted(chars))], special_tokens=specials)
+    return build_tokenizer("char", ["".join(sorted(chars))], special_tokens=specials, unk_token=unk_token)
 
 
 def _sample(corpus: Corpus, stats: CleanStats, sample_chars: int) -> Iterator[str]:

@@ -159,7 +159,8 @@ class CharTokenizer(Tokenizer):
         more = f" and {len(bad) - _MAX_REPORTED} more" if len(bad) > _MAX_REPORTED else ""
         raise TokenizerError(
             f"{len(bad)} character(s) not in the char vocabulary ({len(self._chars)} characters): "
-            f"{shown}{more}; train on text that includes them or give the tokenizer an unk_token"
+            f"{shown}{more}; prepare on text that includes them, or with --unk-token TOKEN to map unknown "
+            f"characters to one id"
         )
 
     def encode(self, text: str) -> list[int]:
