@@ -16,34 +16,9 @@ import numpy as np
 from keras import ops
 
 from tfgpt.errors import DataError
+from tfgpt.prompt_templates import PREAMBLE, format_prompt  # noqa: F401 - the template lives TF-free
 
-PREAMBLE = (
-    "Below is an instruction that describes a task. "
-    "Write a response that appropriately completes the request."
-)
 FIELDS = ("instruction", "input", "output")
-
-
-def format_prompt(entry: dict[str, str]) -> str:
-    """The prompt for ``entry`` up to and including "### Response:\\n" (the output not included).
-
-    Example:
-        >>> print(format_prompt({"instruction": "Add.", "input": "1 + 1", "output": "2"}))
-        Below is an instruction that describes a task. Write a response that appropriately completes the request.
-        <BLANKLINE>
-        ### Instruction:
-        Add.
-        <BLANKLINE>
-        ### Input:
-        1 + 1
-        <BLANKLINE>
-        ### Response:
-        <BLANKLINE>
-    """
-    text = f"{PREAMBLE}\n\n### Instruction:\n{entry['instruction']}"
-    if entry.get("input"):
-        text += f"\n\n### Input:\n{entry['input']}"
-    return text + "\n\n### Response:\n"
 
 
 def format_example(entry: dict[str, str]) -> str:

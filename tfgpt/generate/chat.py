@@ -19,13 +19,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from tfgpt.errors import ConfigError, TokenizerError
-
-USER = "You: "
-BOT = "Model:"
-#: where an instruction-tuned reply ends besides end-of-text: the next section header of its template
-TEMPLATE_STOP = "\n\n### "
-
+from tfgpt.errors import TokenizerError
+from tfgpt.prompt_templates import BOT, TEMPLATE_STOP, USER, format_prompt, run_template
+from tfgpt.prompt_templates import role_markers as _role_markers
 
 HELP = """commands: /help  this list
           /reset  forget the conversation so far
@@ -167,28 +163,9 @@ def instruct_template(run_dir: str | Path) -> Callable[[str], str] | None:
         ### Response:
         <BLANKLINE>
     """
-    from tfgpt.config import read_yaml
-    from tfgpt.runs import CONFIG_YAML
-
-    path = Path(run_dir) / CONFIG_YAML
-    section = read_yaml(path).get("instruct")
-    if section is None:
+    if run_template(run_dir) is None:
         return None
-    template = section.get("template") if isinstance(section, dict) else None
-    if template != "alpaca":
-        raise ConfigError(f"{path}: instruct.template must be 'alpaca', got {template!r}")
-    from tfgpt.finetune.instruct import format_prompt  # a leaf module: the template only
-
     return lambda line: format_prompt({"instruction": line, "input": ""})
-
-
-def _role_markers(tokenizer: Any) -> tuple[str, str]:
-    """``(USER, BOT)`` when the vocabulary can spell them (a small char vocabulary may not), else ``("", "")``."""
-    try:
-        tokenizer.encode(USER + BOT)
-    except TokenizerError:
-        return "", ""
-    return USER, BOT
 
 
 def _reply(model: Any, tokenizer: Any, prompt: str, stdout: TextIO, **sampling: Any) -> str | None:
