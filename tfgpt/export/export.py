@@ -39,6 +39,7 @@ from tfgpt.atomic import staged_dir
 from tfgpt.errors import ExportError
 from tfgpt.export.verify import verify_export
 from tfgpt.export.warmup import WARMUP_FILE, sample_prompts, write_warmup
+from tfgpt.prompt_templates import run_template
 
 EXPORT_JSON = "export.json"
 FORMATS = ("savedmodel", "tflite", "hf")
@@ -129,6 +130,7 @@ def _source_info(run_dir: Path, weights: Path, model: Any, tokenizer: Any, name:
             "model": model.config.to_dict(),
             "tokenizer": {"type": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
                           "eot_id": tokenizer.eot_id, "fingerprint": tokenizer.fingerprint()},
+            "template": run_template(run_dir),  # the chat template: "alpaca" (instruct-tuned) or None
         },
         "name": name,
         "version": version,
