@@ -27,7 +27,7 @@ class _Trained:
         self.stop_training = False
 
 
-def _monitor(tmp_path, estimator=None, max_steps=4):
+def _monitor(tmp_path, estimator=None, max_steps=4, progress=False):
     keras.utils.set_random_seed(0)
     gpt = GPT(GPTConfig(vocab_size=8, block_size=4, n_layer=1, n_head=1, n_embd=8))
     gpt.build((None, 4))
@@ -37,7 +37,7 @@ def _monitor(tmp_path, estimator=None, max_steps=4):
                       keep_checkpoints=5, sample_tokens=0)
     ckpts = Checkpoints(tmp_path / CHECKPOINTS, gpt, opt, keep=5)
     monitor = TrainMonitor(tmp_path, cfg, gpt, max_steps, StepRates(tokens_per_step=32), ckpts,
-                           estimator=estimator, progress=False)
+                           estimator=estimator, progress=progress)
     trained = _Trained(opt)
     monitor.set_model(trained)
     return monitor, ckpts, trained
@@ -68,6 +68,17 @@ def test_monitor_logs_evaluates_checkpoints_and_summarises(tmp_path):
     assert ckpts.best() == {"step": 2, "dir": "step-000002", "val_loss": 1.5}  # the eval at 2 was the best
     assert ckpts.latest() == {"step": 4, "dir": "step-000004"}  # the interval checkpoint
     assert {p.name for p in (tmp_path / LOGS_DIR).iterdir()} == {"train", "val"}
+
+
+def test_progress_bar_ends_once_and_eval_lines_go_to_stderr(tmp_path, capsys):
+    evals = iter([{"train": 2.0, "val": 1.5}, {"train": 1.8, "val": 1.6}])
+    monitor, _, trained = _monitor(tmp_path, estimator=lambda: next(evals), progress=True)
+    _steps(monitor, trained, [2.9, 2.8, 2.7, 2.6])
+    out, err = capsys.readouterr()
+    assert out == ""  # stdout is left to the command's summary
+    frames = [f.strip() for f in err.replace("\r", "\n").splitlines() if f.strip()]
+    assert sum(f.startswith("100%") for f in frames) == 1, frames  # the final bar line is drawn once
+    assert frames[-1] == "step 4: train loss 1.8000, val loss 1.6000" and frames[-2].startswith("100%")
 
 
 def test_monitor_stops_on_nan_and_names_the_last_good_checkpoint(tmp_path):

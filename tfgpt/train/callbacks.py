@@ -185,15 +185,17 @@ class TrainMonitor(keras.callbacks.Callback):
         logs = logs or {}
         step = self._step()
         loss = float(logs.get("loss", float("nan")))
+        end = step >= self.total_steps
         if self._bar is not None:
             self._bar.update(step - self._bar.n)
             self._bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            if end:  # the 100% line once, before the last eval's message (a write would redraw it)
+                self._bar.close()
         if not math.isfinite(loss):
             self._nan_step = step
             self.model.stop_training = True
             return
         cfg = self.cfg
-        end = step >= self.total_steps
         if step % cfg.log_interval == 0 or end:
             self._log_train(step, loss, logs)
         if self.estimator is not None and (step % cfg.eval_interval == 0 or end):
@@ -247,8 +249,8 @@ class TrainMonitor(keras.callbacks.Callback):
             record["sample"] = sample
         self._last_eval = record
         self._record(record)
-        if self._bar is not None and val_loss is not None:
-            self._bar.write(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}")
+        if self._bar is not None and val_loss is not None:  # stderr, beside the bar: stdout is the summary's
+            self._bar.write(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}", file=sys.stderr)
         self.checkpoints.offer_best(step, step * self.rates.tokens_per_step, val_loss)
 
     def _sample(self, step: int) -> str | None:
