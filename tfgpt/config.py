@@ -24,7 +24,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from tfgpt.atomic import write_text_atomic
-from tfgpt.errors import ConfigError
+from tfgpt.errors import ConfigError, all_problems
 
 T = TypeVar("T")
 
@@ -167,7 +167,8 @@ def _describe(annotation: Any) -> str:
 def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types.
 
-    ``where`` names the source (file and section) in error messages.
+    ``where`` names the source (file and section) in error messages. Unknown keys and wrong types
+    are reported all at once; value checks (``__post_init__``) come after, first problem only.
     """
     if data is None:
         data = {}
@@ -176,17 +177,19 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
+    problems = []
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
-            f"{did_you_mean(unknown[0], fields)}; valid keys: {', '.join(fields)}"
-        )
+        named = ", ".join(f"{k!r}{did_you_mean(k, fields)}" for k in unknown)
+        problems.append(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {named}; "
+                        f"valid keys: {', '.join(fields)}")
     kwargs = {}
     for key, value in data.items():
-        try:
-            kwargs[key] = check_value(key, value, hints[key])
-        except ConfigError as e:
-            raise ConfigError(f"{where}: {e}") from None
+        if key in fields:
+            try:
+                kwargs[key] = check_value(key, value, hints[key])
+            except ConfigError as e:
+                problems.append(f"{where}: {e}")
+    all_problems(problems)  # the value checks below need every key of the right type
     try:
         return cls(**kwargs)
     except ConfigError as e:

@@ -18,7 +18,30 @@ class TfgptError(Exception):
 
 
 class ConfigError(TfgptError, ValueError):
-    """A config file or dict has an unknown key, a wrong type or an invalid value."""
+    """A config file or dict has an unknown key, a wrong type or an invalid value.
+
+    ``problems`` holds each problem's line when one error reports several (see :func:`all_problems`).
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems if problems is not None else [message]
+
+
+def all_problems(problems: list[str]) -> None:
+    """Raise one :class:`ConfigError` listing every one of ``problems``, or return if there are none.
+
+    Example:
+        >>> all_problems(["a: bad", "b: worse"])
+        Traceback (most recent call last):
+        tfgpt.errors.ConfigError: 2 problems:
+          - a: bad
+          - b: worse
+    """
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError(f"{len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems), problems)
 
 
 class TokenizerError(TfgptError, ValueError):

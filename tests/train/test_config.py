@@ -114,3 +114,26 @@ def test_unknown_config_key_suggests_the_closest_one():
         resolve_config({"model": {"preset": "char-small"}, "train": {"lerning_rate": 1e-3}})
     with pytest.raises(ConfigError, match=r"unknown section 'modl' \(did you mean 'model'\?\)"):
         resolve_config({"modl": {}})
+
+
+def test_every_config_problem_is_reported_at_once():
+    """Bad overrides, unknown keys and wrong types in every section: one error naming all of them."""
+    config = {"model": {"n_layr": 2, "n_embd": "wide", "vocab_size": 65}, "train": {"max_step": 3, "seed": "x"},
+              "data": {"tokenzer": "char"}, "logging": {}}
+    with pytest.raises(ConfigError) as e:
+        resolve_config(config, overrides=["train.batch_size=abc", "lerning_rate=1"])
+    assert e.value.problems == [
+        "config: unknown section 'logging'; valid sections: model, train, data",
+        "--set 'train.batch_size=abc': key 'batch_size' must be int, got str 'abc'",
+        "--set 'lerning_rate=1': unknown key 'lerning_rate' (did you mean 'learning_rate'?); "
+        "write it as section.key with section in model, train, data",
+        "config: model: unknown key 'n_layr' (did you mean 'n_layer'?); valid keys: vocab_size, block_size, "
+        "n_layer, n_head, n_embd, dropout, bias, norm, tie_embeddings, layer_norm_epsilon",
+        "config: model: key 'n_embd' must be int, got str 'wide'",
+        e.value.problems[5],  # train's unknown key lists all of train's keys: checked by its start below
+        "config: train: key 'seed' must be int, got str 'x'",
+        "config: data: unknown key 'tokenzer' (did you mean 'tokenizer'?); valid keys: dir, tokenizer, "
+        "train_split, val_split, shuffle",
+    ]
+    assert e.value.problems[5].startswith("config: train: unknown key 'max_step' (did you mean 'max_steps'?)")
+    assert str(e.value).splitlines()[0] == "8 problems:"

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tfgpt.config import GPTConfig, check_value, did_you_mean, from_dict, parse_scalar, read_yaml
-from tfgpt.errors import ConfigError
+from tfgpt.errors import ConfigError, all_problems
 
 Precision = Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"]
 #: The decay shapes ``train.lr_schedule`` accepts (see :class:`tfgpt.train.optim.WarmupDecay`).
@@ -226,11 +226,21 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {item!r}: {e}") from None
 
 
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` (or a bare ``key=value`` naming a unique field) to a config dict."""
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str],
+                    problems: list[str] | None = None) -> dict[str, Any]:
+    """Apply ``section.key=value`` (or a bare ``key=value`` naming a unique field) to a config dict.
+
+    With a ``problems`` list, a bad override is noted there and skipped instead of raised.
+    """
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
     for item in overrides:
-        (section, key), value = parse_override(item)
+        try:
+            (section, key), value = parse_override(item)
+        except ConfigError as e:
+            if problems is None:
+                raise
+            problems.append(str(e))
+            continue
         current = data.get(section) or {}
         if not isinstance(current, dict):
             raise ConfigError(f"config section {section!r} must be a mapping")
@@ -241,6 +251,15 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             current[key] = value
         data[section] = current
     return data
+
+
+def _collect(problems: list[str], build: Any, *args: Any, **kwargs: Any) -> Any:
+    """``build(*args, **kwargs)``, or None with its ConfigError's problems added to ``problems``."""
+    try:
+        return build(*args, **kwargs)
+    except ConfigError as e:
+        problems.extend(e.problems)
+        return None
 
 
 def load_config_dict(config: str | os.PathLike | dict[str, Any]) -> tuple[dict[str, Any], str, Path | None]:
@@ -269,20 +288,20 @@ def resolve_config(
     data, where, base = load_config_dict(config)
     if run_sections:
         data = {k: v for k, v in data.items() if k not in RUN_SECTIONS}
+    problems: list[str] = []
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown section{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
-            f"{did_you_mean(unknown[0], SECTIONS)}; "
-            f"valid sections: {', '.join(SECTIONS)}"
-        )
-    data = apply_overrides(data, overrides)
+        named = ", ".join(f"{s!r}{did_you_mean(s, SECTIONS)}" for s in unknown)
+        problems.append(f"{where}: unknown section{'s' if len(unknown) > 1 else ''} {named}; "
+                        f"valid sections: {', '.join(SECTIONS)}")
+    data = apply_overrides(data, overrides, problems)
     section = data.get("model")
     if vocab_size is not None and (section is None or (isinstance(section, dict) and "vocab_size" not in section)):
         section = {**(section or {}), "vocab_size": vocab_size}
-    model = _model_from_section(section, f"{where}: model")
-    train = from_dict(TrainConfig, data.get("train"), where=f"{where}: train")
-    dcfg = from_dict(DataConfig, data.get("data"), where=f"{where}: data")
+    model = _collect(problems, _model_from_section, section, f"{where}: model")
+    train = _collect(problems, from_dict, TrainConfig, data.get("train"), where=f"{where}: train")
+    dcfg = _collect(problems, from_dict, DataConfig, data.get("data"), where=f"{where}: data")
+    all_problems(problems)  # every unknown section, bad override and bad section at once
     if dcfg.dir is not None and base is not None and not Path(dcfg.dir).is_absolute():
         candidate = base / dcfg.dir  # the config file's directory first, then the working directory
         if candidate.exists():

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tfgpt.data.manifest import check_data_dir, load_manifest
-from tfgpt.errors import ConfigError, TfgptError
+from tfgpt.errors import ConfigError, TfgptError, all_problems
 from tfgpt.layout import CHECKPOINTS, CONFIG_YAML, pointer_path, read_pointer
 from tfgpt.train.config import DataConfig, resolve_config
 
@@ -93,6 +93,8 @@ def preflight(config: Any, data_dir: Any = None, run_dir: Any = None, overrides:
     if config is not None:
         try:
             resolved = resolve_with_data(config, overrides, data_dir)
+        except ConfigError as e:
+            problems += e.problems
         except TfgptError as e:
             problems.append(str(e))
     if resolved is not None:
@@ -101,7 +103,4 @@ def preflight(config: Any, data_dir: Any = None, run_dir: Any = None, overrides:
         problems += _data_problems(DataConfig(), data_dir, None)
     if run_dir is not None:
         problems += run_dir_problems(Path(run_dir), resume)
-    if len(problems) == 1:
-        raise ConfigError(problems[0])
-    if problems:
-        raise ConfigError(f"{len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
+    all_problems(problems)
