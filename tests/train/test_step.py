@@ -71,3 +71,20 @@ def test_fused_steps_match_keras_loop():
         np.testing.assert_allclose(a, b, atol=2e-5)
 
 
+
+
+def test_evaluate_reports_the_mean_loss_of_its_batches():
+    """``evaluate`` and ``fit``'s ``val_loss`` are the mean over the batches (not Keras' unfed tracker's 0.0)."""
+    keras.utils.set_random_seed(0)
+    gpt = GPT(GPTConfig(vocab_size=8, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    gpt.build((None, 8))
+    trainer = GPTTrainer(gpt)
+    trainer.compile(optimizer=make_optimizer(TrainConfig(warmup_steps=0, max_steps=4), gpt), jit_compile=False)
+    rng = np.random.default_rng(0)
+    xs, ys = rng.integers(0, 8, (2, 5, 3, 8))  # 5 batches of 3 windows of 8 ids
+    batches = tf.data.Dataset.from_tensor_slices((xs, ys))
+    expected = np.mean([float(token_cross_entropy(gpt(x), y)) for x, y in zip(xs, ys, strict=True)])
+    assert trainer.evaluate(batches, verbose=0, return_dict=True)["loss"] == pytest.approx(expected, rel=1e-5)
+    history = trainer.fit(batches.repeat(), steps_per_epoch=1, epochs=1, validation_data=batches, verbose=0)
+    after = np.mean([float(token_cross_entropy(gpt(x), y)) for x, y in zip(xs, ys, strict=True)])
+    assert history.history["val_loss"] == [pytest.approx(after, rel=1e-5)] and after != pytest.approx(expected)

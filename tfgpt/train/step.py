@@ -63,7 +63,7 @@ class GPTTrainer(keras.Model):
             steps of one execution in a single XLA loop (see :meth:`make_train_function`).
 
     ``train_step`` returns ``{"loss", "grad_norm", "lr"}``, already averaged over replicas;
-    ``test_step`` returns ``{"loss"}``.
+    ``test_step`` returns ``{"loss"}``; ``evaluate`` (and ``fit``'s ``val_loss``) report its mean over the batches.
     """
 
     def __init__(
@@ -206,6 +206,8 @@ class GPTTrainer(keras.Model):
         ctx = tf.distribute.get_replica_context()
         if ctx is not None and ctx.num_replicas_in_sync > 1:
             loss = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, loss)
+        # Keras reports its compiled "loss" tracker's mean when the keys match: unfed, evaluate() said 0.0
+        self._loss_tracker.update_state(loss)
         return {"loss": loss}
 
     def get_config(self) -> dict[str, Any]:
