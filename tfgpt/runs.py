@@ -168,7 +168,11 @@ def load_weights_file(path: str | os.PathLike, config: GPTConfig, config_path: s
     except TfgptError:
         raise
     except Exception as e:  # noqa: BLE001 - keras/h5py raise many types; name the file instead
-        raise RunDirError(f"could not load weights from {path}: {type(e).__name__}: {e}") from None
+        if "safe_mode" in str(e):  # keras's advice (pass safe_mode=False) is not one tfgpt takes
+            raise RunDirError(f"{path} was refused: it holds Python code (a Lambda layer's function), which "
+                              f"tfgpt never runs; .keras files are loaded with safe_mode=True only") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise RunDirError(f"could not load weights from {path}: {type(e).__name__}: {first}") from None
 
 
 def load(run_dir: str | os.PathLike, checkpoint: str | None = None) -> tuple[GPT, Any]:
