@@ -183,6 +183,25 @@ def test_bad_input(run, data_dir, tmp_path):
         train(huge, data_dir=tmp_path / "missing", run_dir=tmp_path / "r6", overrides=["train.memory_check=error"])
 
 
+def test_a_corrupt_shard_is_named_not_a_tensorflow_traceback(run, data_dir, tmp_path):
+    """One flipped byte mid-shard: train and eval stop with a DataError naming the shard (the
+    manifest's sha256 finds it), not a DataLossError from inside the input pipeline."""
+    import shutil
+
+    from tfgpt.train.evaluate import evaluate_run
+
+    bad = tmp_path / "data"
+    shutil.copytree(data_dir, bad)
+    shard = next(bad.glob("train-*.tfrecord"))
+    raw = bytearray(shard.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=f"shard {shard} is corrupt: sha256"):
+        train(tiny_config(), data_dir=bad, run_dir=tmp_path / "r", progress=False)
+    with pytest.raises(DataError, match=f"shard {shard} is corrupt: sha256"):
+        evaluate_run(run[0], split="train", data_dir=bad)
+
+
 def test_resume_with_data_dir(resumed):
     assert (resumed[1]["start_step"], resumed[1]["step"]) == (8, 12)
 

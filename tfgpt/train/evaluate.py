@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfgpt.data.pipeline import named_shard_errors
 from tfgpt.errors import ConfigError, DataError, RunDirError
 from tfgpt.runs import CONFIG_YAML, TOKENIZER_DIR, check_run_dir, load_run_model
 from tfgpt.train.data import Source, check_data_dir, data_dir_source
@@ -114,9 +115,10 @@ def evaluate_run(
     source = data_dir_source(data_dir, shuffle=dcfg.shuffle)
     iters = eval_iters if eval_iters is not None else tcfg.eval_iters
     bs = batch_size if batch_size is not None else tcfg.eval_batch_size or tcfg.batch_size
-    est = LossEstimator(model, source, [split], iters, bs, model.config.block_size, tcfg.seed,
-                        jit_compile=tcfg.jit_compile)
-    loss = est()[split]
+    with named_shard_errors(data_dir):
+        est = LossEstimator(model, source, [split], iters, bs, model.config.block_size, tcfg.seed,
+                            jit_compile=tcfg.jit_compile)
+        loss = est()[split]
     result = {
         "run_dir": str(run_dir), "split": split, "step": step, "weights": str(weights), "loss": loss,
         "perplexity": perplexity(loss), "tokens": est.tokens_per_split, "batches": iters,

@@ -41,6 +41,7 @@ import tensorflow as tf
 from tfgpt.atomic import write_text_atomic
 from tfgpt.config import GPTConfig, from_dict, read_yaml, save_model_config
 from tfgpt.data.manifest import check_tokenizer
+from tfgpt.data.pipeline import named_shard_errors
 from tfgpt.errors import ConfigError, DataError, RunDirError
 from tfgpt.model.gpt import GPT
 from tfgpt.runs import (
@@ -246,9 +247,10 @@ def train(
     if place.chief:
         _announce_resume(plan, built)
         _write_run_dir(plan, data, built.start_step)
-    monitor = _make_monitor(plan, place, data, built, progress)
-    with stop_on_signals(monitor):
-        path = _run(plan, place, data, built, monitor)
+    with named_shard_errors(None if source is not None else plan.data.dir):
+        monitor = _make_monitor(plan, place, data, built, progress)  # its first eval reads the shards
+        with stop_on_signals(monitor):
+            path = _run(plan, place, data, built, monitor)
     metrics = monitor.finish()  # raises NonFiniteLossError before model.keras is written
     if place.chief:
         save_keras_atomic(built.gpt, plan.run_dir / MODEL_KERAS)
