@@ -13,7 +13,15 @@ import pytest
 from tfgpt.config import GPTConfig
 from tfgpt.model.gpt import GPT
 from tfgpt.runs import CHECKPOINTS, LOGS_DIR, METRICS_JSONL
-from tfgpt.train.callbacks import NonFiniteLossError, StepRates, TrainMonitor, rewrite_metrics, weights_digest
+from tfgpt.train.callbacks import (
+    DivergedError,
+    DivergenceWarning,
+    NonFiniteLossError,
+    StepRates,
+    TrainMonitor,
+    rewrite_metrics,
+    weights_digest,
+)
 from tfgpt.train.checkpoint import Checkpoints
 from tfgpt.train.config import TrainConfig
 from tfgpt.train.optim import make_optimizer
@@ -27,14 +35,14 @@ class _Trained:
         self.stop_training = False
 
 
-def _monitor(tmp_path, estimator=None, max_steps=4, progress=False):
+def _monitor(tmp_path, estimator=None, max_steps=4, progress=False, **train):
     keras.utils.set_random_seed(0)
     gpt = GPT(GPTConfig(vocab_size=8, block_size=4, n_layer=1, n_head=1, n_embd=8))
     gpt.build((None, 4))
     opt = make_optimizer(TrainConfig(warmup_steps=0, max_steps=max_steps), gpt)
     opt.build(gpt.trainable_variables)
-    cfg = TrainConfig(max_steps=max_steps, log_interval=2, eval_interval=2, checkpoint_interval=4,
-                      keep_checkpoints=5, sample_tokens=0)
+    cfg = TrainConfig(**{"max_steps": max_steps, "log_interval": 2, "eval_interval": 2, "checkpoint_interval": 4,
+                         "keep_checkpoints": 5, "sample_tokens": 0, **train})
     ckpts = Checkpoints(tmp_path / CHECKPOINTS, gpt, opt, keep=5)
     monitor = TrainMonitor(tmp_path, cfg, gpt, max_steps, StepRates(tokens_per_step=32), ckpts,
                            estimator=estimator, progress=progress)
@@ -97,6 +105,36 @@ def test_monitor_nan_before_any_checkpoint(tmp_path):
     _steps(monitor, trained, [float("inf")])
     with pytest.raises(NonFiniteLossError, match="step 1: .*no checkpoint was written"):
         monitor.finish()
+
+
+DIVERGING = [3.0, 1.0, 1.8, 1.2, 2.5, 4.0]  # step 5 is past 2x the best (1.0 at step 2); warmup 1 step
+
+
+def test_a_diverging_loss_warns_once_and_training_goes_on(tmp_path):
+    monitor, _, trained = _monitor(tmp_path, max_steps=6, warmup_steps=1)
+    with pytest.warns(DivergenceWarning) as caught:
+        _steps(monitor, trained, DIVERGING)
+    ours = [str(w.message) for w in caught if w.category is DivergenceWarning]
+    assert len(ours) == 1 and "loss 2.5000 at step 5 is over 2x the best so far (1.0000)" in ours[0]
+    assert trained.stop_training is False and monitor.finish()["loss"] == 4.0
+
+
+def test_divergence_stop_keeps_the_last_good_checkpoint(tmp_path):
+    monitor, _, trained = _monitor(tmp_path, max_steps=6, warmup_steps=1, divergence="stop", checkpoint_interval=2,
+                                   divergence_factor=3.0)
+    _steps(monitor, trained, DIVERGING)  # 2.5 < 3x; 4.0 at step 6 > 3x 1.0
+    assert trained.stop_training is True
+    with pytest.raises(DivergedError, match=r"loss 4.0000 at step 6 .*latest good checkpoint is step-000004"):
+        monitor.finish()
+    assert sorted(p.name for p in (tmp_path / CHECKPOINTS).glob("step-*")) == ["step-000002", "step-000004"]
+
+
+def test_divergence_off_and_a_bad_factor(tmp_path):
+    monitor, _, trained = _monitor(tmp_path, max_steps=6, warmup_steps=1, divergence="off")
+    _steps(monitor, trained, DIVERGING)
+    assert trained.stop_training is False
+    with pytest.raises(Exception, match="divergence_factor must be a finite number > 1"):
+        TrainConfig(divergence_factor=1.0)
 
 
 def test_rewrite_metrics_drops_later_steps(tmp_path):

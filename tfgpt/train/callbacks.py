@@ -9,7 +9,9 @@ checkpoint. Records go to ``RUN/metrics.jsonl`` (one JSON object per line,
 ``"kind": "train" | "eval"``) and TensorBoard (``RUN/logs/train``, ``RUN/logs/val``). A
 non-finite loss stops training before anything is saved, so ``latest.json`` keeps naming the last
 good checkpoint; :meth:`TrainMonitor.finish` then raises :class:`NonFiniteLossError`, or returns
-the summary of what the monitor saw.
+the summary of what the monitor saw. A loss that climbs past ``train.divergence_factor`` times the
+best after the warmup warns once (:class:`DivergenceWarning`) or, with ``train.divergence: stop``,
+stops the same way (:class:`DivergedError`).
 
 Example:
     >>> monitor = TrainMonitor(run_dir, cfg, gpt, 2000, rates, checkpoints)  # doctest: +SKIP
@@ -43,6 +45,14 @@ from tfgpt.train.evaluate import LossEstimator, perplexity
 
 class NonFiniteLossError(TfgptError):
     """The training loss became NaN/Inf; the last good checkpoint stays the latest."""
+
+
+class DivergedError(TfgptError):
+    """With ``train.divergence: stop``: the loss climbed past the factor; the last good checkpoint stays."""
+
+
+class DivergenceWarning(UserWarning):
+    """The training loss climbed past ``train.divergence_factor`` times its best after the warmup."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +119,8 @@ class TrainMonitor(keras.callbacks.Callback):
         self.chief = chief
         self.progress = progress
         self._nan_step: int | None = None
+        self._best_loss = math.inf
+        self._diverged: str | None = None  # the message, once the loss diverged
         self._last: dict[str, Any] = {}
         self._last_eval: dict[str, Any] = {}
         self._throughput: list[float] = []
@@ -133,6 +145,8 @@ class TrainMonitor(keras.callbacks.Callback):
                 f"{self.stop_signal} at step {self._stopped_at} of {self.total_steps}: checkpoint {ckpt} written; "
                 f"resume with: tfgpt train --run-dir {self.run_dir} --resume", exit_code=self._stop_code,
             )
+        if self._diverged is not None and self.cfg.divergence == "stop":
+            raise DivergedError(f"training stopped: {self._diverged}; {self.checkpoints.where()}")
         if self._nan_step is not None:
             raise NonFiniteLossError(
                 f"training stopped at step {self._nan_step}: the loss is not finite (NaN/Inf); "
@@ -195,6 +209,9 @@ class TrainMonitor(keras.callbacks.Callback):
             self._nan_step = step
             self.model.stop_training = True
             return
+        if self._diverging(step, loss):
+            self.model.stop_training = True  # before this step's checkpoint: the last good one stays
+            return
         cfg = self.cfg
         if step % cfg.log_interval == 0 or end:
             self._log_train(step, loss, logs)
@@ -206,6 +223,22 @@ class TrainMonitor(keras.callbacks.Callback):
             self._stopped_at = step
             self.model.stop_training = True
         self._t_last, self._s_last = time.perf_counter(), step
+
+    def _diverging(self, step: int, loss: float) -> bool:
+        """Whether to stop now: the loss passed ``divergence_factor`` × its best after the warmup (the first
+        time, a :class:`DivergenceWarning` or, with ``divergence: stop``, a stop)."""
+        cfg = self.cfg
+        if cfg.divergence == "off" or self._diverged is not None:
+            return False
+        if step > cfg.warmup_steps and loss > cfg.divergence_factor * self._best_loss:
+            self._diverged = (f"the loss {loss:.4f} at step {step} is over {cfg.divergence_factor:g}x the best so "
+                              f"far ({self._best_loss:.4f}): training is diverging. Lower train.learning_rate "
+                              f"or raise train.warmup_steps")
+            if cfg.divergence == "warn":
+                warnings.warn(self._diverged, DivergenceWarning, stacklevel=2)
+            return cfg.divergence == "stop"
+        self._best_loss = min(self._best_loss, loss)
+        return False
 
     def _log_train(self, step: int, loss: float, logs: dict) -> None:
         rates = self.rates

@@ -59,6 +59,9 @@ class TrainConfig:
         memory_check: "warn" (default), "error" or "off" when the estimated memory exceeds RAM.
         peak_tflops: the peak TFLOP/s per replica that MFU is measured against; None (default)
             measures a matmul once per machine and dtype and caches it (see :mod:`tfgpt.train.perf`).
+        divergence: "warn" (default), "stop" or "off" when a logged loss after the warmup exceeds
+            ``divergence_factor`` times the best logged so far (a learning rate too high, bad data).
+        divergence_factor: that factor (> 1).
     """
 
     max_steps: int = 2000
@@ -90,6 +93,8 @@ class TrainConfig:
     sample_prompt: str = "\n"
     memory_check: Literal["warn", "error", "off"] = "warn"
     peak_tflops: float | None = None
+    divergence: Literal["warn", "stop", "off"] = "warn"
+    divergence_factor: float = 2.0
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum_steps", "steps_per_execution",
@@ -104,6 +109,8 @@ class TrainConfig:
             raise ConfigError(f"train.eval_batch_size must be positive (or null), got {self.eval_batch_size}")
         if self.min_lr > self.learning_rate:
             raise ConfigError(f"train.min_lr ({self.min_lr}) exceeds train.learning_rate ({self.learning_rate})")
+        if not 1 < self.divergence_factor < math.inf:
+            raise ConfigError(f"train.divergence_factor must be a finite number > 1, got {self.divergence_factor}")
         if self.warmup_steps < 0 or self.sample_tokens < 0:
             raise ConfigError("train.warmup_steps and train.sample_tokens must be >= 0")
         if self.lr_decay_steps is not None and self.lr_decay_steps <= self.warmup_steps:
