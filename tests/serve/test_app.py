@@ -1,4 +1,6 @@
-"""tfgpt serve over real HTTP: TF-Serving-compatible predict/status, completions (+SSE), 4xx paths."""
+"""tfgpt serve over real HTTP: TF-Serving-compatible predict/status, completions (+SSE), 4xx paths.
+
+The OpenAI API through the official client is in test_openai_api.py."""
 
 from __future__ import annotations
 
@@ -60,7 +62,7 @@ def test_completions_and_streaming(server, keras_model):
         lines = [line.decode() for line in s.iter_lines()]
         events = [line[len("data: "):] for line in lines if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
-    assert "".join(json.loads(e)["text"] for e in events[:-1]) == expected
+    assert "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1]) == expected
 
 
 def _stream(server: str, body: dict) -> tuple[int, list[str]]:
@@ -69,24 +71,29 @@ def _stream(server: str, body: dict) -> tuple[int, list[str]]:
         return s.status_code, [line[len("data: "):] for line in lines if line.startswith("data: ")]
 
 
+def _texts(events: list[str]) -> list[str]:
+    return [json.loads(e)["choices"][0]["text"] for e in events[:-1]]
+
+
 def test_streaming_rejects_a_bad_prompt_with_400_and_wraps_the_largest_seed(server):
     r = requests.post(f"{server}/v1/completions", json={"prompt": "ROMEO: \u2603", "stream": True}, timeout=60)
-    assert r.status_code == 400 and "(U+2603) at position" in r.json()["error"]  # not 200 + an error event
+    assert r.status_code == 400 and "(U+2603) at position" in r.json()["error"]["message"]  # not 200 + an error event
     body = {"prompt": "ROMEO:", "max_tokens": CAP, "temperature": 1.0, "seed": 2**31 - 1}
     status, events = _stream(server, body)
     assert status == 200 and events[-1] == "[DONE]"
     pieces = [json.loads(e) for e in events[:-1]]
-    assert all("text" in p for p in pieces), pieces  # no error event: the per-chunk seed wraps into int32
-    assert _stream(server, body)[1] == events  # reproducible for a seed
+    assert all("choices" in p for p in pieces), pieces  # no error event: the per-chunk seed wraps into int32
+    assert _texts(_stream(server, body)[1]) == _texts(events)  # reproducible for a seed (ids and times differ)
     status, events = _stream(server, {"prompt": "ROMEO:", "max_tokens": 0})
-    assert status == 200 and events == ["[DONE]"]
+    assert status == 200 and len(events) == 2 and events[-1] == "[DONE]"
+    assert json.loads(events[0])["choices"][0] == {"index": 0, "text": "", "logprobs": None, "finish_reason": "length"}
 
 
 BAD = [
     ("/v1/completions", b"{not json", 400, "malformed JSON"),
     ("/v1/completions", {"max_tokens": 3}, 400, "missing field 'prompt'"),
     ("/v1/completions", {"prompt": 5}, 400, "'prompt' must be"),
-    ("/v1/completions", {"prompt": "ROMEO:", "max_tokens": "many"}, 400, "integers"),
+    ("/v1/completions", {"prompt": "ROMEO:", "max_tokens": "many"}, 400, "'max_tokens' must be an integer"),
     ("/v1/completions", {"prompt": "ROMEO:", "max_tokens": CAP + 1}, 400, "above this server's cap"),
     ("/v1/completions", {"prompt": "ROMEO:", "colour": 1}, 400, "unknown field"),
     ("/v1/completions", {"prompt": "ROMEO: \u2603"}, 400, "prompt 0: 1 character(s) not in the char vocabulary"),
@@ -100,11 +107,12 @@ BAD = [
     ("/v1/models/tiny:predict", {"signature_name": "nope", "inputs": {"prompts": ["a"]}}, 400, "unknown signature"),
     ("/v1/models/tiny:predict", {"signature_name": "logits", "inputs": {"ids": [[999]]}}, 400, "ids must be in"),
     ("/v1/models/tiny:classify", {"inputs": {}}, 404, "only ':predict'"),
-    ("/v1/completions", {"prompt": "ROMEO:", "max_tokens": 3_000_000_000}, 400, "'max_new_tokens' is out of the int32"),
-    ("/v1/completions", {"prompt": "ROMEO:", "seed": 2**31}, 400, "'seed' is out of the int32 range"),
-    ("/v1/completions", {"prompt": "ROMEO:", "top_k": 10**30}, 400, "'top_k' is out of the int32 range"),
-    ("/v1/completions", {"prompt": "ROMEO:", "temperature": 10**400}, 400, "'temperature' is out of the float32"),
-    ("/v1/completions", b'{"prompt": "ROMEO:", "temperature": NaN}', 400, "'temperature' is out of the float32"),
+    ("/v1/completions", {"prompt": "ROMEO:", "max_tokens": 3_000_000_000}, 400, "max_tokens 3000000000 is above"),
+    ("/v1/completions", {"prompt": "ROMEO:", "seed": 2**31}, 400, "'seed' must be in [-2147483648, 2147483647]"),
+    ("/v1/completions", {"prompt": "ROMEO:", "top_k": 10**30}, 400, "'top_k' must be in [0, 2147483647]"),
+    ("/v1/completions", {"prompt": "ROMEO:", "temperature": 10**400}, 400, "'temperature' must be a finite number"),
+    ("/v1/completions", b'{"prompt": "ROMEO:", "temperature": NaN}', 400, "'temperature' must be a finite number"),
+    ("/v1/completions", b'{"prompt": "ROMEO:", "temperature": 1e400}', 400, "'temperature' must be a finite number"),
     ("/v1/models/tiny:predict", {"signature_name": "logits", "inputs": {"ids": [[1, 2], [3]]}}, 400,
      "'ids' is ragged"),
     ("/v1/models/tiny:predict", {"signature_name": "logits", "inputs": {"ids": [[2**40]]}}, 400,
@@ -120,7 +128,8 @@ def test_bad_requests_get_clear_4xx_and_server_keeps_serving(server, path, body,
     data = body if isinstance(body, bytes) else json.dumps(body).encode()  # json.dumps escapes lone surrogates
     r = requests.post(f"{server}{path}", data=data, headers={"content-type": "application/json"}, timeout=60)
     assert r.status_code == status, r.text
-    assert message in r.json()["error"]
+    error = r.json()["error"]  # OpenAI's {"message", ...} on its routes, TF Serving's string on the others
+    assert message in (error["message"] if path == "/v1/completions" else error)
     assert requests.get(f"{server}/healthz").status_code == 200
 
 

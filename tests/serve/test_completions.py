@@ -1,51 +1,96 @@
-"""tfgpt.serve.completions: the /v1/completions body as serving_default inputs, and the non-streamed reply."""
+"""tfgpt.serve.completions: OpenAI's completions and chat bodies, checked into serving_default inputs."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from tfgpt.serve.completions import CompletionRequest, completion_reply, parse_completion_body
-from tfgpt.serve.errors import BadRequest
+from tfgpt.serve.completions import CompletionRequest, FieldError, parse_chat_body, parse_completion_body
+
+CAP = 31
 
 
-def test_a_full_body_maps_to_the_signature_inputs():
-    body = {"prompt": "ROMEO:", "max_tokens": 8, "temperature": 0.7, "top_k": 5, "seed": 3, "stream": True}
-    assert parse_completion_body(body) == CompletionRequest(
-        {"prompts": ["ROMEO:"], "max_new_tokens": 8, "temperature": 0.7, "top_k": 5, "seed": 3}, True, True)
+def test_a_full_completions_body_maps_to_the_signature_inputs():
+    body = {"model": "tiny", "prompt": "ROMEO:", "max_tokens": 8, "temperature": 0.7, "top_k": 5, "seed": 3,
+            "stream": True, "stream_options": {"include_usage": True}, "stop": ["\n", ""], "user": "u",
+            "top_p": 1.0, "n": 1, "presence_penalty": 0, "frequency_penalty": 0.0, "logit_bias": {}, "echo": False,
+            "best_of": 1, "logprobs": None, "suffix": None}
+    assert parse_completion_body(body, CAP) == CompletionRequest(
+        "tiny", ["ROMEO:"], [], {"max_new_tokens": 8, "temperature": 0.7, "top_k": 5, "seed": 3}, ["\n"], True, True)
 
 
-def test_a_list_of_prompts_and_max_new_tokens_for_max_tokens():
-    assert parse_completion_body({"prompt": ["a", "b"], "max_new_tokens": 2}) == CompletionRequest(
-        {"prompts": ["a", "b"], "max_new_tokens": 2}, single=False, stream=False)
-    assert parse_completion_body({"prompt": "a", "max_tokens": 1, "max_new_tokens": 2}).inputs["max_new_tokens"] == 1
+def test_defaults_nulls_and_the_older_max_new_tokens():
+    assert parse_completion_body({"prompt": ["a", "b"]}, CAP) == CompletionRequest(
+        None, ["a", "b"], [], {}, [], False, False)
+    assert parse_completion_body({"prompt": "a", "max_tokens": None, "temperature": None}, CAP).sampling == {}
+    assert parse_completion_body({"prompt": "a", "max_new_tokens": 2}, CAP).sampling == {"max_new_tokens": 2}
+    assert parse_completion_body({"prompt": "a", "max_tokens": 1, "max_new_tokens": 2}, CAP).sampling == {
+        "max_new_tokens": 1}
+    assert parse_completion_body({"prompt": "a", "stop": "x"}, CAP).stops == ["x"]
 
 
-def test_values_are_passed_on_unchecked_for_the_signature_to_type():
-    assert parse_completion_body({"prompt": "a", "max_tokens": "many"}).inputs == {"prompts": ["a"],
-                                                                                   "max_new_tokens": "many"}
+def test_a_chat_body_gives_role_text_pairs():
+    body = {"model": "tiny", "max_completion_tokens": 4, "response_format": {"type": "text"}, "tool_choice": "none",
+            "tools": [], "parallel_tool_calls": False, "logprobs": False, "top_logprobs": None,
+            "messages": [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Hi", "name": "a"},
+                         {"role": "assistant", "content": " Hello."},
+                         {"role": "user", "content": [{"type": "text", "text": "Say "},
+                                                      {"type": "text", "text": "x"}]}]}
+    req = parse_chat_body(body, CAP)
+    assert req.messages == [("system", "Be brief."), ("user", "Hi"), ("assistant", " Hello."), ("user", "Say x")]
+    assert req.sampling == {"max_new_tokens": 4} and req.prompts == []
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ("ROMEO:", "the request body must be a JSON object"),
-    ({"prompt": "a", "colour": 1, "best_of": 2},
-     "unknown field(s) best_of, colour; allowed: max_new_tokens, max_tokens, prompt, seed, stream, temperature, top_k"),
-    ({"max_tokens": 3}, "missing field 'prompt'"),
-    ({"prompt": 5}, "'prompt' must be a string or a non-empty list of strings"),
-    ({"prompt": []}, "'prompt' must be a string or a non-empty list of strings"),
-    ({"prompt": ["a", 1]}, "'prompt' must be a string or a non-empty list of strings"),
-    ({"prompt": "a", "stream": "yes"}, "'stream' must be true or false"),
-])
-def test_bad_bodies(body, message):
-    with pytest.raises(BadRequest) as e:
-        parse_completion_body(body)
-    assert str(e.value) == message and e.value.status == 400
+BAD = [
+    (parse_completion_body, "ROMEO:", None, "the request body must be a JSON object"),
+    (parse_completion_body, {"prompt": "a", "colour": 1, "zeal": 2}, "colour", "unknown field(s) colour, zeal; "
+     "this server takes best_of, echo, frequency_penalty, logit_bias, logprobs, max_new_tokens, max_tokens, model, n"),
+    (parse_completion_body, {"max_tokens": 3}, "prompt", "missing field 'prompt'"),
+    (parse_completion_body, {"prompt": 5}, "prompt", "'prompt' must be a string or a non-empty list of strings"),
+    (parse_completion_body, {"prompt": []}, "prompt", "'prompt' must be a string or a non-empty list of strings"),
+    (parse_completion_body, {"prompt": [1, 2]}, "prompt", "'prompt' must be a string or a non-empty list of strings"),
+    (parse_completion_body, {"prompt": "a", "stream": "yes"}, "stream", "'stream' must be true or false"),
+    (parse_completion_body, {"prompt": ["a", "b"], "stream": True}, "prompt", "streaming takes a single prompt"),
+    (parse_completion_body, {"prompt": "a", "max_tokens": "many"}, "max_tokens",
+     "'max_tokens' must be an integer, got 'many'"),
+    (parse_completion_body, {"prompt": "a", "max_tokens": True}, "max_tokens", "'max_tokens' must be an integer"),
+    (parse_completion_body, {"prompt": "a", "max_tokens": 32}, "max_tokens", "max_tokens 32 is above this server's "
+     "cap (31)"),
+    (parse_completion_body, {"prompt": "a", "max_tokens": -1}, "max_tokens", "'max_tokens' must be in [0, 31], got -1"),
+    (parse_completion_body, {"prompt": "a", "top_k": 2**31}, "top_k", "'top_k' must be in [0, 2147483647]"),
+    (parse_completion_body, {"prompt": "a", "seed": -(2**31) - 1}, "seed", "'seed' must be in [-2147483648, "),
+    (parse_completion_body, {"prompt": "a", "temperature": float("nan")}, "temperature",
+     "'temperature' must be a finite number ≥ 0 (0 = greedy), got nan"),
+    (parse_completion_body, {"prompt": "a", "temperature": "hot"}, "temperature", "'temperature' must be a number"),
+    (parse_completion_body, {"prompt": "a", "stop": ["a", "b", "c", "d", "e"]}, "stop",
+     "'stop' must be a string or a list of at most 4 strings"),
+    (parse_completion_body, {"prompt": "a", "stop": [1]}, "stop", "'stop' must be a string or a list"),
+    (parse_completion_body, {"prompt": "a", "stream_options": {"include_usage": True}}, "stream_options",
+     "'stream_options' is only allowed with \"stream\": true"),
+    (parse_completion_body, {"prompt": "a", "stream": True, "stream_options": {"x": 1}}, "stream_options",
+     "'stream_options' takes only"),
+    (parse_completion_body, {"prompt": "a", "top_p": 0.9}, "top_p", "top_p 0.9: only 1 is served"),
+    (parse_completion_body, {"prompt": "a", "echo": True}, "echo", "echo True: only false is served"),
+    (parse_completion_body, {"prompt": "a", "model": 3}, "model", "'model' must be a string"),
+    (parse_chat_body, {"messages": []}, "messages", "'messages' must be a non-empty list"),
+    (parse_chat_body, {"prompt": "a", "messages": [{"role": "user", "content": "a"}]}, "prompt", "unknown field(s) "
+     "prompt"),
+    (parse_chat_body, {"messages": [{"role": "user", "content": "a", "tool_call_id": "x"}]}, "messages",
+     "messages[0] must be an object with 'role' and 'content'"),
+    (parse_chat_body, {"messages": [{"role": "robot", "content": "a"}]}, "messages",
+     "messages[0]: role must be one of system, developer, user, assistant, got 'robot'"),
+    (parse_chat_body, {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages",
+     "messages[0]: content must be a string or a list of text parts"),
+    (parse_chat_body, {"messages": [{"role": "system", "content": "a"}]}, "messages",
+     "messages[0]: the last message must have role 'user', got 'system'"),
+    (parse_chat_body, {"messages": [{"role": "user", "content": "a"}], "max_completion_tokens": 99},
+     "max_completion_tokens", "max_completion_tokens 99 is above this server's cap (31)"),
+    (parse_chat_body, {"messages": [{"role": "user", "content": "a"}], "logprobs": True}, "logprobs",
+     "logprobs True: is not served"),
+]
 
 
-def test_completion_reply_numbers_the_choices():
-    out = {"completions": np.array([b" hi", b"\n"], dtype=object), "num_tokens": np.array([3, 1], np.int32),
-           "ids": np.array([[1, 2, 3], [4, -1, -1]], np.int32)}
-    reply = completion_reply(out, "tiny")
-    assert reply == {"model": "tiny", "choices": [{"index": 0, "text": " hi", "num_tokens": 3},
-                                                  {"index": 1, "text": "\n", "num_tokens": 1}]}
-    assert type(reply["choices"][0]["num_tokens"]) is int  # JSON-ready, not np.int32
+@pytest.mark.parametrize(("parse", "body", "param", "message"), BAD, ids=[b[3][:40] for b in BAD])
+def test_bad_bodies_name_the_field(parse, body, param, message):
+    with pytest.raises(FieldError) as e:
+        parse(body, CAP)
+    assert str(e.value).startswith(message) and e.value.status == 400 and e.value.param == param

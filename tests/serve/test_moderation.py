@@ -107,13 +107,18 @@ def sse(base: str, body: dict) -> tuple[int, list]:
     return 200, [line.removeprefix("data: ") if line.endswith("[DONE]") else json.loads(line[6:]) for line in lines]
 
 
+def choices(events: list) -> list[dict]:
+    """The choice of each stream chunk before ``[DONE]``."""
+    return [e["choices"][0] for e in events[:-1]]
+
+
 @pytest.mark.slow  # carries the setup: the classifier export and two servers started side by side
 def test_label_mode_adds_results_and_withholds_nothing(servers, case):
     body = {"prompt": [PROMPT, FLAGGED_PROMPT], "max_tokens": FLAG_LEN}
     r = requests.post(f"{servers.label}/v1/completions", json=body, timeout=60)
     assert r.status_code == 200, r.text
     c0, c1 = r.json()["choices"]
-    assert c0["text"] == case.flagged and "finish_reason" not in c0
+    assert c0["text"] == case.flagged and c0["finish_reason"] == "length"
     assert c0["moderation"]["completion"]["label"] == "spam" and c0["moderation"]["completion"]["flagged"] is True
     assert c0["moderation"]["prompt"]["flagged"] is False and c0["moderation"]["prompt"]["label"] == "ham"
     assert c1["moderation"]["prompt"]["flagged"] is True and c1["text"]  # labelled, still answered
@@ -135,33 +140,35 @@ def test_label_mode_predict_and_stream(servers, case):
     assert cols["completions"] == [case.ok] and cols["moderation"][0]["completion"]["flagged"] is False
     status, events = sse(servers.label, {"prompt": PROMPT, "max_tokens": FLAG_LEN})
     assert status == 200 and events[-1] == "[DONE]"
-    assert "".join(e.get("text", "") for e in events[:-2]) == case.flagged
-    assert events[-2]["moderation"]["completion"]["flagged"] is True
-    assert events[-2]["moderation"]["prompt"]["flagged"] is False
+    assert "".join(c["text"] for c in choices(events)) == case.flagged
+    last = choices(events)[-1]  # the finish chunk carries the results for the whole text
+    assert last["finish_reason"] == "length" and last["moderation"]["completion"]["flagged"] is True
+    assert last["moderation"]["prompt"]["flagged"] is False
+    assert all("moderation" not in c for c in choices(events)[:-1])
 
 
 def test_block_mode_refuses_a_flagged_prompt_with_a_400(servers):
     body = {"prompt": [PROMPT, FLAGGED_PROMPT], "max_tokens": 4}
     r = requests.post(f"{servers.block}/v1/completions", json=body, timeout=60)
     assert r.status_code == 400
-    reply = r.json()
-    assert reply["error"].startswith("prompt 1 flagged by moderation: label 'spam' (probability ")
-    assert reply["code"] == "content_filter"
-    assert [m["flagged"] for m in reply["moderation"]] == [False, True]
+    error = r.json()["error"]  # OpenAI's error shape, the results inside it
+    assert error["message"].startswith("prompt 1 flagged by moderation: label 'spam' (probability ")
+    assert (error["code"], error["param"], error["type"]) == ("content_filter", "prompt", "invalid_request_error")
+    assert [m["flagged"] for m in error["moderation"]] == [False, True]
     p = requests.post(f"{servers.block}/v1/models/tiny:predict", json={"instances": [FLAGGED_PROMPT]}, timeout=60)
     assert p.status_code == 400 and p.json()["code"] == "content_filter"
     status, events = sse(servers.block, {"prompt": FLAGGED_PROMPT, "max_tokens": 4})
-    assert status == 400 and "flagged by moderation: label 'spam'" in events[0]["error"]
+    assert status == 400 and "prompt 0 flagged by moderation: label 'spam'" in events[0]["error"]["message"]
 
 
 def test_block_mode_withholds_a_flagged_completion(servers, case):
     r = requests.post(f"{servers.block}/v1/completions", json={"prompt": PROMPT, "max_tokens": FLAG_LEN}, timeout=60)
     assert r.status_code == 200, r.text
     (c0,) = r.json()["choices"]
-    assert c0["text"] == "" and c0["finish_reason"] == "content_filter" and c0["num_tokens"] == 0
+    assert c0["text"] == "" and c0["finish_reason"] == "content_filter"
     assert c0["moderation"]["completion"]["label"] == "spam"
     ok = requests.post(f"{servers.block}/v1/completions", json={"prompt": PROMPT, "max_tokens": OK_LEN}, timeout=60)
-    assert ok.json()["choices"][0]["text"] == case.ok and "finish_reason" not in ok.json()["choices"][0]
+    assert ok.json()["choices"][0]["text"] == case.ok and ok.json()["choices"][0]["finish_reason"] == "length"
     rows = requests.post(f"{servers.block}/v1/models/tiny:predict", timeout=60,
                          json={"instances": [{"prompts": p, "max_new_tokens": FLAG_LEN} for p in (PROMPT, "The")]})
     first, second = rows.json()["predictions"]
@@ -172,12 +179,35 @@ def test_block_mode_withholds_a_flagged_completion(servers, case):
 def test_block_mode_stream_stops_before_the_flagged_text(servers, case):
     status, events = sse(servers.block, {"prompt": PROMPT, "max_tokens": FLAG_LEN})
     assert status == 200 and events[-1] == "[DONE]"
-    assert [e["text"] for e in events[:-2]] == [case.flagged[:8]]  # the first chunk passes, the second is withheld
-    assert events[-2]["finish_reason"] == "content_filter" and events[-2]["text"] == ""
-    assert events[-2]["moderation"]["completion"]["flagged"] is True
+    *sent, last = choices(events)
+    assert [c["text"] for c in sent] == [case.flagged[:8]]  # the first chunk passes, the second is withheld
+    assert last["finish_reason"] == "content_filter" and last["text"] == ""
+    assert last["moderation"]["completion"]["flagged"] is True
     status, events = sse(servers.block, {"prompt": PROMPT, "max_tokens": OK_LEN})
-    assert "".join(e.get("text", "") for e in events[:-2]) == case.ok
-    assert set(events[-2]) == {"moderation"} and not events[-2]["moderation"]["completion"]["flagged"]
+    assert "".join(c["text"] for c in choices(events)) == case.ok
+    last = choices(events)[-1]
+    assert last["finish_reason"] == "length" and not last["moderation"]["completion"]["flagged"]
+
+
+def test_chat_is_moderated_through_the_openai_client(servers, case):
+    """The chat route screens the last user message and the reply: labelled, blocked, withheld mid-stream."""
+    import openai
+
+    label, block = (openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0)
+                    for base in (servers.label, servers.block))
+    ask = [{"role": "user", "content": PROMPT}]
+    r = label.chat.completions.create(model="tiny", messages=ask, max_tokens=FLAG_LEN)
+    assert r.choices[0].model_extra["moderation"]["completion"]["flagged"] is True and r.choices[0].message.content
+    with pytest.raises(openai.BadRequestError) as e:
+        block.chat.completions.create(model="tiny", messages=[{"role": "system", "content": PROMPT},
+                                                              {"role": "user", "content": FLAGGED_PROMPT}])
+    assert e.value.body["message"].startswith("messages[1] flagged by moderation: label 'spam'")
+    assert (e.value.body["code"], e.value.body["param"]) == ("content_filter", "messages")
+    r = block.chat.completions.create(model="tiny", messages=ask, max_tokens=FLAG_LEN)
+    assert (r.choices[0].message.content, r.choices[0].finish_reason) == ("", "content_filter")
+    chunks = list(block.chat.completions.create(model="tiny", messages=ask, max_tokens=FLAG_LEN, stream=True))
+    assert chunks[-1].choices[0].finish_reason == "content_filter"
+    assert len("".join(c.choices[0].delta.content or "" for c in chunks)) == 8  # the first 8-token chunk passed
 
 
 def test_ids_out_is_refused_and_logits_served(servers):

@@ -3,20 +3,25 @@
 Endpoints:
 
 - ``GET /healthz`` → ``{"status": "ok", "model": NAME, "version": N}``
-- ``GET /v1/models/{name}`` and ``/v1/models/{name}/metadata`` → TF Serving's model status / metadata JSON
-- ``POST /v1/models/{name}:predict`` → TF Serving's REST predict (:mod:`tfgpt.serve.rest`): ``{"instances":
-  [...]}`` (row) or ``{"inputs": ...}`` (columnar), optional ``"signature_name"``; answers ``{"predictions":
-  ...}`` / ``{"outputs": ...}``.
-- ``POST /v1/completions`` → OpenAI-style completions (:mod:`tfgpt.serve.completions`); with ``"stream":
-  true`` the reply is server-sent events (:mod:`tfgpt.serve.streaming`).
+- TF Serving's REST API (:mod:`tfgpt.serve.rest`): ``GET /v1/models/{name}`` and
+  ``/v1/models/{name}/metadata`` → model status / metadata JSON; ``POST /v1/models/{name}:predict``
+  with ``{"instances": [...]}`` (row) or ``{"inputs": ...}`` (columnar), optional
+  ``"signature_name"``, answers ``{"predictions": ...}`` / ``{"outputs": ...}``.
+- The OpenAI-compatible API (:mod:`tfgpt.serve.openai_api`): ``POST /v1/completions`` and
+  ``/v1/chat/completions`` in OpenAI's request and reply shapes (``"stream": true``: server-sent
+  ``data:`` chunks ending ``data: [DONE]``), ``GET /v1/models`` (OpenAI's model list; the
+  ``/v1/models/{name}`` paths stay TF Serving's). The chat route uses the run's template
+  (:mod:`tfgpt.serve.chat_prompt`).
 
 With ``moderation=RUN2`` a classifier screens every prompt and completion, labelling or blocking them
 (:mod:`tfgpt.serve.moderation`).
 
-Bad requests get a 4xx with ``{"error": "..."}`` (malformed or too deeply nested JSON, missing
-fields, wrong types, ragged lists or shapes, numbers out of the input's dtype range, ``max_new_tokens``
-above the cap, bodies over ``max_body_bytes``); the model runs in a worker thread pool, so the event
-loop keeps serving while requests compute.
+Bad requests get a 4xx naming the field: ``{"error": {"message", "type", "param", "code"}}`` on the
+OpenAI routes (so the ``openai`` client raises e.g. ``BadRequestError`` with the message),
+``{"error": "..."}`` on TF Serving's (malformed or too deeply nested JSON, missing fields, wrong
+types, ragged lists or shapes, numbers out of the input's dtype range, ``max_tokens`` above the
+cap, bodies over ``max_body_bytes``). The model runs in a worker thread pool, so the event loop
+keeps serving while requests compute.
 
 Example:
     >>> serve("export/shakespeare", host="127.0.0.1", port=8501)  # doctest: +SKIP
@@ -25,8 +30,8 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
 import errno
-import functools
 import os
 import socket
 import sys
@@ -36,23 +41,26 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request  # module level: FastAPI resolves the string annotations against them
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from tfgpt.errors import ConfigError
-from tfgpt.serve.completions import completion_reply, parse_completion_body
+from tfgpt.serve import openai_api
+from tfgpt.serve.chat_prompt import export_template
 from tfgpt.serve.errors import BadRequest
 from tfgpt.serve.jsonio import read_json
 from tfgpt.serve.model import DEFAULT_MAX_NEW_TOKENS_CAP, ExportedModel
 from tfgpt.serve.moderation import Flagged, Moderator, flagged_reply
+from tfgpt.serve.replies import error_body, is_openai_route
 from tfgpt.serve.rest import named_inputs, parse_predict_body, predict_reply
-from tfgpt.serve.streaming import open_stream
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_WORKERS = 2
 
 
 class Server:
-    """What the routes share (``app.state.tfgpt``): the model, the pool that runs it, the body limit."""
+    """What the routes share (``app.state.tfgpt``): the model, the pool that runs it, the body limit, the
+    moderator, the chat template (``template``, read from ``template_source``) and the export's time."""
 
     def __init__(self, model: ExportedModel, workers: int, max_body_bytes: int,
                  moderator: Moderator | None = None) -> None:
@@ -60,6 +68,14 @@ class Server:
         self.moderator = moderator
         self.max_body_bytes = max_body_bytes
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tfgpt-serve")
+        self.template, self.template_source = export_template(model.info, model.export_dir)
+        self.created = _created(model.info)
+        if model.python_tokenizer is None:  # the OpenAI routes count usage and build chat prompts with it
+            raise ConfigError(f"{model.export_dir}: its tokenizer/ cannot be loaded (export again with tfgpt export)")
+
+    def describe(self) -> str:
+        """One line for the server's log: the chat template and where it was read."""
+        return f"chat template: {self.template or 'transcript'} ({self.template_source})"
 
     async def predict(self, signature: str, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
         """:meth:`ExportedModel.predict` in the worker pool, so the event loop keeps serving."""
@@ -76,8 +92,28 @@ def _server(request: Request) -> Server:
     return request.app.state.tfgpt
 
 
-async def bad_request(_: Request, exc: BadRequest) -> JSONResponse:
+def _created(info: dict[str, Any]) -> int:
+    """export.json's ``created`` as Unix seconds (0 if it has none)."""
+    try:
+        return int(_dt.datetime.fromisoformat(str(info["created"])).timestamp())
+    except (KeyError, ValueError):
+        return 0
+
+
+async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
+    """A 4xx: OpenAI's error shape on the OpenAI routes, TF Serving's ``{"error": "..."}`` on the others."""
+    if is_openai_route(request.url.path):
+        body = error_body(str(exc), exc.status, getattr(exc, "param", None), getattr(exc, "code", None))
+        return JSONResponse(body, status_code=exc.status)
     return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+
+async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    """Starlette's own errors (405 on a wrong method, 404 on an unknown path), in OpenAI's shape on its routes."""
+    if is_openai_route(request.url.path):
+        return JSONResponse(error_body(str(exc.detail), exc.status_code), status_code=exc.status_code,
+                            headers=exc.headers)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 async def healthz(request: Request) -> dict[str, Any]:
@@ -114,22 +150,6 @@ async def predict(name_verb: str, request: Request) -> JSONResponse:
     return JSONResponse(predict_reply(out, req.row_format))
 
 
-async def completions(request: Request) -> Any:
-    server = _server(request)
-    req = parse_completion_body(await read_json(request, server.max_body_bytes))
-    mod, run = server.moderator, functools.partial(server.predict, "serving_default")
-    if not req.stream and mod is not None:
-        return JSONResponse(await mod.completions(run, req.inputs, server.model.name))
-    if not req.stream:
-        out = await server.predict("serving_default", req.inputs)
-        return JSONResponse(completion_reply(out, server.model.name))
-    if not req.single:
-        raise BadRequest("streaming takes a single prompt string")
-    prompt = (await mod.screen_prompts(req.inputs["prompts"]))[0] if mod is not None else None
-    events = await open_stream(server.model, run, req.inputs)
-    return StreamingResponse(events if mod is None else mod.stream(events, prompt), media_type="text/event-stream")
-
-
 def create_app(
     export_dir: str | os.PathLike,
     max_new_tokens_cap: int = DEFAULT_MAX_NEW_TOKENS_CAP,
@@ -152,11 +172,14 @@ def create_app(
     app.state.tfgpt = Server(model, workers, max_body_bytes, moderator)
     app.add_exception_handler(BadRequest, bad_request)
     app.add_exception_handler(Flagged, flagged_reply)
+    app.add_exception_handler(HTTPException, http_error)
     app.add_api_route("/healthz", healthz, methods=["GET"])
+    app.add_api_route("/v1/models", openai_api.list_models, methods=["GET"])  # OpenAI's; before TF Serving's
     app.add_api_route("/v1/models/{name}", model_status, methods=["GET"])
     app.add_api_route("/v1/models/{name}/metadata", model_metadata, methods=["GET"])
     app.add_api_route("/v1/models/{name_verb}", predict, methods=["POST"])
-    app.add_api_route("/v1/completions", completions, methods=["POST"])
+    app.add_api_route("/v1/completions", openai_api.completions, methods=["POST"])
+    app.add_api_route("/v1/chat/completions", openai_api.chat_completions, methods=["POST"])
     return app
 
 
@@ -199,6 +222,7 @@ def serve(
     app = create_app(export_dir, max_new_tokens_cap=max_new_tokens_cap, max_body_bytes=max_body_bytes,
                      workers=workers, moderation=moderation, moderation_action=moderation_action,
                      moderation_flags=moderation_flags)
+    print(app.state.tfgpt.describe(), file=sys.stderr, flush=True)
     if app.state.tfgpt.moderator is not None:
         print(app.state.tfgpt.moderator.describe(), file=sys.stderr, flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

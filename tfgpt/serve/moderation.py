@@ -10,20 +10,23 @@ first ``block_size`` tokens, as ``classify()`` does.
 Actions (``--moderation-action``):
 
 - ``label`` (default): every reply carries ``"moderation": {"prompt": ..., "completion": ...}`` per
-  choice (``/v1/completions``) or per prediction (``:predict``, ``serving_default``; columnar: a
-  ``moderation`` list in ``outputs``); nothing is withheld.
-- ``block``: a flagged prompt is refused before the LM runs: HTTP 400, ``{"error": "prompt 0 flagged
-  by moderation: label 'spam' (probability 0.97)", "code": "content_filter", "moderation": [...]}``.
-  A flagged completion is withheld: text ``""``, ``num_tokens`` 0 (``:predict``: ids all -1) and, in
-  completions, ``"finish_reason": "content_filter"``, as the OpenAI API does. Replies carry the
-  ``moderation`` fields as in ``label``.
+  choice (``/v1/completions``, ``/v1/chat/completions``; in a stream, on the last chunk's choice) or
+  per prediction (``:predict``, ``serving_default``; columnar: a ``moderation`` list in
+  ``outputs``); nothing is withheld.
+- ``block``: a flagged prompt is refused before the LM runs: HTTP 400. On the OpenAI routes the body
+  is OpenAI's error, ``{"error": {"message": "prompt 0 flagged by moderation: label 'spam'
+  (probability 0.970)", "type": "invalid_request_error", "param": "prompt", "code":
+  "content_filter", "moderation": [...]}}``; on ``:predict`` it is ``{"error": "...", "code":
+  "content_filter", "moderation": [...]}``. A flagged completion is withheld: text ``""`` and
+  ``"finish_reason": "content_filter"``, as the OpenAI API does (``:predict``: ``num_tokens`` 0, ids
+  all -1). Replies carry the ``moderation`` fields as in ``label``.
 
-Streaming: the prompt is screened before the stream opens (a flagged prompt gets the 400). In
-``block`` mode the completion so far is screened before each piece is sent; a flagged one ends the
-stream with ``data: {"text": "", "finish_reason": "content_filter", "moderation": ...}``. Both modes
-end with ``data: {"moderation": {"prompt": ..., "completion": ...}}`` (the whole text) before
-``data: [DONE]``. The ``generate_ids`` signature (ids out, no text to screen) is refused (403)
-while moderation is on; ``logits`` produces no text and is served as is.
+The chat route screens the last user message (the new text; the template around it is the
+server's). Streaming: the prompt is screened before the stream opens (a flagged prompt gets the
+400). In ``block`` mode the completion so far is screened before each piece is sent; a flagged one
+ends the stream with a chunk whose ``finish_reason`` is ``content_filter``. The last chunk's choice
+carries ``moderation`` (the whole text's result). The ``generate_ids`` signature (ids out, no text
+to screen) is refused (403) while moderation is on; ``logits`` produces no text and is served as is.
 
 Example:
     >>> m = Moderator("runs/spam", action="block")  # doctest: +SKIP
@@ -34,7 +37,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,9 +47,9 @@ import numpy as np
 from fastapi.responses import JSONResponse
 
 from tfgpt.errors import ConfigError
-from tfgpt.serve.completions import completion_reply
 from tfgpt.serve.errors import BadRequest
 from tfgpt.serve.jsonio import jsonable
+from tfgpt.serve.replies import error_body, is_openai_route
 from tfgpt.serve.rest import predict_reply
 
 ACTIONS = ("label", "block")
@@ -64,15 +66,19 @@ Classify = Callable[[list[str]], tuple[list[str], np.ndarray]]
 class Flagged(BadRequest):
     """A prompt flagged in ``block`` mode: HTTP 400 whose body also holds the moderation results."""
 
-    def __init__(self, message: str, results: list[dict[str, Any]]) -> None:
+    def __init__(self, message: str, results: list[dict[str, Any]], param: str = "prompt") -> None:
         super().__init__(message, status=400)
-        self.results = results
+        self.results, self.param, self.code = results, param, "content_filter"
 
 
-async def flagged_reply(_: Any, exc: Flagged) -> JSONResponse:
-    """The 400 body of a :class:`Flagged` prompt (registered with FastAPI by ``create_app``)."""
-    return JSONResponse({"error": str(exc), "code": "content_filter", "moderation": exc.results},
-                        status_code=exc.status)
+async def flagged_reply(request: Any, exc: Flagged) -> JSONResponse:
+    """The 400 body of a :class:`Flagged` prompt (registered with FastAPI by ``create_app``): OpenAI's
+    error shape on its routes (the results in ``error.moderation``), else ``{"error", "code", "moderation"}``."""
+    if is_openai_route(request.url.path):
+        body = error_body(str(exc), exc.status, exc.param, exc.code, moderation=exc.results)
+    else:
+        body = {"error": str(exc), "code": exc.code, "moderation": exc.results}
+    return JSONResponse(body, status_code=exc.status)
 
 
 def _from_run(path: Path) -> tuple[Classify, list[str]]:
@@ -162,27 +168,27 @@ class Moderator:
     def withholds(self, result: dict[str, Any]) -> bool:
         return self.action == "block" and result["flagged"]
 
-    async def screen_prompts(self, prompts: list[str]) -> list[dict[str, Any]]:
-        """Each prompt's result; in ``block`` mode a flagged prompt raises :class:`Flagged` (the 400)."""
+    async def screen_prompts(self, prompts: list[str], names: Sequence[str] | None = None,
+                             param: str = "prompt") -> list[dict[str, Any]]:
+        """Each prompt's result; in ``block`` mode a flagged prompt raises :class:`Flagged` (the 400), named
+        as in ``names`` (default ``prompt 0``, ``prompt 1``, ...; ``param`` is the request field)."""
         results = await self.acheck(prompts)
         bad = [i for i, r in enumerate(results) if self.withholds(r)]
         if bad:
-            r = results[bad[0]]
-            raise Flagged(f"prompt {bad[0]} flagged by moderation: label {r['label']!r} "
-                          f"(probability {r['probability']:.3f})", results)
+            r, name = results[bad[0]], names[bad[0]] if names else f"prompt {bad[0]}"
+            raise Flagged(f"{name} flagged by moderation: label {r['label']!r} (probability {r['probability']:.3f})",
+                          results, param)
         return results
 
-    async def completions(self, predict: Callable[[dict[str, Any]], Awaitable[dict[str, np.ndarray]]],
-                          inputs: dict[str, Any], model_name: str) -> dict[str, Any]:
-        """A non-streamed ``/v1/completions`` reply, with prompts screened first and completions after."""
-        prompts = await self.screen_prompts(inputs["prompts"])
-        reply = completion_reply(await predict(inputs), model_name)
-        results = await self.acheck([c["text"] for c in reply["choices"]])
-        for choice, p, r in zip(reply["choices"], prompts, results, strict=True):
-            choice["moderation"] = {"prompt": p, "completion": r}
-            if self.withholds(r):
-                choice.update(text="", num_tokens=0, finish_reason="content_filter")
-        return reply
+    async def screen_choices(self, choices: list[Any], prompts: list[dict[str, Any]]) -> list[Any]:
+        """Finished choices (:class:`~tfgpt.serve.replies.Choice`) with their results; in ``block`` mode a
+        flagged completion is withheld: text ``""``, ``finish_reason`` ``content_filter``."""
+        results = await self.acheck([c.text for c in choices])
+        out = []
+        for choice, p, r in zip(choices, prompts, results, strict=True):
+            choice = choice._replace(moderation={"prompt": p, "completion": r})
+            out.append(choice._replace(text="", finish_reason="content_filter") if self.withholds(r) else choice)
+        return out
 
     async def predict(self, predict: Callable[[str, dict[str, Any]], Awaitable[dict[str, np.ndarray]]],
                       model: Any, signature: str, inputs: dict[str, Any], row_format: bool) -> dict[str, Any]:
@@ -208,31 +214,24 @@ class Moderator:
             reply["outputs"]["moderation"] = mods
         return reply
 
-    async def stream(self, events: AsyncIterator[str], prompt: dict[str, Any]) -> AsyncIterator[str]:
-        """``events`` (``streaming.sse_events``) with the completion screened: see the module docstring."""
+    async def screen(self, deltas: AsyncIterator[Any], prompt: dict[str, Any]) -> AsyncIterator[Any]:
+        """A stream of :class:`~tfgpt.serve.streaming.Delta` s with the completion screened: in ``block``
+        mode the text so far is checked before each piece is sent, and a flagged one ends the stream
+        (``finish_reason`` ``content_filter``); the last delta carries the results for the whole text."""
         text, last = "", None  # last: the result for ``text`` as it stands, if already computed
         try:
-            async for event in events:
-                data = event.removeprefix("data: ").strip()
-                payload = {} if data == "[DONE]" else json.loads(data)
-                piece = payload.get("text", "") if isinstance(payload, dict) else ""
-                if data == "[DONE]":
-                    last = last or (await self.acheck([text]))[0]
-                    yield f"data: {json.dumps({'moderation': {'prompt': prompt, 'completion': last}})}\n\n"
-                elif piece and self.action == "block":
-                    last = (await self.acheck([text + piece]))[0]
-                    if last["flagged"]:
-                        end = {"text": "", "finish_reason": "content_filter",
-                               "moderation": {"prompt": prompt, "completion": last}}
-                        yield f"data: {json.dumps(end)}\n\n"
-                        yield "data: [DONE]\n\n"
-                        return
-                elif piece:
-                    last = None
-                text += piece
-                yield event
-        except BadRequest as e:  # the status is sent: report in the stream, then end it
-            yield f"data: {json.dumps({'error': str(e)})}\n\n"
-            yield "data: [DONE]\n\n"
+            async for d in deltas:
+                if d.finish_reason is not None:
+                    if last is None or d.text:
+                        last = (await self.acheck([text + d.text]))[0]
+                    yield d._replace(moderation={"prompt": prompt, "completion": last})
+                    return
+                last = (await self.acheck([text + d.text]))[0] if self.action == "block" else None
+                if last is not None and last["flagged"]:
+                    yield d._replace(text="", finish_reason="content_filter",
+                                     moderation={"prompt": prompt, "completion": last})
+                    return
+                text += d.text
+                yield d
         finally:
-            await events.aclose()
+            await deltas.aclose()
