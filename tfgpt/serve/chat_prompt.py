@@ -10,8 +10,9 @@ from, if that run dir is still there; with neither, the plain transcript.
   end-of-text or at ``"\\n\\n### "``.
 - transcript (any other run): system messages first, one line each, then each user message as
   ``"You: TEXT\\n"`` and each assistant message as ``"Model:TEXT\\n"``, ending ``"You: LAST\\nModel:"``
-  (markers only when the vocabulary can spell them, as in chat); the oldest turns are dropped
-  while the prompt is over ``block_size`` tokens. The reply ends at end-of-text or ``"\\nYou:"``.
+  (markers only when the vocabulary can spell them, as in chat); the oldest turns (a user message
+  and the replies after it) are dropped while the prompt is over ``block_size`` tokens. The reply
+  ends at end-of-text or ``"\\nYou:"``.
 
 Example:
     >>> from tfgpt.tokenizers import CharTokenizer
@@ -74,12 +75,14 @@ def chat_prompt(messages: list[tuple[str, str]], template: str | None, tokenizer
         raise ConfigError(f"unknown chat template {template!r}")
     user, bot = role_markers(tokenizer)
     system = "".join(text + "\n" for role, text in messages if role == "system")
-    turns = [f"{user}{text.rstrip()}\n" if role == "user" else f"{bot}{text}\n"
+    turns = [(role, f"{user}{text.rstrip()}\n" if role == "user" else f"{bot}{text}\n")
              for role, text in messages[:-1] if role != "system"]
     said = f"{user}{messages[-1][1].rstrip()}\n{bot}"
-    while turns and _length(tokenizer, system + "".join(turns) + said) > block_size:
-        turns.pop(0)
-    return system + "".join(turns) + said, ["\n" + USER.strip()] if user else []
+    while turns and _length(tokenizer, system + "".join(t for _, t in turns) + said) > block_size:
+        turns.pop(0)  # a whole turn, as chat drops it: the user's line and the replies after it
+        while turns and turns[0][0] == "assistant":
+            turns.pop(0)
+    return system + "".join(t for _, t in turns) + said, ["\n" + USER.strip()] if user else []
 
 
 def _length(tokenizer: Any, text: str) -> int:
