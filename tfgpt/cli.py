@@ -217,7 +217,8 @@ def cmd_finetune_classify(args: argparse.Namespace) -> int:
     metrics = finetune_classify(args.run, args.data, args.out, trainable=args.trainable, balance_classes=args.balance,
                                 epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                 lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, quantize=args.quantize,
-                                resume=args.resume)
+                                resume=args.resume, clip=args.clip, accumulate=args.accumulate,
+                                precision=args.precision)
     _json_out({"run": str(args.out), **metrics})
     return 0
 
@@ -227,7 +228,8 @@ def cmd_finetune_instruct(args: argparse.Namespace) -> int:
 
     metrics = finetune_instruct(args.run, args.data, args.out, mask_prompt=args.mask_prompt, epochs=args.epochs,
                                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, trainable=args.trainable,
-                                lora_rank=args.lora_rank, max_new_tokens=args.max_new_tokens)
+                                lora_rank=args.lora_rank, max_new_tokens=args.max_new_tokens, resume=args.resume,
+                                clip=args.clip, accumulate=args.accumulate, precision=args.precision)
     _json_out({"run": str(args.out), **metrics})
     return 0
 
@@ -237,7 +239,8 @@ def cmd_finetune_prefer(args: argparse.Namespace) -> int:
 
     metrics = finetune_prefer(args.run, args.data, args.out, beta=args.beta, epochs=args.epochs,
                               batch_size=args.batch_size, lr=args.lr, seed=args.seed, trainable=args.trainable,
-                              lora_rank=args.lora_rank, eval_every=args.eval_every)
+                              lora_rank=args.lora_rank, eval_every=args.eval_every, resume=args.resume,
+                              clip=args.clip, accumulate=args.accumulate, precision=args.precision)
     _json_out({"run": str(args.out), **metrics})
     return 0
 
@@ -387,7 +390,6 @@ def _finetune_parser(add: Adder) -> None:
     c.add_argument("--lora-alpha", type=float, default=None, help="LoRA scale numerator (default: the rank)")
     c.add_argument("--quantize", choices=["int8"], default=None,
                    help="QLoRA-style: quantize the frozen base to int8 (needs --trainable lora)")
-    c.add_argument("--resume", action="store_true", help="continue an interrupted run from RUN2.partial/")
     i = tasks.add_parser("instruct", help="instruction-tune on Alpaca-style JSON (loss on the responses)")
     i.set_defaults(func=cmd_finetune_instruct)
     i.add_argument("--run", required=True, help="the run to start from (trained or imported)")
@@ -416,6 +418,18 @@ def _finetune_parser(add: Adder) -> None:
     d.add_argument("--lr", type=float, default=5e-6)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--eval-every", type=int, default=50, help="val every N steps (0: only at epoch ends)")
+    for task in (c, i, d):
+        _finetune_stack_args(task)
+
+
+def _finetune_stack_args(p: argparse.ArgumentParser) -> None:
+    """The training-stack flags every finetune task takes (tfgpt.finetune.stack checks them)."""
+    p.add_argument("--clip", type=float, default=1.0, metavar="NORM",
+                   help="clip gradients to this global norm (0: off; default 1.0, as tfgpt train)")
+    p.add_argument("--accumulate", type=int, default=1, metavar="N", help="average N batches into one optimizer step")
+    p.add_argument("--precision", default="float32", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+                   help="compute precision (as tfgpt train; auto: mixed_float16 on a GPU, else float32)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from RUN2.partial/")
 
 
 def _classify_parser(add: Adder) -> None:

@@ -9,58 +9,22 @@ import keras
 import numpy as np
 import pytest
 
+from tests.finetune.helpers import LORA_ARGS as ARGS
+from tests.finetune.helpers import Grab, InterruptAt, Stop
 from tfgpt.cli import main
 from tfgpt.finetune.classify import classify, encode_texts, finetune_classify, load_classifier
 from tfgpt.finetune.labelled import read_labelled
 from tfgpt.finetune.lora import enable_lora_on, freeze, lora_dense_layers
-from tfgpt.model.gpt import GPT
-from tfgpt.runs import save_run
-from tfgpt.tokenizers.char import CharTokenizer
-
-# jit_compile=False: on a model this small the XLA compile takes longer than the training
-ARGS = dict(trainable="lora", lora_rank=4, balance_classes=True, epochs=2, batch_size=8, lr=3e-3, seed=0,
-            jit_compile=False)
-
-
-class Stop(Exception):
-    """What the interrupting callback raises (as a Ctrl-C or a killed job would stop the run)."""
-
-
-class InterruptAt(keras.callbacks.Callback):
-    """Raise :class:`Stop` when epoch ``epoch`` (0-based) begins: the epochs before it are checkpointed."""
-
-    def __init__(self, epoch: int) -> None:
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        if epoch == self.epoch:
-            raise Stop
-
-
-class Grab(keras.callbacks.Callback):
-    """Keeps the trained in-memory model for comparison with its reloaded copy."""
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        self.trained = self.model
 
 
 @pytest.fixture(scope="module")
-def sms(fixtures_dir, tmp_path_factory):
-    """The first 120 rows of the vendored SMS slice (balanced: 16 spam + 16 ham, 22 train rows)."""
-    rows = (fixtures_dir / "finetune" / "SMSSpamCollection-200.tsv").read_text(encoding="utf-8").splitlines()
-    path = tmp_path_factory.mktemp("data") / "sms.tsv"
-    path.write_text("\n".join(rows[:120]) + "\n", encoding="utf-8")
-    return path
+def sms(sms120):
+    return sms120
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, sms):
-    tok = CharTokenizer.train([r.text for r in read_labelled(sms)] + ["~"], special_tokens=["<|endoftext|>"])
-    keras.utils.set_random_seed(0)
-    gpt = GPT(vocab_size=tok.vocab_size, block_size=48, n_layer=1, n_head=2, n_embd=32)
-    gpt.build((None, None))
-    return save_run(tmp_path_factory.mktemp("base") / "run", gpt, tok)
+def tiny_run(sms_run):
+    return sms_run
 
 
 def _interrupted_then_resumed(run, sms, out, **kw):
@@ -101,8 +65,9 @@ def test_int8_lora_resume_equals_an_uninterrupted_run(int8_runs):
 
 
 @pytest.mark.slow
-def test_float32_lora_resume_through_the_cli_equals_an_uninterrupted_run(tiny_run, sms, tmp_path, capsys):
-    straight = finetune_classify(tiny_run, sms, tmp_path / "straight", **ARGS)
+def test_float32_lora_resume_through_the_cli_equals_an_uninterrupted_run(lora_classifier, tiny_run, sms, tmp_path,
+                                                                         capsys):
+    straight_dir, straight, _ = lora_classifier
     with pytest.raises(Stop):
         finetune_classify(tiny_run, sms, tmp_path / "resumed", callbacks=[InterruptAt(1)], **ARGS)
     assert capsys.readouterr().err.splitlines()[-1] == (
@@ -113,7 +78,8 @@ def test_float32_lora_resume_through_the_cli_equals_an_uninterrupted_run(tiny_ru
     out = capsys.readouterr().out
     resumed = {k: v for k, v in json.loads(out[out.index("{"):]).items() if k != "run"}
     assert rc == 0 and "Epoch 2/2" in out and "Epoch 1/1" not in out  # only the missing epoch ran
-    _assert_same_run(tmp_path / "straight", tmp_path / "resumed", straight, resumed, atol=1e-5)
+    assert f"resuming {tmp_path / 'resumed.partial'} after epoch 1 of 2 (" in out
+    _assert_same_run(straight_dir, tmp_path / "resumed", straight, resumed, atol=1e-5)
 
 
 def test_int8_lora_trains_and_reloads(int8_runs, sms):

@@ -35,7 +35,7 @@ def trained(tiny_run, sms, tmp_path_factory):
     out = tmp_path_factory.mktemp("ft") / "spam"
     with pytest.warns(UserWarning, match="longer than block_size 64: truncated"):
         metrics = finetune_classify(tiny_run, sms, out, trainable="all", balance_classes=True,
-                                    epochs=6, batch_size=8, lr=2e-3, seed=0)
+                                    epochs=6, batch_size=8, lr=2e-3, seed=0, jit_compile=False)
     return out, metrics
 
 
@@ -117,7 +117,8 @@ def test_classify_refuses_a_plain_run(tiny_run):
 def test_head_mode_leaves_the_backbone_unchanged(tiny_run, sms, tmp_path, capsys):
     import tfgpt
 
-    metrics = finetune_classify(tiny_run, sms, tmp_path / "head", trainable="head", balance_classes=True, epochs=1)
+    metrics = finetune_classify(tiny_run, sms, tmp_path / "head", trainable="head", balance_classes=True, epochs=1,
+                                jit_compile=False)
     assert (metrics["trainable_params"], "trainable parameters: 66 of ") == (66, capsys.readouterr().out[:28])
     base, _ = tfgpt.load(tiny_run)
     model, _, _ = load_classifier(tmp_path / "head")
@@ -125,13 +126,13 @@ def test_head_mode_leaves_the_backbone_unchanged(tiny_run, sms, tmp_path, capsys
         np.testing.assert_array_equal(np.asarray(after), np.asarray(before))
 
 
-def test_lora_mode_trains_lora_and_head_only(tiny_run, sms, tmp_path):
-    # head 32·2 + 2; rank-2 LoRA on c_attn (32→96), attn proj (32→32), c_fc (32→128), mlp proj (128→32)
-    expected = 66 + (32 * 2 + 2 * 96) + (32 * 2 + 2 * 32) + (32 * 2 + 2 * 128) + (128 * 2 + 2 * 32)
-    metrics = finetune_classify(tiny_run, sms, tmp_path / "lora", trainable="lora", lora_rank=2,
-                                balance_classes=True, epochs=1)
+def test_lora_mode_trains_lora_and_head_only(lora_classifier):
+    out, metrics, _ = lora_classifier  # the session's LoRA run: rank 4, on the 120-row slice
+    # head 32·2 + 2; rank-4 LoRA on c_attn (32→96), attn proj (32→32), c_fc (32→128), mlp proj (128→32)
+    expected = 66 + (32 * 4 + 4 * 96) + (32 * 4 + 4 * 32) + (32 * 4 + 4 * 128) + (128 * 4 + 4 * 32)
     assert metrics["trainable_params"] == expected
-    assert [label for label, _ in classify(tmp_path / "lora", ["hi"])][0] in ("ham", "spam")
+    assert read_yaml(out / "config.yaml")["classifier"]["lora_rank"] == 4
+    assert [label for label, _ in classify(out, ["hi"])][0] in ("ham", "spam")
 
 
 def test_gpt2_vocabulary_pads_with_endoftext(sms, tmp_path):
@@ -142,7 +143,8 @@ def test_gpt2_vocabulary_pads_with_endoftext(sms, tmp_path):
     keras.utils.set_random_seed(0)
     gpt = GPT(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=32)
     run = save_run(tmp_path / "gpt2ish", gpt, tok)
-    finetune_classify(run, sms, tmp_path / "out", trainable="last-block", balance_classes=True, epochs=1)
+    finetune_classify(run, sms, tmp_path / "out", trainable="last-block", balance_classes=True, epochs=1,
+                      jit_compile=False)
     model, tok2, labels = load_classifier(tmp_path / "out")
     assert (model.pad_id, labels, read_yaml(tmp_path / "out" / "config.yaml")["classifier"]["pad_id"]) == (
         50256, ["ham", "spam"], 50256)

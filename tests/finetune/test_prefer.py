@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -11,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 import tfgpt
-from tests.finetune.helpers import char_tokenizer
+from tests.finetune.helpers import InterruptAt, Stop, assert_same_metrics, assert_same_weights, char_tokenizer
 from tests.finetune.helpers import tiny_run as tiny_run_dir
 from tfgpt.cli import main
 from tfgpt.config import read_yaml
@@ -19,6 +22,7 @@ from tfgpt.finetune.dpo import pairs_from_instructions
 from tfgpt.finetune.instruct import format_example, read_instruction_data
 from tfgpt.finetune.prefer import (
     METRICS,
+    DPOModel,
     PreferenceBatches,
     encode_preference,
     finetune_prefer,
@@ -230,3 +234,51 @@ def test_a_non_empty_out_is_refused(base, tmp_path, capsys):
     want = f"tfgpt finetune: error: --out {tmp_path / 'out'} already exists and is not empty\n"
     assert capsys.readouterr().err == want
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
+
+
+@pytest.fixture(scope="module")
+def resumed(tuned, base, prefs, tmp_path_factory):
+    """``tuned``'s run again, interrupted before epoch 3 of 3 and resumed: ``(out, metrics, printed)``."""
+    out = tmp_path_factory.mktemp("resume") / "dpo"
+    args = dict(beta=1.0, epochs=EPOCHS, batch_size=BATCH, lr=3e-3, eval_every=EVAL_EVERY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the pairs over block_size (tested above)
+        with pytest.raises(Stop):
+            finetune_prefer(base, prefs, out, callbacks=[InterruptAt(2)], **args)
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            metrics = finetune_prefer(base, prefs, out, resume=True, **args)
+    return out, metrics, printed.getvalue()
+
+
+@pytest.mark.slow
+def test_resume_equals_an_uninterrupted_run(tuned, resumed):
+    straight_dir, straight, _ = tuned
+    out, metrics, printed = resumed
+    assert f"resuming {out.parent / 'dpo.partial'} after epoch 2 of 3 (" in printed
+    assert "Epoch 3/3" in printed and "Epoch 2/3" not in printed  # only the missing epoch ran
+    assert_same_metrics(straight, metrics)
+    assert_same_weights(tfgpt.load(straight_dir)[0], tfgpt.load(out)[0])
+    # train steps, and val before training, every 5 steps and at the epoch ends: the same lines in both
+    assert read_steps(out) == read_steps(straight_dir)
+    assert (out / "logs" / "metrics.csv").read_text() == (straight_dir / "logs" / "metrics.csv").read_text()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["dpo"]  # no .partial left
+
+
+def test_the_dpo_train_step_clips_and_accumulates_in_the_optimizer(base, pairs, tokenizer):
+    """DPOModel.train_step hands raw gradients to optimizer.apply, which accumulates and clips: with SGD
+    at lr 1, nothing moves on the first micro-batch and the second moves the weights by the clipped mean."""
+    policy, _ = tfgpt.load(base)
+    model = DPOModel(policy, tfgpt.load(base)[0], beta=1.0)
+    sgd = keras.optimizers.SGD(learning_rate=1.0, global_clipnorm=1e-3)
+    sgd.gradient_accumulation_steps = 2  # as make_finetune_optimizer sets it
+    model.compile(optimizer=sgd, jit_compile=False)
+    x, y = PreferenceBatches([encode_preference(p, tokenizer) for p in pairs[:2]], 2, tokenizer.eot_id, max_len=256)[0]
+    start = [np.array(w) for w in policy.trainable_weights]
+    model.train_on_batch(x, y)
+    assert all(np.array_equal(np.array(w), s) for w, s in zip(policy.trainable_weights, start, strict=True))
+    model.train_on_batch(x, y)
+    step = np.sqrt(sum(((np.array(w) - s) ** 2).sum() for w, s in zip(policy.trainable_weights, start,
+                                                                        strict=True)))
+    assert step == pytest.approx(1e-3, rel=1e-3)  # the norm of the mean gradient is far above 1e-3
+    assert int(sgd.iterations) == 1

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import warnings
 
 import keras
 import numpy as np
 import pytest
 
 import tfgpt
-from tests.finetune.helpers import char_tokenizer
+from tests.finetune.helpers import Grab, InterruptAt, Stop, assert_same_metrics, assert_same_weights, char_tokenizer
 from tests.finetune.helpers import tiny_run as tiny_run_dir
 from tfgpt.cli import main
 from tfgpt.config import read_yaml
@@ -222,3 +225,63 @@ def test_a_test_prompt_over_block_size_is_cropped_with_one_warning(tokenizer, en
     assert [str(w.message) for w in caught] == [
         "2 of 2 test prompts are longer than block_size 200: generated from their last 200 tokens"]
     assert len(said) == 2
+
+
+# accumulate 2 over 3 batches an epoch: the accumulator holds a micro-batch across the interruption
+RESUME_ARGS = dict(epochs=2, batch_size=4, lr=3e-3, max_new_tokens=0, clip=0.5, accumulate=2,
+                   precision="float32")  # precision: tests/finetune/test_stack.py
+
+
+@pytest.fixture(scope="module")
+def resume_pair(base, entries, tmp_path_factory):
+    """An uninterrupted run and one interrupted before epoch 2 of 2 and resumed, on 12 entries (10 train)."""
+    root = tmp_path_factory.mktemp("resume")
+    data = root / "twelve.json"
+    data.write_text(json.dumps(entries[:12]))
+    grab = Grab()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the examples over block_size (tested above)
+        straight = finetune_instruct(base, data, root / "straight", callbacks=[grab], **RESUME_ARGS)
+        with pytest.raises(Stop):
+            finetune_instruct(base, data, root / "resumed", callbacks=[InterruptAt(1)], **RESUME_ARGS)
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            resumed = finetune_instruct(base, data, root / "resumed", resume=True, **RESUME_ARGS)
+    return root, straight, resumed, grab.trained, printed.getvalue()
+
+
+@pytest.mark.slow
+def test_resume_equals_an_uninterrupted_run(resume_pair):
+    root, straight, resumed, _, printed = resume_pair
+    assert f"resuming {root / 'resumed.partial'} after epoch 1 of 2 (" in printed
+    assert "Epoch 2/2" in printed and "Epoch 1/2" not in printed  # only the missing epoch ran
+    assert_same_metrics(straight, resumed)
+    assert_same_weights(tfgpt.load(root / "straight")[0], tfgpt.load(root / "resumed")[0])
+    for name in ("responses.json", "logs/metrics.csv"):
+        assert (root / "resumed" / name).read_text() == (root / "straight" / name).read_text(), name
+    assert sorted(p.name for p in root.iterdir()) == ["resumed", "straight", "twelve.json"]  # no .partial left
+    assert sorted(p.name for p in (root / "resumed").iterdir()) == ["config.yaml", "logs", "model.keras",
+                                                                    "responses.json", "tokenizer"]
+
+
+def test_clip_and_accumulate_reach_the_training(resume_pair):
+    root, straight, _, trained, _ = resume_pair
+    opt = trained.optimizer
+    assert (opt.global_clipnorm, opt.gradient_accumulation_steps) == (0.5, 2)
+    assert int(opt.iterations) == 3  # 6 micro-batches, 2 per update
+    assert straight["val_loss_after"] < straight["val_loss_before"] - 0.05  # it trains
+    section = read_yaml(root / "straight" / "config.yaml")["instruct"]
+    assert (section["clip"], section["accumulate"], section["precision"]) == (0.5, 2, "float32")
+
+
+@pytest.mark.parametrize("task", ["instruct", "prefer"])
+def test_a_partial_run_needs_resume_and_resume_needs_one(task, base, tmp_path, capsys):
+    argv = ["finetune", task, "--run", str(base), "--data", str(tmp_path / "d.json"), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--resume"]) == 2
+    assert capsys.readouterr().err == (f"tfgpt finetune: error: --resume: no interrupted run to continue "
+                                       f"({tmp_path / 'o.partial'} not found)\n")
+    (tmp_path / "o.partial").mkdir()
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (f"tfgpt finetune: error: {tmp_path / 'o.partial'} holds an interrupted run: "
+                                       "pass --resume to continue it, or delete it\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.partial"]

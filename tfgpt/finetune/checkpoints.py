@@ -29,6 +29,9 @@ import json
 import os
 import re
 import shutil
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ import numpy as np
 
 from tfgpt.atomic import staged_dir, write_text_atomic
 from tfgpt.errors import ConfigError, RunDirError
+from tfgpt.layout import LOGS_DIR
 
 MANIFEST_JSON = "manifest.json"
 CHECKPOINTS_DIR = "checkpoints"
@@ -89,10 +93,11 @@ def latest_epoch(work: Path) -> int | None:
     return dirs[-1][0] if dirs else None
 
 
-def _variables(model: keras.Model) -> list[Any]:
+def _variables(model: keras.Model, optimizer: Any = None) -> list[Any]:
     """What a checkpoint holds: the model's variables (weights, LoRA, int8 scales, RNG state), then
-    the optimizer's (step count, moments)."""
-    return list(model.variables) + list(model.optimizer.variables)
+    the optimizer's (step count, moments, gradient accumulators); ``optimizer`` defaults to the
+    model's own (DPO saves its policy with the optimizer of the wrapper that trains it)."""
+    return list(model.variables) + list((optimizer or model.optimizer).variables)
 
 
 def _shape_key(v: Any) -> str:
@@ -101,12 +106,12 @@ def _shape_key(v: Any) -> str:
     return f"{re.sub(r'_[0-9]+', '', v.path)}{list(v.shape)}"
 
 
-def save_epoch(work: Path, model: keras.Model, epoch: int, logs: dict[str, float]) -> None:
+def save_epoch(work: Path, model: keras.Model, epoch: int, logs: dict[str, Any], optimizer: Any = None) -> None:
     """Write ``checkpoints/epoch-NNNN`` (``epoch`` epochs done) atomically; drop the older ones."""
     root = work / CHECKPOINTS_DIR
     root.mkdir(exist_ok=True)
     with staged_dir(root / f"epoch-{epoch:04d}") as tmp:
-        variables = _variables(model)
+        variables = _variables(model, optimizer)
         arrays = {f"v{i}": np.asarray(keras.ops.convert_to_numpy(v)) for i, v in enumerate(variables)}
         arrays["keys"] = np.array([_shape_key(v) for v in variables], dtype=np.str_)
         with open(tmp / "state.npz", "wb") as f:
@@ -117,22 +122,22 @@ def save_epoch(work: Path, model: keras.Model, epoch: int, logs: dict[str, float
             shutil.rmtree(path, ignore_errors=True)
 
 
-def restore_epoch(work: Path, model: keras.Model) -> tuple[int, dict[str, float]]:
+def restore_epoch(work: Path, model: keras.Model, optimizer: Any = None) -> tuple[int, dict[str, Any]]:
     """Load the newest checkpoint into a compiled ``model`` (its optimizer is built here);
     returns ``(epochs done, that epoch's logs)``."""
     epoch = latest_epoch(work)
     if epoch is None:
         return 0, {}
     path = work / CHECKPOINTS_DIR / f"epoch-{epoch:04d}"
-    model.optimizer.build(model.trainable_variables)
-    variables = _variables(model)
+    (optimizer or model.optimizer).build(model.trainable_variables)
+    variables = _variables(model, optimizer)
     with np.load(path / "state.npz", allow_pickle=False) as data:
         if [str(k) for k in data["keys"]] != [_shape_key(v) for v in variables]:
             raise ConfigError(f"{path}: the checkpoint's variables do not match this model (changed code or flags?)")
         for i, v in enumerate(variables):
             v.assign(data[f"v{i}"])
     state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-    return int(state["epoch"]), {k: float(x) for k, x in state["logs"].items()}
+    return int(state["epoch"]), state["logs"]
 
 
 def clear_work(work: Path) -> None:
@@ -146,3 +151,72 @@ def truncate_csv(path: Path, epochs_done: int) -> None:
     if path.is_file():
         lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
         write_text_atomic(path, "".join(lines[: 1 + epochs_done]) if epochs_done else "")
+
+
+def check_work(out: Path, resume: bool) -> Path:
+    """``OUT.partial``; refuse a leftover partial run without ``resume``, and ``resume`` without one."""
+    work = partial_dir(out)
+    if resume and not work.is_dir():
+        raise RunDirError(f"--resume: no interrupted run to continue ({work} not found)")
+    if not resume and work.exists():
+        raise ConfigError(f"{work} holds an interrupted run: pass --resume to continue it, or delete it")
+    return work
+
+
+def start_work(work: Path, resume: bool, manifest: dict[str, Any]) -> None:
+    """Check the manifest of a resumed run, or create ``OUT.partial`` with one and ``logs/`` (atomically)."""
+    if resume:
+        check_manifest(work, manifest)
+        return
+    with staged_dir(work) as stage:
+        (stage / LOGS_DIR).mkdir()
+        write_manifest(stage, manifest)
+
+
+def finish_work(work: Path, out: Path) -> None:
+    """Drop the checkpoints and manifest of a finished ``work`` dir and rename it to ``out``."""
+    clear_work(work)
+    if out.exists():
+        out.rmdir()  # checked empty before training
+    os.replace(work, out)
+
+
+@contextmanager
+def keeps_finished_epochs(work: Path) -> Iterator[None]:
+    """On any exception (a crash, Ctrl-C, SIGTERM's KeyboardInterrupt) say how to continue, and re-raise."""
+    try:
+        yield
+    except BaseException:
+        print(f"{work} keeps the finished epochs: rerun with the same arguments and --resume to continue",
+              file=sys.stderr)
+        raise
+
+
+def run_epochs(work: Path, model: keras.Model, epochs: int, fit_epoch: Callable[[int], dict[str, Any]],
+               optimizer: Any = None) -> tuple[int, dict[str, Any]]:
+    """Restore the newest checkpoint, then ``fit_epoch(e)`` for each epoch left, checkpointing after each.
+
+    ``logs/metrics.csv`` is cut back to the restored epochs (a CSVLogger appends the rest). Returns
+    ``(epochs restored, the last epoch's logs)``; a resume says where it starts.
+    """
+    done, last = restore_epoch(work, model, optimizer)
+    if done:
+        print(f"resuming {work} after epoch {done} of {epochs} "
+              f"({work / CHECKPOINTS_DIR / f'epoch-{done:04d}'})")
+    truncate_csv(work / LOGS_DIR / "metrics.csv", done)
+    for epoch in range(done, epochs):
+        last = fit_epoch(epoch)
+        save_epoch(work, model, epoch + 1, last, optimizer)
+    return done, last
+
+
+def remembered(work: Path, name: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``compute()``, kept in ``checkpoints/NAME.json`` so a resumed run reuses it (e.g. the starting
+    model's scores, measured once before training); removed with the checkpoints."""
+    path = work / CHECKPOINTS_DIR / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    value = compute()
+    path.parent.mkdir(exist_ok=True)
+    write_text_atomic(path, json.dumps(value) + "\n")
+    return value

@@ -16,7 +16,6 @@ backbone's ``block_size`` are truncated to their first ``block_size`` tokens wit
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,18 +23,16 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfgpt.atomic import staged_dir
 from tfgpt.config import load_model_config, read_yaml, save_model_config
 from tfgpt.errors import ConfigError, RunDirError
 from tfgpt.finetune import checkpoints as ckpt
 from tfgpt.finetune.classifier import GPTClassifier, pad_batch
 from tfgpt.finetune.labelled import Record, balance, label_names, read_labelled, split
 from tfgpt.finetune.lora import enable_lora_on, freeze, param_counts, quantize_base
+from tfgpt.finetune.stack import DEFAULT_CLIP, check_stack, make_finetune_optimizer, with_precision
 from tfgpt.model.gpt import GPT
 from tfgpt.runs import CONFIG_YAML, LOGS_DIR, MODEL_KERAS, TOKENIZER_DIR, check_run_dir, load
 from tfgpt.tokenizers import load_tokenizer
-from tfgpt.train.config import TrainConfig
-from tfgpt.train.optim import make_optimizer
 
 TRAINABLE = ("head", "last-block", "all", "lora")
 QUANTIZE = ("int8",)
@@ -87,16 +84,6 @@ def check_out(run: str | os.PathLike, out: str | os.PathLike) -> Path:
     return out_path
 
 
-def check_work(out: Path, resume: bool) -> Path:
-    """``OUT.partial``; refuse a leftover partial run without ``resume``, and ``resume`` without one."""
-    work = ckpt.partial_dir(out)
-    if resume and not work.is_dir():
-        raise RunDirError(f"--resume: no interrupted run to continue ({work} not found)")
-    if not resume and work.exists():
-        raise ConfigError(f"{work} holds an interrupted run: pass --resume to continue it, or delete it")
-    return work
-
-
 def _arrays(tokenizer: Any, records: list[Record], labels: list[str], block_size: int) -> tuple[Any, Any]:
     """``(ids, class ids)`` of ``records``, or None for an empty split."""
     if not records:
@@ -105,11 +92,10 @@ def _arrays(tokenizer: Any, records: list[Record], labels: list[str], block_size
     return ids, np.array([labels.index(r.label) for r in records], dtype=np.int32)
 
 
-def _compile(model: GPTClassifier, lr: float, steps: int, jit_compile: bool | str = "auto") -> None:
-    """AdamW from the training stack (warmup-free cosine to lr/10, no decay on norms/biases)."""
-    cfg = TrainConfig(max_steps=max(steps, 1), learning_rate=lr, min_lr=lr / 10, warmup_steps=0)
+def _compile(model: GPTClassifier, lr: float, steps: int, jit_compile: bool | str, stack: dict[str, Any]) -> None:
+    """AdamW from the training stack (:func:`tfgpt.finetune.stack.make_finetune_optimizer`)."""
     model.compile(
-        optimizer=make_optimizer(cfg, model),
+        optimizer=make_finetune_optimizer(model, lr, steps, **stack),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=jit_compile,
@@ -136,18 +122,18 @@ def _fit(model: GPTClassifier, data: dict[str, Any], work: Path, opts: dict[str,
     returns the final metrics. Each epoch's order is a permutation seeded by ``(seed, epoch)``,
     so a resumed run sees the batches an uninterrupted one would."""
     logs = work / LOGS_DIR
-    done, last = ckpt.restore_epoch(work, model)
-    ckpt.truncate_csv(logs / "metrics.csv", done)
     cbs = [_TestEval(data["test"], opts["batch_size"])] if data["test"] is not None else []
     cbs += [keras.callbacks.CSVLogger(str(logs / "metrics.csv"), append=True),
             keras.callbacks.TensorBoard(str(logs), write_graph=False), *callbacks]
     x, y = data["train"]
-    for epoch in range(done, opts["epochs"]):
+
+    def fit_epoch(epoch: int) -> dict[str, Any]:
         order = np.random.default_rng([opts["seed"], epoch]).permutation(len(x))
         history = model.fit(x[order], y[order], batch_size=opts["batch_size"], initial_epoch=epoch,
                             epochs=epoch + 1, validation_data=data["val"], shuffle=False, callbacks=cbs, verbose=2)
-        last = {k: float(v[-1]) for k, v in history.history.items()}
-        ckpt.save_epoch(work, model, epoch + 1, last)
+        return {k: float(v[-1]) for k, v in history.history.items()}
+
+    _, last = ckpt.run_epochs(work, model, opts["epochs"], fit_epoch)
     result = dict(last)
     for name in ("train", "test"):
         if data[name] is not None:
@@ -171,16 +157,6 @@ def build_classifier(gpt: GPT, num_classes: int, pad_id: int, trainable: str, qu
     return model
 
 
-def _start_work(work: Path, resume: bool, manifest: dict[str, Any]) -> None:
-    """Check the manifest of a resumed run, or create ``OUT.partial`` with one (atomically)."""
-    if resume:
-        ckpt.check_manifest(work, manifest)
-        return
-    with staged_dir(work) as stage:
-        (stage / LOGS_DIR).mkdir()
-        ckpt.write_manifest(stage, manifest)
-
-
 def _finish(work: Path, out: Path, model: GPTClassifier, tokenizer: Any, section: dict[str, Any]) -> None:
     """Write config, tokenizer and model into ``work``, drop its checkpoints, rename it to ``out``."""
     save_model_config(work / CONFIG_YAML, model.backbone.config, classifier=section)
@@ -189,10 +165,7 @@ def _finish(work: Path, out: Path, model: GPTClassifier, tokenizer: Any, section
         model.save_weights(work / WEIGHTS_H5)  # LoRA merged, re-quantized int8 kernels
     else:
         model.save(work / MODEL_KERAS)
-    ckpt.clear_work(work)
-    if out.exists():
-        out.rmdir()  # checked empty before training
-    os.replace(work, out)
+    ckpt.finish_work(work, out)
 
 
 def finetune_classify(
@@ -200,6 +173,7 @@ def finetune_classify(
     balance_classes: bool = False, epochs: int = 5, batch_size: int = 8, lr: float = 5e-4, seed: int = 0,
     lora_rank: int = 16, lora_alpha: float | None = None, quantize: str | None = None, resume: bool = False,
     callbacks: list[keras.callbacks.Callback] | None = None, jit_compile: bool | str = "auto",
+    clip: float = DEFAULT_CLIP, accumulate: int = 1, precision: str = "float32",
 ) -> dict[str, Any]:
     """Train a classifier from ``run`` on a labelled file and write it to ``out``; returns its metrics.
 
@@ -207,6 +181,7 @@ def finetune_classify(
     ``resume=True`` continues an interrupted run from ``OUT.partial``'s last epoch; it needs the
     same arguments. ``callbacks`` are extra Keras callbacks given to each epoch's ``fit``;
     ``jit_compile`` goes to ``compile`` (False saves the XLA compile time on tiny models).
+    ``clip``, ``accumulate`` and ``precision`` are the training stack's (:mod:`tfgpt.finetune.stack`).
 
     Example:
         >>> m = finetune_classify("runs/gpt2", "spam.tsv", "runs/spam", trainable="lora",
@@ -214,8 +189,10 @@ def finetune_classify(
         >>> m["test_accuracy"]  # doctest: +SKIP
     """
     check_trainable(trainable, quantize, lora_rank)
+    stack = dict(clip=clip, accumulate=accumulate, precision=precision)
+    check_stack(**stack)
     out_path = check_out(run, out)
-    work = check_work(out_path, resume)
+    work = ckpt.check_work(out_path, resume)
     records = read_labelled(data)
     records = balance(records, seed) if balance_classes else records
     labels = label_names(records)
@@ -224,24 +201,21 @@ def finetune_classify(
     arrays = {k: _arrays(tokenizer, v, labels, gpt.config.block_size) for k, v in parts.items()}
     opts = dict(trainable=trainable, balance=balance_classes, epochs=epochs, batch_size=batch_size, lr=lr,
                 seed=seed, lora_rank=lora_rank if trainable == "lora" else None, lora_alpha=lora_alpha,
-                quantize=quantize)
+                quantize=quantize, **stack)
     manifest = dict(opts, run=str(Path(run).resolve()), data=str(Path(data).resolve()),
                     data_sha256=ckpt.file_digest(data))
-    _start_work(work, resume, manifest)
+    ckpt.start_work(work, resume, manifest)
     keras.utils.set_random_seed(seed)
-    model = build_classifier(gpt, len(labels), pad_id_of(tokenizer), trainable, quantize, lora_rank, lora_alpha)
+    model = build_classifier(with_precision(gpt, precision), len(labels), pad_id_of(tokenizer), trainable,
+                             quantize, lora_rank, lora_alpha)
     n_trainable, n_total = param_counts(model)
     print(f"trainable parameters: {n_trainable:,} of {n_total:,} ({trainable}{', int8 base' if quantize else ''})")
-    _compile(model, lr, epochs * -(-len(parts["train"]) // batch_size), jit_compile)
-    try:
+    _compile(model, lr, epochs * -(-len(parts["train"]) // batch_size), jit_compile, stack)
+    with ckpt.keeps_finished_epochs(work):
         metrics = _fit(model, arrays, work, opts, list(callbacks or []))
-    except BaseException:
-        print(f"{work} keeps the finished epochs: rerun with the same arguments and --resume to continue",
-              file=sys.stderr)
-        raise
     metrics.update(trainable_params=n_trainable, total_params=n_total)
     section = {"labels": labels, "pad_id": model.pad_id, "trainable": trainable, "quantize": quantize,
-               "lora_rank": opts["lora_rank"], "metrics": metrics}
+               "lora_rank": opts["lora_rank"], **stack, "metrics": metrics}
     _finish(work, out_path, model, tokenizer, section)
     return metrics
 

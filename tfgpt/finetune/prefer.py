@@ -28,17 +28,17 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfgpt.atomic import staged_dir
+from tfgpt.atomic import write_text_atomic
 from tfgpt.config import read_yaml
 from tfgpt.errors import ConfigError, DataError
+from tfgpt.finetune import checkpoints as ckpt
 from tfgpt.finetune.classify import check_out
 from tfgpt.finetune.dpo import dpo_loss, read_preference_data, sequence_logprob
 from tfgpt.finetune.instruct import collate, encode_entry
 from tfgpt.finetune.lora import enable_lora_on, freeze, param_counts
+from tfgpt.finetune.stack import DEFAULT_CLIP, check_stack, make_finetune_optimizer, with_precision
 from tfgpt.finetune.tune_instruct import InstructBatches, check_options
 from tfgpt.runs import CONFIG_YAML, LOGS_DIR, load, save_run
-from tfgpt.train.config import TrainConfig
-from tfgpt.train.optim import make_optimizer
 
 #: the share of the pairs that is trained on; validation gets the rest
 TRAIN_FRACTION = 0.9
@@ -92,18 +92,19 @@ class DPOModel(keras.Model):
     """``policy`` trained by DPO against ``reference``, a frozen copy of the starting model.
 
     ``train_step`` computes the per-sequence response log-probs of both models on the batch
-    (both with dropout off; the reference under ``stop_gradient``), the DPO loss, and applies
-    the policy's gradients clipped to global norm ``grad_clip`` (0: none). It returns this
-    step's ``loss``, ``chosen_reward``, ``rejected_reward``, ``margin`` and ``accuracy``. Only
-    the policy is saved; this wrapper is not.
+    (both with dropout off; the reference under ``stop_gradient``), the DPO loss, and gives the
+    policy's gradients to ``optimizer.apply``, which clips (``global_clipnorm``), accumulates
+    (``gradient_accumulation_steps``) and, for mixed_float16, unscales (the loss is scaled by
+    ``optimizer.scale_loss``): :func:`tfgpt.finetune.stack.make_finetune_optimizer`. It returns
+    this step's ``loss``, ``chosen_reward``, ``rejected_reward``, ``margin`` and ``accuracy``.
+    Only the policy is saved; this wrapper is not.
     """
 
-    def __init__(self, policy: keras.Model, reference: keras.Model, beta: float = 0.1,
-                 grad_clip: float = 1.0, **kwargs: Any) -> None:
+    def __init__(self, policy: keras.Model, reference: keras.Model, beta: float = 0.1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.policy, self.reference = policy, reference
         self.reference.trainable = False
-        self.beta, self.grad_clip = float(beta), float(grad_clip)
+        self.beta = float(beta)
 
     def build(self, input_shape: tuple = (None, None)) -> None:
         for model in (self.policy, self.reference):
@@ -124,21 +125,19 @@ class DPOModel(keras.Model):
     def train_step(self, data: Any) -> dict[str, Any]:
         import tensorflow as tf
 
-        token_ids, labels = data
+        token_ids, labels = data[:2]  # (x, y) from fit; train_on_batch adds a sample weight (None)
         with tf.GradientTape() as tape:
             out = self.stats(token_ids, labels)
+            scaled = self.optimizer.scale_loss(out["loss"])
         variables = self.policy.trainable_variables
-        grads = tape.gradient(out["loss"], variables)
-        if self.grad_clip > 0:
-            grads, _ = tf.clip_by_global_norm(grads, self.grad_clip)
-        self.optimizer.apply(grads, variables)
+        self.optimizer.apply(tape.gradient(scaled, variables), variables)
         return out
 
     def test_step(self, data: Any) -> dict[str, Any]:
-        return self.stats(*data)
+        return self.stats(*data[:2])
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "beta": self.beta, "grad_clip": self.grad_clip}
+        return {**super().get_config(), "beta": self.beta}
 
 
 def evaluate_pairs(model: DPOModel, batches: PreferenceBatches) -> dict[str, float] | None:
@@ -214,6 +213,15 @@ class StepLog(keras.callbacks.Callback):
         for writer in self.writers.values():
             writer.close()
 
+    def restore(self, epochs_done: int) -> None:
+        """Continue the log of an interrupted run: keep the lines of the finished epochs (the
+        file is cut back to them) and count steps on from there."""
+        path = self.logs / STEPS_JSONL
+        lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
+        self.lines = [line for line in lines if line["epoch"] < epochs_done]
+        write_text_atomic(path, "".join(json.dumps(line) + "\n" for line in self.lines))
+        self.step = self.lines[-1]["step"] if self.lines else 0
+
 
 def check_prefer_options(trainable: str, lora_rank: int, epochs: int, batch_size: int, beta: float,
                          eval_every: int) -> None:
@@ -257,32 +265,42 @@ def _load_inputs(run: str | os.PathLike, data: str | os.PathLike, seed: int, bat
 def _make_model(policy: Any, reference: Any, opts: dict[str, Any], steps: int) -> tuple[DPOModel, dict[str, int]]:
     """LoRA (``lora``) and freezing on the policy, the compiled :class:`DPOModel`, parameter counts.
 
-    AdamW from the training stack, cosine from lr to lr/10 without warmup; no XLA, since every
-    batch has its own width.
+    The training stack's AdamW (:mod:`tfgpt.finetune.stack`); no XLA, since every batch has its own width.
     """
     if opts["trainable"] == "lora":
         enable_lora_on(policy, opts["lora_rank"], opts["lora_alpha"])
     freeze(policy, opts["trainable"])
     n_trainable, n_total = param_counts(policy)
     print(f"trainable parameters: {n_trainable:,} of {n_total:,} ({opts['trainable']})")
-    model = DPOModel(policy, reference, opts["beta"], opts["grad_clip"])
-    cfg = TrainConfig(max_steps=max(steps, 1), learning_rate=opts["lr"], min_lr=opts["lr"] / 10, warmup_steps=0)
-    model.compile(optimizer=make_optimizer(cfg, policy), jit_compile=False)
+    model = DPOModel(policy, reference, opts["beta"])
+    stack = {k: opts[k] for k in ("clip", "accumulate", "precision")}
+    model.compile(optimizer=make_finetune_optimizer(policy, opts["lr"], steps, **stack), jit_compile=False)
     return model, {"trainable_params": n_trainable, "total_params": n_total}
 
 
-def _fit(model: DPOModel, batches: dict[str, PreferenceBatches], logs: Path, opts: dict[str, Any],
+def _fit(model: DPOModel, batches: dict[str, PreferenceBatches], work: Path, opts: dict[str, Any],
          callbacks: list[keras.callbacks.Callback]) -> dict[str, Any]:
-    """``model.fit`` with the per-step log; the val metrics before/after and the train curve's ends."""
-    steplog = StepLog(logs, batches["val"], opts["eval_every"])
-    cbs = [steplog, keras.callbacks.CSVLogger(str(logs / "metrics.csv")), *callbacks]
+    """One ``model.fit`` per epoch from the last checkpoint in ``work`` on (the policy and the optimizer;
+    the reference is the starting run), with the per-step log; the val metrics before/after and the
+    train curve's ends."""
+    steplog = StepLog(work / LOGS_DIR, batches["val"], opts["eval_every"])
+    steplog.restore(ckpt.latest_epoch(work) or 0)
+    cbs = [steplog, keras.callbacks.CSVLogger(str(work / LOGS_DIR / "metrics.csv"), append=True), *callbacks]
+
+    def fit_epoch(epoch: int) -> dict[str, Any]:
+        batches["train"].passes = epoch
+        history = model.fit(batches["train"].dataset(), initial_epoch=epoch, epochs=epoch + 1, callbacks=cbs,
+                            shuffle=False, verbose=2)
+        return {k: float(v[-1]) for k, v in history.history.items()}
+
     start = time.perf_counter()
-    model.fit(batches["train"].dataset(), epochs=opts["epochs"], callbacks=cbs, shuffle=False, verbose=2)
+    done, _ = ckpt.run_epochs(work, model.policy, opts["epochs"], fit_epoch, optimizer=model.optimizer)
     seconds = time.perf_counter() - start
     train = [line for line in steplog.lines if line["split"] == "train"]
     val = [line for line in steplog.lines if line["split"] == "val"]
+    ran = sum(line["epoch"] >= done for line in train)
     result: dict[str, Any] = {"steps": len(train), "train_seconds": round(seconds, 3),
-                              "steps_per_s": round(len(train) / seconds, 3)}
+                              "steps_per_s": round(ran / seconds, 3)}
     for key in METRICS:
         result[f"train_{key}_first"], result[f"train_{key}_last"] = train[0][key], train[-1][key]
         if val:
@@ -293,13 +311,17 @@ def _fit(model: DPOModel, batches: dict[str, PreferenceBatches], logs: Path, opt
 def finetune_prefer(
     run: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, *, beta: float = 0.1,
     epochs: int = 1, batch_size: int = 8, lr: float = 5e-6, seed: int = 0, trainable: str = "all",
-    lora_rank: int = 16, lora_alpha: float | None = None, eval_every: int = 50, grad_clip: float = 1.0,
+    lora_rank: int = 16, lora_alpha: float | None = None, eval_every: int = 50, resume: bool = False,
+    clip: float = DEFAULT_CLIP, accumulate: int = 1, precision: str = "float32",
     callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> dict[str, Any]:
     """DPO-tune ``run`` on a preference JSON file into the LM run dir ``out``; returns its metrics.
 
-    ``callbacks`` are extra Keras callbacks for ``fit`` (their ``self.model`` is the
-    :class:`DPOModel`, with ``.policy`` and ``.reference``).
+    Work happens in ``OUT.partial/`` with a checkpoint per epoch (the policy and the optimizer; the
+    reference is reloaded from ``run``); ``resume=True`` continues an interrupted run (same
+    arguments). ``clip``, ``accumulate``, ``precision``: :mod:`tfgpt.finetune.stack`. ``callbacks``
+    are extra Keras callbacks for ``fit`` (their ``self.model`` is the :class:`DPOModel`, with
+    ``.policy`` and ``.reference``).
 
     Example:
         >>> m = finetune_prefer("runs/instruct", "prefs.json", "runs/dpo", beta=0.1)  # doctest: +SKIP
@@ -307,17 +329,22 @@ def finetune_prefer(
     """
     out_path = check_out(run, out)
     check_prefer_options(trainable, lora_rank, epochs, batch_size, beta, eval_every)
+    check_stack(clip, accumulate, precision)
+    work = ckpt.check_work(out_path, resume)
     policy, reference, tokenizer, parts, batches = _load_inputs(run, data, seed, batch_size)
-    keras.utils.set_random_seed(seed)
     opts = dict(beta=float(beta), epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, trainable=trainable,
                 lora_rank=lora_rank if trainable == "lora" else None, lora_alpha=lora_alpha,
-                eval_every=eval_every, grad_clip=grad_clip)
+                eval_every=eval_every, clip=clip, accumulate=accumulate, precision=precision)
+    ckpt.start_work(work, resume, dict(opts, run=str(Path(run).resolve()), data=str(Path(data).resolve()),
+                                       data_sha256=ckpt.file_digest(data)))
+    keras.utils.set_random_seed(seed)
+    policy, reference = with_precision(policy, precision), with_precision(reference, precision)
     model, metrics = _make_model(policy, reference, opts, epochs * len(batches["train"]))
     kept = {k: v for k, v in read_yaml(Path(run) / CONFIG_YAML).items() if k == "instruct"}
-    with staged_dir(out_path) as stage:
-        (stage / LOGS_DIR).mkdir()
-        metrics.update(_fit(model, batches, stage / LOGS_DIR, opts, list(callbacks or [])))
-        section = {"template": TEMPLATE, **opts, "data": str(data), "reference": str(run),
-                   "split": {k: len(v) for k, v in parts.items()}, "metrics": metrics}
-        save_run(stage, policy, tokenizer, {**kept, "prefer": section})  # LoRA merged by Keras on save
+    with ckpt.keeps_finished_epochs(work):
+        metrics.update(_fit(model, batches, work, opts, list(callbacks or [])))
+    section = {"template": TEMPLATE, **opts, "data": str(data), "reference": str(run),
+               "split": {k: len(v) for k, v in parts.items()}, "metrics": metrics}
+    save_run(work, policy, tokenizer, {**kept, "prefer": section})  # LoRA merged by Keras on save
+    ckpt.finish_work(work, out_path)
     return {"split": section["split"], **metrics}

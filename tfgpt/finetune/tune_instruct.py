@@ -7,6 +7,8 @@ per batch to the batch's longest example. The loss covers the response tokens (a
 it; LoRA is merged on save) with an ``instruct:`` section in ``config.yaml`` and
 ``responses.json``: the test split's greedy responses next to the references, scored with
 ROUGE-L and BLEU. Examples longer than ``block_size + 1`` tokens are truncated (one warning).
+Work happens in ``OUT.partial/`` (:mod:`tfgpt.finetune.checkpoints`), renamed to ``OUT`` at the end;
+an interrupted run continues with ``resume=True``.
 """
 
 from __future__ import annotations
@@ -23,16 +25,16 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfgpt.atomic import staged_dir, write_text_atomic
+from tfgpt.atomic import write_text_atomic
 from tfgpt.config import save_model_config
 from tfgpt.errors import ConfigError, DataError
+from tfgpt.finetune import checkpoints as ckpt
 from tfgpt.finetune.classify import check_out
 from tfgpt.finetune.instruct import collate, encode_entry, format_prompt, masked_lm_loss, read_instruction_data
 from tfgpt.finetune.lora import enable_lora_on, freeze, param_counts
 from tfgpt.finetune.scores import score_responses
+from tfgpt.finetune.stack import DEFAULT_CLIP, check_stack, make_finetune_optimizer, with_precision
 from tfgpt.runs import CONFIG_YAML, LOGS_DIR, load, save_run
-from tfgpt.train.config import TrainConfig
-from tfgpt.train.optim import make_optimizer
 
 TRAINABLE = ("all", "last-block", "lora")
 RESPONSES_JSON = "responses.json"
@@ -67,7 +69,9 @@ class InstructBatches:
     """Batches of ``collate``d pairs, each padded to its own longest example; a ``tf.data`` for ``fit``.
 
     ``dataset()`` wraps a generator of pre-collated batches (shapes ``[None, None]``, so each batch
-    keeps its own width); with a ``seed`` every pass over it draws a new seeded order.
+    keeps its own width); with a ``seed`` pass ``k`` (``passes``, counted from 0) is in the order
+    ``default_rng([seed, k]).permutation``, so a resumed run that sets ``passes`` to the epochs
+    done sees the batches an uninterrupted one does.
 
     Example:
         >>> b = InstructBatches([([1, 2], [3]), ([1], [4, 5, 6])], batch_size=2, pad_id=0)
@@ -79,7 +83,7 @@ class InstructBatches:
                  max_len: int | None = None, seed: int | None = None) -> None:
         self.pairs, self.batch_size, self.pad_id = pairs, batch_size, pad_id
         self.mask_prompt, self.max_len = mask_prompt, max_len
-        self.rng = np.random.default_rng(seed) if seed is not None else None
+        self.seed, self.passes = seed, 0
         self.order = np.arange(len(pairs))
 
     def __len__(self) -> int:
@@ -92,8 +96,9 @@ class InstructBatches:
 
     def __call__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """One pass: a new seeded order first (when seeded), then every batch."""
-        if self.rng is not None:
-            self.order = self.rng.permutation(len(self.pairs))
+        if self.seed is not None:
+            self.order = np.random.default_rng([self.seed, self.passes]).permutation(len(self.pairs))
+            self.passes += 1
         for index in range(len(self)):
             yield self[index]
 
@@ -192,27 +197,27 @@ def _losses(model: Any, batches: dict[str, InstructBatches], when: str) -> dict[
     return {f"val_loss_{when}": val, f"val_response_loss_{when}": response}
 
 
-def _compile(model: Any, lr: float, steps: int) -> None:
-    """AdamW from the training stack (cosine from lr to lr/10, no warmup, no decay on norms/biases).
-
-    No XLA: every batch has its own width, and XLA would compile each one.
-    """
-    cfg = TrainConfig(max_steps=max(steps, 1), learning_rate=lr, min_lr=lr / 10, warmup_steps=0)
-    model.compile(optimizer=make_optimizer(cfg, model), loss=MaskedLMLoss(), jit_compile=False)
-
-
-def _fit(model: Any, batches: dict[str, InstructBatches], logs: Path, epochs: int) -> dict[str, Any]:
-    """``model.fit`` with per-epoch train/val loss in CSV + TensorBoard; the last epoch's logs and tokens/s."""
-    callbacks = [keras.callbacks.CSVLogger(str(logs / "metrics.csv")),
-                 keras.callbacks.TensorBoard(str(logs), write_graph=False)]
-    start = time.perf_counter()
+def _fit(model: Any, batches: dict[str, InstructBatches], work: Path, epochs: int,
+         extra: list[keras.callbacks.Callback]) -> dict[str, Any]:
+    """One ``model.fit`` per epoch from the last checkpoint in ``work`` on, per-epoch train/val loss in
+    CSV + TensorBoard and a checkpoint after each; the last epoch's logs and tokens/s of this process."""
+    logs = work / LOGS_DIR
+    callbacks = [keras.callbacks.CSVLogger(str(logs / "metrics.csv"), append=True),
+                 keras.callbacks.TensorBoard(str(logs), write_graph=False), *extra]
     val = batches["val"].dataset() if len(batches["val"]) else None
-    history = model.fit(batches["train"].dataset(), epochs=epochs, validation_data=val, callbacks=callbacks,
-                        shuffle=False, verbose=2)
+
+    def fit_epoch(epoch: int) -> dict[str, Any]:
+        batches["train"].passes = epoch
+        history = model.fit(batches["train"].dataset(), initial_epoch=epoch, epochs=epoch + 1, validation_data=val,
+                            callbacks=callbacks, shuffle=False, verbose=2)
+        return {f"fit_{k}": float(v[-1]) for k, v in history.history.items()}
+
+    start = time.perf_counter()
+    done, result = ckpt.run_epochs(work, model, epochs, fit_epoch)
     seconds = time.perf_counter() - start
-    result = {f"fit_{k}": float(v[-1]) for k, v in history.history.items()}
-    tokens = batches["train"].tokens() * epochs
-    result.update(train_tokens=tokens, train_seconds=round(seconds, 3), tokens_per_s=round(tokens / seconds, 1))
+    tokens = batches["train"].tokens()
+    result = dict(result, train_tokens=tokens * epochs, train_seconds=round(seconds, 3),
+                  tokens_per_s=round(tokens * (epochs - done) / seconds, 1))
     return result
 
 
@@ -250,27 +255,50 @@ def _make_trainable(gpt: Any, trainable: str, lora_rank: int, lora_alpha: float 
     return {"trainable_params": n_trainable, "total_params": n_total}
 
 
-def _train_into(stage: Path, gpt: Any, tokenizer: Any, parts: dict[str, list], batches: dict[str, InstructBatches],
-                epochs: int, max_new_tokens: int) -> dict[str, Any]:
-    """Fit, save the run into ``stage``, reload it (LoRA merged) and score it; returns the new metrics."""
-    (stage / LOGS_DIR).mkdir()
-    metrics = _fit(gpt, batches, stage / LOGS_DIR, epochs)
-    save_run(stage, gpt, tokenizer)
-    tuned, _ = load(stage)  # what users get: LoRA merged, plain Dense layers
+def _train_into(work: Path, gpt: Any, tokenizer: Any, parts: dict[str, list], batches: dict[str, InstructBatches],
+                epochs: int, max_new_tokens: int, callbacks: list[keras.callbacks.Callback]) -> dict[str, Any]:
+    """Fit, save the run into ``work``, reload it (LoRA merged) and score it; returns the new metrics."""
+    with ckpt.keeps_finished_epochs(work):
+        metrics = _fit(gpt, batches, work, epochs, callbacks)
+    save_run(work, gpt, tokenizer)
+    tuned, _ = load(work)  # what users get: LoRA merged, plain Dense layers
     metrics.update(_losses(tuned, batches, "after"))
     rows, scores = _responses(tuned, tokenizer, parts["test"], max_new_tokens, "after")
-    write_text_atomic(stage / RESPONSES_JSON, json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(work / RESPONSES_JSON, json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
     return {**metrics, **scores}
+
+
+def _start(run: str | os.PathLike, data: str | os.PathLike, work: Path, opts: dict[str, Any], resume: bool) -> tuple:
+    """``(gpt, tokenizer, splits, batches, metrics before training)``; ``OUT.partial`` created (or its
+    manifest checked on resume) once the data and the run are read. The starting model's val loss
+    and scores are measured once and kept for a resumed run."""
+    gpt, tokenizer, parts, batches = _load_inputs(run, data, opts["seed"], opts["batch_size"], opts["mask_prompt"])
+    manifest = dict(opts, run=str(Path(run).resolve()), data=str(Path(data).resolve()),
+                    data_sha256=ckpt.file_digest(data))
+    ckpt.start_work(work, resume, manifest)
+
+    def before() -> dict[str, Any]:
+        metrics = _losses(gpt, batches, "before")
+        if opts["score_start"]:
+            metrics.update(_responses(gpt, tokenizer, parts["test"], opts["max_new_tokens"], "before")[1])
+        return metrics
+
+    return gpt, tokenizer, parts, batches, ckpt.remembered(work, "before", before)
 
 
 def finetune_instruct(
     run: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, *, mask_prompt: bool = True,
     epochs: int = 2, batch_size: int = 8, lr: float = 5e-5, seed: int = 0, trainable: str = "all",
     lora_rank: int = 16, lora_alpha: float | None = None, max_new_tokens: int = 256, score_start: bool = True,
+    resume: bool = False, clip: float = DEFAULT_CLIP, accumulate: int = 1, precision: str = "float32",
+    callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> dict[str, Any]:
     """Instruction-tune ``run`` on an Alpaca-style JSON file into the LM run dir ``out``; returns its metrics.
 
     ``score_start`` also scores the starting model's test responses (``rouge_l_before``, ``bleu_before``).
+    Work happens in ``OUT.partial/`` with a checkpoint per epoch; ``resume=True`` continues an
+    interrupted run (same arguments). ``clip``, ``accumulate``, ``precision``: :mod:`tfgpt.finetune.stack`.
+    ``callbacks`` are extra Keras callbacks for each epoch's ``fit``.
 
     Example:
         >>> m = finetune_instruct("runs/base", "instruction-data.json", "runs/instruct")  # doctest: +SKIP
@@ -278,17 +306,23 @@ def finetune_instruct(
     """
     out_path = check_out(run, out)
     check_options(trainable, lora_rank, epochs, batch_size, max_new_tokens)
-    gpt, tokenizer, parts, batches = _load_inputs(run, data, seed, batch_size, mask_prompt)
-    metrics: dict[str, Any] = _losses(gpt, batches, "before")
-    if score_start:
-        metrics.update(_responses(gpt, tokenizer, parts["test"], max_new_tokens, "before")[1])
+    stack = dict(clip=clip, accumulate=accumulate, precision=precision)
+    check_stack(**stack)
+    work = ckpt.check_work(out_path, resume)
+    opts = dict(mask_prompt=mask_prompt, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, trainable=trainable,
+                lora_rank=lora_rank if trainable == "lora" else None, lora_alpha=lora_alpha,
+                max_new_tokens=max_new_tokens, score_start=score_start, **stack)
+    gpt, tokenizer, parts, batches, metrics = _start(run, data, work, opts, resume)
     keras.utils.set_random_seed(seed)
+    gpt = with_precision(gpt, precision)
     metrics.update(_make_trainable(gpt, trainable, lora_rank, lora_alpha))
-    _compile(gpt, lr, epochs * len(batches["train"]))
-    with staged_dir(out_path) as stage:
-        metrics.update(_train_into(stage, gpt, tokenizer, parts, batches, epochs, max_new_tokens))
-        section = {"template": TEMPLATE, "mask_prompt": mask_prompt, "data": str(data), "trainable": trainable,
-                   "lora_rank": lora_rank if trainable == "lora" else None, "seed": seed,
-                   "split": {k: len(v) for k, v in parts.items()}, "metrics": metrics}
-        save_model_config(stage / CONFIG_YAML, gpt.config, instruct=section)
+    # no XLA: every batch has its own width, and XLA would compile each one
+    gpt.compile(optimizer=make_finetune_optimizer(gpt, lr, epochs * len(batches["train"]), **stack),
+                loss=MaskedLMLoss(), jit_compile=False)
+    metrics.update(_train_into(work, gpt, tokenizer, parts, batches, epochs, max_new_tokens, list(callbacks or [])))
+    section = {"template": TEMPLATE, "mask_prompt": mask_prompt, "data": str(data), "trainable": trainable,
+               "lora_rank": lora_rank if trainable == "lora" else None, "seed": seed, **stack,
+               "split": {k: len(v) for k, v in parts.items()}, "metrics": metrics}
+    save_model_config(work / CONFIG_YAML, gpt.config, instruct=section)
+    ckpt.finish_work(work, out_path)
     return {"split": section["split"], **metrics}
