@@ -192,7 +192,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError("--moderation-action and --moderation-flag need --moderation RUN2")
     serve(args.export, host=args.host, port=args.port, max_new_tokens_cap=args.max_new_tokens_cap,
           max_body_bytes=args.max_body_bytes, workers=args.workers, moderation=args.moderation,
-          moderation_action=args.moderation_action or "label", moderation_flags=args.moderation_flag)
+          moderation_action=args.moderation_action or "label", moderation_flags=args.moderation_flag,
+          api_key_file=args.api_key_file)
     return 0
 
 
@@ -321,9 +322,12 @@ def _export_parser(add: Adder) -> None:
 
 
 def _serve_parser(add: Adder) -> None:
-    p = add("serve", cmd_serve, "serve an export over HTTP (TF-Serving-compatible REST + completions)")
+    p = add("serve", cmd_serve, "serve an export over HTTP: TF Serving's REST API and an OpenAI-compatible API")
     p.add_argument("--export", required=True, help="EXPORT dir (from tfgpt export)")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default loopback only; any other warns: reachable from other machines)")
+    p.add_argument("--api-key-file", default=None, metavar="FILE",
+                   help="require 'Authorization: Bearer KEY' (KEY: the file's first line) on every route but /healthz")
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--max-new-tokens-cap", type=int, default=256)
     p.add_argument("--max-body-bytes", type=int, default=1 << 20)

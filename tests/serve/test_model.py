@@ -95,3 +95,24 @@ def test_an_export_without_a_savedmodel_is_a_run_dir_error(tiny_export, tmp_path
         ExportedModel(copy)
     with pytest.raises(RunDirError, match="not an export directory"):
         ExportedModel(tmp_path)
+
+
+def test_only_the_graph_tfgpt_export_wrote_is_loaded(tiny_export, tmp_path):
+    """A crafted or altered saved_model.pb (another graph's, one flipped byte), a path leading out of the
+    export, or an export.json recording no digest: refused before TensorFlow parses the graph."""
+    copy = tmp_path / "export"
+    shutil.copytree(tiny_export, copy)
+    pb = copy / "savedmodel" / "tiny" / "1" / "saved_model.pb"
+    raw = bytearray(pb.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    pb.write_bytes(bytes(raw))
+    with pytest.raises(RunDirError, match=f"{pb} is not the graph tfgpt export wrote"):
+        ExportedModel(copy)
+    info = json.loads((copy / "export.json").read_text())
+    for path, digest, message in [("../../elsewhere", "x", "savedmodel.path '../../elsewhere' leaves the export"),
+                                  ("savedmodel/tiny/1", None, "records no sha256 of saved_model.pb")]:
+        entry = {**info["savedmodel"], "path": path, "saved_model_sha256": digest}
+        (copy / "export.json").write_text(json.dumps({**info, "savedmodel": entry}))
+        with pytest.raises(RunDirError, match=message):
+            ExportedModel(copy)
+    assert len(info["savedmodel"]["saved_model_sha256"]) == 64  # what tfgpt export recorded

@@ -36,12 +36,14 @@ from typing import Any
 
 from tfgpt import __version__
 from tfgpt.atomic import staged_dir
+from tfgpt.data.shards import file_sha256
 from tfgpt.errors import ExportError
 from tfgpt.export.verify import verify_export
 from tfgpt.export.warmup import WARMUP_FILE, sample_prompts, write_warmup
 from tfgpt.prompt_templates import run_template
 
 EXPORT_JSON = "export.json"
+SAVED_MODEL_PB = "saved_model.pb"
 FORMATS = ("savedmodel", "tflite", "hf")
 QUANTIZE = ("int8",)
 FORMAT_VERSION = 1
@@ -153,7 +155,8 @@ def _save_savedmodel(model: Any, tokenizer: Any, export_dir: Path, name: str, ve
     except Exception as e:  # noqa: BLE001 - tracing can fail in many ways; name the step
         raise ExportError(f"saving the SavedModel failed: {type(e).__name__}: {e}") from None
     write_warmup(sm_dir, name, sample_prompts(tokenizer))
-    return {"path": rel, "signatures": signature_specs(sm_dir), "warmup": f"assets.extra/{WARMUP_FILE}", "xla": False}
+    return {"path": rel, "signatures": signature_specs(sm_dir), "warmup": f"assets.extra/{WARMUP_FILE}", "xla": False,
+            "saved_model_sha256": file_sha256(sm_dir / SAVED_MODEL_PB)}
 
 
 def _save_tflite(model: Any, export_dir: Path, quantize: str | None) -> dict[str, Any]:
@@ -217,7 +220,8 @@ def _export_classifier(run_dir: Path, out: Path, formats: Sequence[str] | str | 
         info = {"kind": clf.KIND, **info, "labels": labels}
         info["source"]["classifier"] = clf.classifier_section(run_dir, labels)
         entry = clf.save_savedmodel(model, tokenizer, labels, tmp, name, version)
-        info["savedmodel"] = {**entry, "signatures": signature_specs(tmp / entry["path"])}
+        info["savedmodel"] = {**entry, "signatures": signature_specs(tmp / entry["path"]),
+                              "saved_model_sha256": file_sha256(tmp / entry["path"] / SAVED_MODEL_PB)}
         info["verification"] = clf.verify(tmp / entry["path"], model, tokenizer) if verify else None
         (tmp / EXPORT_JSON).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return info
@@ -272,6 +276,35 @@ def export_run(
         info["verification"] = verify_export(tmp, model, tokenizer, info) if verify else None
         (tmp / EXPORT_JSON).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return info
+
+
+def savedmodel_dir(export_dir: str | os.PathLike, info: dict[str, Any]) -> Path:
+    """The SavedModel dir of the export ``info`` describes, checked before anything parses or loads it.
+
+    Its path must stay inside ``export_dir`` and its ``saved_model.pb`` must have the sha256 that
+    export.json recorded: a graph can read and write files when run, so ``tfgpt serve`` loads none
+    that ``tfgpt export`` did not write.
+    """
+    from tfgpt.errors import RunDirError
+
+    entry = info.get("savedmodel")
+    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+        raise RunDirError(f"{export_dir} has no SavedModel (export with --format savedmodel)")
+    root = Path(export_dir).resolve()
+    sm_dir = (root / entry["path"]).resolve()
+    if not sm_dir.is_relative_to(root):
+        raise RunDirError(f"{Path(export_dir) / EXPORT_JSON}: savedmodel.path {entry['path']!r} leaves the export")
+    pb = sm_dir / SAVED_MODEL_PB
+    if not pb.is_file():
+        raise RunDirError(f"{sm_dir} holds no {SAVED_MODEL_PB}")
+    want = entry.get("saved_model_sha256")
+    if not isinstance(want, str):
+        raise RunDirError(f"{Path(export_dir) / EXPORT_JSON} records no sha256 of {SAVED_MODEL_PB} (an older "
+                          f"tfgpt, or not tfgpt's): re-export it with tfgpt export")
+    if file_sha256(pb) != want:
+        raise RunDirError(f"{pb} is not the graph tfgpt export wrote (its sha256 differs from export.json's): "
+                          f"refusing to load it; re-export")
+    return Path(export_dir) / entry["path"]
 
 
 def load_export_info(export_dir: str | os.PathLike) -> dict[str, Any]:

@@ -32,9 +32,11 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import errno
+import ipaddress
 import os
 import socket
 import sys
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -46,6 +48,7 @@ from starlette.exceptions import HTTPException
 
 from tfgpt.errors import ConfigError
 from tfgpt.serve import openai_api
+from tfgpt.serve.auth import BearerAuth, read_api_key
 from tfgpt.serve.chat_prompt import export_template
 from tfgpt.serve.errors import BadRequest
 from tfgpt.serve.jsonio import read_json
@@ -158,9 +161,11 @@ def create_app(
     moderation: str | os.PathLike | None = None,
     moderation_action: str = "label",
     moderation_flags: Sequence[str] | None = None,
+    api_key: str | None = None,
 ) -> FastAPI:
     """The FastAPI app serving ``export_dir`` (loads the SavedModel now, and the ``moderation`` classifier
-    run or export first, if given: :class:`~tfgpt.serve.moderation.Moderator`).
+    run or export first, if given: :class:`~tfgpt.serve.moderation.Moderator`). With ``api_key``, every
+    route but ``/healthz`` needs ``Authorization: Bearer API_KEY`` (:mod:`tfgpt.serve.auth`).
 
     Example:
         >>> app = create_app("export/shakespeare", max_new_tokens_cap=128)  # doctest: +SKIP
@@ -180,6 +185,8 @@ def create_app(
     app.add_api_route("/v1/models/{name_verb}", predict, methods=["POST"])
     app.add_api_route("/v1/completions", openai_api.completions, methods=["POST"])
     app.add_api_route("/v1/chat/completions", openai_api.chat_completions, methods=["POST"])
+    if api_key is not None:
+        app.add_middleware(BearerAuth, key=api_key)
     return app
 
 
@@ -199,6 +206,22 @@ def check_port_free(host: str, port: int) -> None:
             raise ConfigError(f"--host {host} --port {port}: {host}:{port} {reason}; choose another --port") from None
 
 
+def warn_if_exposed(host: str, port: int, has_key: bool) -> None:
+    """A ``tfgpt: warning:`` when ``host`` is not a loopback address: other machines can reach the server.
+
+    Example:
+        >>> warn_if_exposed("127.0.0.1", 8501, has_key=False)  # loopback: nothing to say
+    """
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        loopback = False
+    if not loopback:
+        guard = "requests need the --api-key-file key" if has_key else "anyone who can reach it may use it " \
+            "(--api-key-file FILE requires a key)"
+        warnings.warn(f"serving on {host}:{port}, reachable from other machines: {guard}", stacklevel=2)
+
+
 def serve(
     export_dir: str | os.PathLike,
     host: str = "127.0.0.1",
@@ -210,8 +233,12 @@ def serve(
     moderation: str | os.PathLike | None = None,
     moderation_action: str = "label",
     moderation_flags: Sequence[str] | None = None,
+    api_key_file: str | os.PathLike | None = None,
 ) -> None:
     """Serve ``export_dir`` with uvicorn until interrupted (what ``tfgpt serve`` runs).
+
+    ``host`` defaults to loopback; any other address warns that the server is reachable from other
+    machines (and, without ``api_key_file``, by anyone who can reach it).
 
     Example:
         >>> serve("export/shakespeare", port=8501)  # doctest: +SKIP
@@ -219,9 +246,11 @@ def serve(
     import uvicorn
 
     check_port_free(host, port)  # before the model load, which takes seconds
+    api_key = None if api_key_file is None else read_api_key(api_key_file)
+    warn_if_exposed(host, port, api_key is not None)
     app = create_app(export_dir, max_new_tokens_cap=max_new_tokens_cap, max_body_bytes=max_body_bytes,
                      workers=workers, moderation=moderation, moderation_action=moderation_action,
-                     moderation_flags=moderation_flags)
+                     moderation_flags=moderation_flags, api_key=api_key)
     print(app.state.tfgpt.describe(), file=sys.stderr, flush=True)
     if app.state.tfgpt.moderator is not None:
         print(app.state.tfgpt.moderator.describe(), file=sys.stderr, flush=True)

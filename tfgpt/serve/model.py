@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from tfgpt.errors import RunDirError
 from tfgpt.serve.errors import BadRequest
 from tfgpt.serve.rest import json_to_array
 
@@ -43,15 +42,11 @@ class ExportedModel:
         import tensorflow as tf
         import tensorflow_text  # noqa: F401 - registers the TF-Text ops of in-graph tokenizers (BPE, specials)
 
-        from tfgpt.export.export import load_export_info, signature_specs
+        from tfgpt.export.export import load_export_info, savedmodel_dir, signature_specs
 
         self.export_dir = Path(export_dir)
         self.info = load_export_info(export_dir)
-        if "savedmodel" not in self.info:
-            raise RunDirError(f"{export_dir} has no SavedModel (export with --format savedmodel)")
-        self.sm_dir = self.export_dir / self.info["savedmodel"]["path"]
-        if not (self.sm_dir / "saved_model.pb").is_file():
-            raise RunDirError(f"{self.sm_dir} holds no saved_model.pb")
+        self.sm_dir = savedmodel_dir(export_dir, self.info)  # a tfgpt export's own graph, or an error
         self.name = self.info["name"]
         self.version = int(self.info["version"])
         self.block_size = int(self.info["source"]["model"]["block_size"])
