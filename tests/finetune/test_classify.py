@@ -135,7 +135,7 @@ def test_lora_mode_trains_lora_and_head_only(lora_classifier):
     assert [label for label, _ in classify(out, ["hi"])][0] in ("ham", "spam")
 
 
-def test_gpt2_vocabulary_pads_with_endoftext(sms, tmp_path):
+def test_gpt2_vocabulary_pads_with_endoftext(sms120, tmp_path):
     """A GPT-2-vocabulary run (what tfgpt import-gpt2 writes): rows pad with <|endoftext|> = 50256."""
     from tfgpt.tokenizers.bpe import BPETokenizer
 
@@ -143,7 +143,7 @@ def test_gpt2_vocabulary_pads_with_endoftext(sms, tmp_path):
     keras.utils.set_random_seed(0)
     gpt = GPT(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=32)
     run = save_run(tmp_path / "gpt2ish", gpt, tok)
-    finetune_classify(run, sms, tmp_path / "out", trainable="last-block", balance_classes=True, epochs=1,
+    finetune_classify(run, sms120, tmp_path / "out", trainable="last-block", balance_classes=True, epochs=1,
                       jit_compile=False)
     model, tok2, labels = load_classifier(tmp_path / "out")
     assert (model.pad_id, labels, read_yaml(tmp_path / "out" / "config.yaml")["classifier"]["pad_id"]) == (
@@ -182,3 +182,34 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tiny_run, tmp_path, capsys
     assert "Traceback" not in err
     assert [p.name for p in tmp_path.iterdir()] == ["d.tsv"]
     assert sorted(p.name for p in tiny_run.iterdir()) == ["config.yaml", "model.keras", "tokenizer"]
+
+
+def test_padding_each_batch_to_its_longest_trains_as_padding_the_split(lora_classifier, sms_run, sms120):
+    """The driver pads each batch to its own longest row; the head reads the last real token, so a
+    classifier trained so equals one trained on the split padded to its longest row (as it was done
+    before), fed the same batches: same probabilities within 1e-5."""
+    from tfgpt.finetune.classify import build_classifier, encode_texts, pad_id_of
+    from tfgpt.finetune.labelled import label_names
+    from tfgpt.finetune.stack import make_finetune_optimizer
+    from tfgpt.runs import load
+
+    _, _, per_batch = lora_classifier
+    records = balance(read_labelled(sms120), 0)
+    labels = label_names(records)
+    train, _, test = split(records, seed=0)
+    gpt, tok = load(sms_run)
+    keras.utils.set_random_seed(0)
+    model = build_classifier(gpt, len(labels), pad_id_of(tok), "lora", lora_rank=4)
+    model.compile(optimizer=make_finetune_optimizer(model, 3e-3, 2 * -(-len(train) // 8)),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=False)
+    with pytest.warns(UserWarning, match="longer than block_size 48"):
+        x, _ = encode_texts(tok, [r.text for r in train], 48)  # the whole split padded to its longest
+        ids, _ = encode_texts(tok, [r.text for r in test], 48)
+    y = np.array([labels.index(r.label) for r in train], dtype=np.int32)
+    assert x.shape[1] == 48 and min(len(tok.encode(r.text)) for r in train) < 24  # padding was real waste
+    for epoch in range(2):
+        order = np.random.default_rng([0, epoch]).permutation(len(x))
+        model.fit(x[order], y[order], batch_size=8, shuffle=False, verbose=0)
+    want = np.asarray(keras.ops.softmax(model(ids), axis=-1))
+    np.testing.assert_allclose(np.asarray(keras.ops.softmax(per_batch(ids), axis=-1)), want, atol=1e-5)
+    assert np.abs(want - 0.5).max() > 0.01  # trained away from the uniform start

@@ -46,6 +46,36 @@ def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, length: int | None = N
     return out
 
 
+def batch_width(rows: Sequence[Sequence[int]], max_width: int, bucket: bool = False) -> int:
+    """The width a batch is padded to: its longest row (at least 1), or with ``bucket`` (XLA, which
+    compiles once per width) the next power of two from 8, capped at ``max_width`` (the block size).
+
+    Example:
+        >>> batch_width([[1, 2, 3], [4]], 64), batch_width([[1] * 9], 64, bucket=True), batch_width([[1]] , 4, True)
+        (3, 16, 4)
+    """
+    width = max([len(r) for r in rows] + [1])
+    if bucket:
+        width = max(8, 1 << (width - 1).bit_length())
+    return min(width, max_width)
+
+
+def batch_dataset(rows: Sequence[Sequence[int]], labels: np.ndarray, order: np.ndarray, batch_size: int,
+                  pad_id: int, max_width: int, bucket: bool = False) -> Any:
+    """``tf.data`` of ``(ids [batch, width], class ids [batch])``: the rows in ``order``, cut into batches,
+    each right-padded with ``pad_id`` to its own :func:`batch_width` (not the split's longest row)."""
+    import tensorflow as tf
+
+    batches = []
+    for start in range(0, len(order), batch_size):
+        picked = [rows[i] for i in order[start : start + batch_size]]
+        batches.append((pad_batch(picked, pad_id, batch_width(picked, max_width, bucket)),
+                        np.asarray(labels)[order[start : start + batch_size]].astype(np.int32)))
+    spec = (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None,), tf.int32))
+    ds = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=spec)
+    return ds.apply(tf.data.experimental.assert_cardinality(len(batches)))
+
+
 @keras.saving.register_keras_serializable(package="tfgpt")
 class GPTClassifier(keras.Model):
     """Classify token rows ``[batch, time]`` into ``num_classes`` logits ``[batch, num_classes]``.

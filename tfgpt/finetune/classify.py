@@ -26,7 +26,7 @@ import numpy as np
 from tfgpt.config import load_model_config, read_yaml, save_model_config
 from tfgpt.errors import ConfigError, RunDirError
 from tfgpt.finetune import checkpoints as ckpt
-from tfgpt.finetune.classifier import GPTClassifier, pad_batch
+from tfgpt.finetune.classifier import GPTClassifier, batch_dataset, pad_batch
 from tfgpt.finetune.labelled import Record, balance, label_names, read_labelled, split
 from tfgpt.finetune.lora import enable_lora_on, freeze, param_counts, quantize_base
 from tfgpt.finetune.stack import DEFAULT_CLIP, check_stack, make_finetune_optimizer, with_precision
@@ -85,11 +85,14 @@ def check_out(run: str | os.PathLike, out: str | os.PathLike) -> Path:
 
 
 def _arrays(tokenizer: Any, records: list[Record], labels: list[str], block_size: int) -> tuple[Any, Any]:
-    """``(ids, class ids)`` of ``records``, or None for an empty split."""
+    """``(token rows cut to block_size, class ids)`` of ``records``, or None for an empty split."""
     if not records:
         return None
-    ids, _ = encode_texts(tokenizer, [r.text for r in records], block_size)
-    return ids, np.array([labels.index(r.label) for r in records], dtype=np.int32)
+    rows = [tokenizer.encode(r.text) for r in records]
+    cut = sum(len(r) > block_size for r in rows)
+    if cut:
+        warnings.warn(f"{cut} of {len(rows)} texts are longer than block_size {block_size}: truncated", stacklevel=3)
+    return [r[:block_size] for r in rows], np.array([labels.index(r.label) for r in records], dtype=np.int32)
 
 
 def _compile(model: GPTClassifier, lr: float, steps: int, jit_compile: bool | str, stack: dict[str, Any]) -> None:
@@ -105,12 +108,12 @@ def _compile(model: GPTClassifier, lr: float, steps: int, jit_compile: bool | st
 class _TestEval(keras.callbacks.Callback):
     """Adds ``test_loss``/``test_accuracy`` to each epoch's logs (before CSVLogger/TensorBoard read them)."""
 
-    def __init__(self, test: tuple[Any, Any], batch_size: int) -> None:
+    def __init__(self, test: Any) -> None:
         super().__init__()
-        self.test, self.batch_size = test, batch_size
+        self.test = test
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        loss, acc = self.model.evaluate(*self.test, batch_size=self.batch_size, verbose=0)
+        loss, acc = self.model.evaluate(self.test, verbose=0)
         if logs is not None:
             logs.update(test_loss=float(loss), test_accuracy=float(acc))
 
@@ -120,24 +123,27 @@ def _fit(model: GPTClassifier, data: dict[str, Any], work: Path, opts: dict[str,
     """One ``model.fit`` per epoch, from the last checkpoint in ``work`` on, with per-epoch
     train/val/test loss + accuracy in CSV and TensorBoard logs and a checkpoint after each;
     returns the final metrics. Each epoch's order is a permutation seeded by ``(seed, epoch)``,
-    so a resumed run sees the batches an uninterrupted one would."""
+    so a resumed run sees the batches an uninterrupted one would. Each batch is padded to its
+    own longest row (:func:`tfgpt.finetune.classifier.batch_dataset`; a power of two under XLA)."""
     logs = work / LOGS_DIR
-    cbs = [_TestEval(data["test"], opts["batch_size"])] if data["test"] is not None else []
+    pad = dict(batch_size=opts["batch_size"], pad_id=model.pad_id, max_width=model.backbone.config.block_size,
+               bucket=bool(model.jit_compile))
+    ds = {k: batch_dataset(*v, np.arange(len(v[1])), **pad) if v is not None else None for k, v in data.items()}
+    cbs = [_TestEval(ds["test"])] if ds["test"] is not None else []
     cbs += [keras.callbacks.CSVLogger(str(logs / "metrics.csv"), append=True),
             keras.callbacks.TensorBoard(str(logs), write_graph=False), *callbacks]
-    x, y = data["train"]
 
     def fit_epoch(epoch: int) -> dict[str, Any]:
-        order = np.random.default_rng([opts["seed"], epoch]).permutation(len(x))
-        history = model.fit(x[order], y[order], batch_size=opts["batch_size"], initial_epoch=epoch,
-                            epochs=epoch + 1, validation_data=data["val"], shuffle=False, callbacks=cbs, verbose=2)
+        order = np.random.default_rng([opts["seed"], epoch]).permutation(len(data["train"][1]))
+        history = model.fit(batch_dataset(*data["train"], order, **pad), initial_epoch=epoch, epochs=epoch + 1,
+                            validation_data=ds["val"], shuffle=False, callbacks=cbs, verbose=2)
         return {k: float(v[-1]) for k, v in history.history.items()}
 
     _, last = ckpt.run_epochs(work, model, opts["epochs"], fit_epoch)
     result = dict(last)
     for name in ("train", "test"):
-        if data[name] is not None:
-            loss, acc = model.evaluate(*data[name], batch_size=opts["batch_size"], verbose=0)
+        if ds[name] is not None:
+            loss, acc = model.evaluate(ds[name], verbose=0)
             result[f"{name}_eval_loss" if name == "train" else "test_loss"] = float(loss)
             result[f"{name}_eval_accuracy" if name == "train" else "test_accuracy"] = float(acc)
     return result
