@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from export_tiny_run import make_tiny_run
+from export_tiny_run import make_tiny_run, sm_dir
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +42,21 @@ def padded_exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dic
     run = make_tiny_run(root / "run", special_tokens=[EOT], vocab_pad=40)
     info = export_run(run, root / "export", formats="savedmodel,tflite", verify=True, name="padded")
     return root / "export", info
+
+
+@pytest.fixture(scope="session")
+def sm_session(exported: tuple[Path, dict]) -> Iterator:
+    """``exported``'s SavedModel loaded once (a TF1 session, as TF Serving holds it) for the signature tests."""
+    from tfgpt.export.verify import SavedModelSession
+
+    with SavedModelSession(sm_dir(exported)) as session:
+        yield session
+
+
+@pytest.fixture(scope="session")
+def padded_session(padded_exported: tuple[Path, dict]) -> Iterator:
+    """``padded_exported``'s SavedModel loaded once."""
+    from tfgpt.export.verify import SavedModelSession
+
+    with SavedModelSession(sm_dir(padded_exported)) as session:
+        yield session

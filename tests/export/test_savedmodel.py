@@ -1,4 +1,7 @@
-"""tfgpt.export.savedmodel: the signatures through the TF1 session loader, bad requests, sampling."""
+"""tfgpt.export.savedmodel: the signatures through the TF1 session loader, bad requests, sampling.
+
+One session per export serves the signature tests (``sm_session``: loading and a first run take seconds);
+the ``logits`` test goes through :func:`session_run`, a fresh session per call."""
 
 from __future__ import annotations
 
@@ -26,10 +29,10 @@ def test_logits_signature_matches_keras(exported, loaded):
     assert np.max(np.abs(got - np.asarray(model(ids)))) <= 1e-5
 
 
-def test_serving_default_batch_of_different_lengths_equals_per_prompt(exported, loaded):
+def test_serving_default_batch_of_different_lengths_equals_per_prompt(sm_session, loaded):
     model, tok = loaded
     prompts = ["ROMEO:", "The quick brown", "w", "hello world"]
-    got = session_run(sm_dir(exported), "serving_default", {"prompts": np.array(prompts, object), "max_new_tokens": 10})
+    got = sm_session.run("serving_default", {"prompts": np.array(prompts, object), "max_new_tokens": 10})
     expected = [tfgpt.generate(model, tok, p, max_new_tokens=10, temperature=0) for p in prompts]
     assert [c.decode() for c in got["completions"]] == expected
     assert got["ids"].shape == (4, 10) and list(got["num_tokens"]) == [10] * 4
@@ -37,39 +40,39 @@ def test_serving_default_batch_of_different_lengths_equals_per_prompt(exported, 
         assert tok.decode([int(t) for t in row if t >= 0]) == text
 
 
-def test_serving_default_equal_lengths_batch_and_defaults(exported, loaded):
+def test_serving_default_equal_lengths_batch_and_defaults(sm_session, loaded):
     model, tok = loaded
     prompts = ["hello", "world"]  # equal token lengths: one batched decode
-    got = session_run(sm_dir(exported), "serving_default", {"prompts": np.array(prompts, object)})  # defaults
+    got = sm_session.run("serving_default", {"prompts": np.array(prompts, object)})  # defaults
     # default max_new_tokens 32 is clipped to block_size - 1 = 31; the prompt keeps its last token
     assert got["ids"].shape == (2, 31)
     expected = [tfgpt.generate(model, tok, p[-1:], max_new_tokens=31, temperature=0) for p in prompts]
     assert [c.decode() for c in got["completions"]] == expected
 
 
-def test_sampling_is_reproducible_for_a_seed_and_respects_top_k(exported, loaded):
+def test_sampling_is_reproducible_for_a_seed_and_respects_top_k(sm_session, loaded):
     model, tok = loaded
     feeds = {"prompts": np.array(["ROMEO:"], object), "max_new_tokens": 12, "temperature": 0.9, "top_k": 1, "seed": 7}
-    top1 = session_run(sm_dir(exported), "serving_default", feeds)["completions"][0].decode()
+    top1 = sm_session.run("serving_default", feeds)["completions"][0].decode()
     assert top1 == tfgpt.generate(model, tok, "ROMEO:", max_new_tokens=12, temperature=0)  # top_k=1 is greedy
     feeds["top_k"] = 0
     feeds["temperature"] = 5.0
-    a = session_run(sm_dir(exported), "serving_default", feeds)["completions"][0].decode()
-    assert a == session_run(sm_dir(exported), "serving_default", feeds)["completions"][0].decode()
+    a = sm_session.run("serving_default", feeds)["completions"][0].decode()
+    assert a == sm_session.run("serving_default", feeds)["completions"][0].decode()
     feeds["seed"] = 8
-    assert a != session_run(sm_dir(exported), "serving_default", feeds)["completions"][0].decode()
+    assert a != sm_session.run("serving_default", feeds)["completions"][0].decode()
 
 
-def test_generate_ids_signature_and_saved_model_cli(exported, loaded):
+def test_generate_ids_signature_and_saved_model_cli(exported, sm_session, loaded):
     model, tok = loaded
     ids = tok.encode("JULIET: ")
-    got = session_run(sm_dir(exported), "generate_ids", {"ids": np.array([ids], np.int32), "max_new_tokens": 8})
+    got = sm_session.run("generate_ids", {"ids": np.array([ids], np.int32), "max_new_tokens": 8})
     expected = tfgpt.generate_ids(model, [ids], max_new_tokens=8, temperature=0)[0].tolist()
     assert got["ids"][0].tolist() == expected
     assert saved_model_cli_ids(sm_dir(exported), ids, 8) == expected
 
 
-def test_padded_vocabulary_ids_are_never_produced(padded_exported):
+def test_padded_vocabulary_ids_are_never_produced(padded_exported, padded_session):
     out, _ = padded_exported
     model, tok = tfgpt.load(out.parent / "run")
     prompts = ["ROMEO:", "hello"]
@@ -77,27 +80,27 @@ def test_padded_vocabulary_ids_are_never_produced(padded_exported):
         assert int(np.argmax(model(np.array([tok.encode(p)], np.int32))[0, -1])) >= tok.vocab_size
     expected = [tfgpt.generate(model, tok, p, max_new_tokens=8, temperature=0) for p in prompts]
     feeds = {"prompts": np.array(prompts, object), "max_new_tokens": 8}
-    got = session_run(sm_dir(padded_exported), "serving_default", feeds)["completions"]
+    got = padded_session.run("serving_default", feeds)["completions"]
     assert [c.decode() for c in got] == expected
     for seed in range(3):
         sampled = {**feeds, "temperature": 1.0, "seed": seed}
-        ids = session_run(sm_dir(padded_exported), "serving_default", sampled)["ids"]
+        ids = padded_session.run("serving_default", sampled)["ids"]
         assert ids.max() < tok.vocab_size and (ids >= 0).sum() > 0
-        ids = session_run(sm_dir(padded_exported), "generate_ids", {"ids": np.array([tok.encode("hello")], np.int32),
-                                                                   "max_new_tokens": 8, "temperature": 1.0,
-                                                                   "top_k": tok.vocab_size + 10, "seed": seed})["ids"]
+        ids = padded_session.run("generate_ids", {"ids": np.array([tok.encode("hello")], np.int32),
+                                                  "max_new_tokens": 8, "temperature": 1.0,
+                                                  "top_k": tok.vocab_size + 10, "seed": seed})["ids"]
         assert ids.max() < tok.vocab_size
 
 
-def test_long_prompt_is_cropped_to_fit_the_cache(exported, loaded):
+def test_long_prompt_is_cropped_to_fit_the_cache(sm_session, loaded):
     model, tok = loaded
     long = "the quick brown fox " * 5  # 100 chars > block_size 32
-    got = session_run(sm_dir(exported), "serving_default", {"prompts": np.array([long], object), "max_new_tokens": 6})
+    got = sm_session.run("serving_default", {"prompts": np.array([long], object), "max_new_tokens": 6})
     # cropped to the last block_size - 6 tokens, then 6 new ones
     expected = tfgpt.generate(model, tok, long[-(32 - 6):], max_new_tokens=6, temperature=0)
     assert got["completions"][0].decode() == expected
     feeds = {"prompts": np.array(["ab"], object), "max_new_tokens": 999}
-    huge = session_run(sm_dir(exported), "serving_default", feeds)
+    huge = sm_session.run("serving_default", feeds)
     assert huge["ids"].shape == (1, 31)  # clipped to block_size - 1
 
 
@@ -105,14 +108,14 @@ def test_long_prompt_is_cropped_to_fit_the_cache(exported, loaded):
     ("prompt", "message"),
     [(b"\xff\xfeROMEO", "not valid UTF-8"), (b"", "encodes to no tokens"), ("ROMEO: \u2603".encode(), "vocabulary")],
 )
-def test_bad_prompts_fail_clearly(exported, prompt, message):
+def test_bad_prompts_fail_clearly(sm_session, prompt, message):
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
-        session_run(sm_dir(exported), "serving_default", {"prompts": np.array([prompt], object)})
+        sm_session.run("serving_default", {"prompts": np.array([prompt], object)})
 
 
-def test_out_of_vocab_ids_fail_clearly(exported):
+def test_out_of_vocab_ids_fail_clearly(sm_session):
     with pytest.raises(tf.errors.InvalidArgumentError, match="ids must be in"):
-        session_run(sm_dir(exported), "generate_ids", {"ids": np.array([[999]], np.int32)})
+        sm_session.run("generate_ids", {"ids": np.array([[999]], np.int32)})
 
 
 def test_variables_are_saved_once(exported, loaded):

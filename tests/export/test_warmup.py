@@ -5,12 +5,11 @@ from __future__ import annotations
 import tensorflow as tf
 from export_tiny_run import TEXT, sm_dir
 
-from tfgpt.export.verify import session_run
 from tfgpt.export.warmup import WARMUP_FILE, sample_prompts
 from tfgpt.tokenizers import CharTokenizer
 
 
-def test_warmup_requests_parse_as_prediction_logs(exported):
+def test_warmup_requests_parse_as_prediction_logs(exported, sm_session):
     from tensorflow_serving.apis import prediction_log_pb2
 
     path = sm_dir(exported) / "assets.extra" / WARMUP_FILE
@@ -19,10 +18,10 @@ def test_warmup_requests_parse_as_prediction_logs(exported):
     assert [r.predict_log.request.model_spec.signature_name for r in records] == [
         "serving_default", "logits", "generate_ids"
     ]
-    for r in records:  # each warmup request runs as is through the session loader
+    for r in records:  # each warmup request runs as is through the session loader (one load, as TF Serving)
         req = r.predict_log.request
         feeds = {k: tf.make_ndarray(v) for k, v in req.inputs.items()}
-        assert session_run(sm_dir(exported), req.model_spec.signature_name, feeds)
+        assert sm_session.run(req.model_spec.signature_name, feeds)
 
 
 def test_sample_prompts_prefers_the_fixed_prompts_a_vocabulary_can_encode():

@@ -35,22 +35,30 @@ SAVED_MODEL_CLI = (
 )
 
 
-def session_run(sm_dir: str | os.PathLike, signature: str, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Run one signature through ``tf.compat.v1.saved_model.loader.load`` in a fresh graph/session.
+class SavedModelSession:
+    """A SavedModel loaded once into a TF1 session, as TensorFlow Serving holds it; :meth:`run` runs a signature.
 
-    Missing inputs are filled from the SignatureDef's recorded defaults.
+    Loading and the first run of each signature take seconds (graph import, Grappler); later runs reuse
+    them, so checking several requests against one export costs one load.
 
     Example:
-        >>> session_run("export/savedmodel/m/1", "logits", {"ids": [[1, 2, 3]]})["logits"].shape  # doctest: +SKIP
+        >>> with SavedModelSession("export/savedmodel/m/1") as sm:  # doctest: +SKIP
+        ...     sm.run("logits", {"ids": [[1, 2, 3]]})["logits"].shape
         (1, 3, 65)
     """
-    import tensorflow as tf
-    import tensorflow_text  # noqa: F401 - registers the TF-Text ops of in-graph tokenizers
 
-    graph = tf.Graph()
-    with tf.compat.v1.Session(graph=graph) as sess:
-        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(sm_dir))
-        sig = meta.signature_def[signature]
+    def __init__(self, sm_dir: str | os.PathLike) -> None:
+        import tensorflow as tf
+        import tensorflow_text  # noqa: F401 - registers the TF-Text ops of in-graph tokenizers
+
+        self.session = tf.compat.v1.Session(graph=tf.Graph())
+        self.meta = tf.compat.v1.saved_model.loader.load(self.session, ["serve"], str(sm_dir))
+
+    def run(self, signature: str, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The outputs of ``signature`` for ``feeds``; missing inputs take the SignatureDef's recorded defaults."""
+        import tensorflow as tf
+
+        sig = self.meta.signature_def[signature]
         feed = {}
         for key, info in sig.inputs.items():
             if key in feeds:
@@ -60,8 +68,30 @@ def session_run(sm_dir: str | os.PathLike, signature: str, feeds: dict[str, Any]
             else:
                 raise ExportError(f"signature {signature!r} needs input {key!r}")
         names = sorted(sig.outputs)
-        values = sess.run([sig.outputs[k].name for k in names], feed)
-    return dict(zip(names, values, strict=True))
+        values = self.session.run([sig.outputs[k].name for k in names], feed)
+        return dict(zip(names, values, strict=True))
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> SavedModelSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def session_run(sm_dir: str | os.PathLike, signature: str, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Run one signature through ``tf.compat.v1.saved_model.loader.load`` in a fresh graph/session.
+
+    Missing inputs are filled from the SignatureDef's recorded defaults (:class:`SavedModelSession` runs several).
+
+    Example:
+        >>> session_run("export/savedmodel/m/1", "logits", {"ids": [[1, 2, 3]]})["logits"].shape  # doctest: +SKIP
+        (1, 3, 65)
+    """
+    with SavedModelSession(sm_dir) as session:
+        return session.run(signature, feeds)
 
 
 def _first_divergence(a: list[int], b: list[int]) -> int | None:
@@ -112,13 +142,14 @@ def verify_savedmodel(sm_dir: Path, model: Any, tokenizer: Any, prompts: list[st
     if n < 1:
         raise ExportError("verification prompts do not fit block_size")
     ids = np.asarray([encoded[0]], np.int32)
-    sm_logits = session_run(sm_dir, "logits", {"ids": ids})["logits"]
-    diff = float(np.max(np.abs(sm_logits - np.asarray(model(ids)))))
-    if not diff <= LOGITS_TOL:
-        raise ExportError(f"SavedModel logits differ from Keras by {diff:.3g} (> {LOGITS_TOL})")
-    expected = [tfgpt.generate(model, tokenizer, p, max_new_tokens=n, temperature=0.0) for p in prompts]
-    got = session_run(sm_dir, "serving_default", {"prompts": np.asarray(prompts, object), "max_new_tokens": n,
-                                                  "temperature": 0.0, "top_k": 0, "seed": 0})
+    with SavedModelSession(sm_dir) as session:
+        sm_logits = session.run("logits", {"ids": ids})["logits"]
+        diff = float(np.max(np.abs(sm_logits - np.asarray(model(ids)))))
+        if not diff <= LOGITS_TOL:
+            raise ExportError(f"SavedModel logits differ from Keras by {diff:.3g} (> {LOGITS_TOL})")
+        expected = [tfgpt.generate(model, tokenizer, p, max_new_tokens=n, temperature=0.0) for p in prompts]
+        got = session.run("serving_default", {"prompts": np.asarray(prompts, object), "max_new_tokens": n,
+                                              "temperature": 0.0, "top_k": 0, "seed": 0})
     completions = [c.decode("utf-8") for c in got["completions"]]
     if completions != expected:
         raise ExportError(f"SavedModel greedy completions {completions!r} differ from Keras {expected!r}")
