@@ -51,8 +51,10 @@ def test_random_windows_stay_inside_one_unit_with_small_shards(tmp_path: Path, v
     from tfgpt.data.prepare import prepare
 
     out = tmp_path / "small"
-    prepare([str(verdict_file)], str(out), "char", val_fraction=0.1, workers=0,
-            shard_tokens=30, progress=False, command=["test"])
+    src = tmp_path / "verdict-6k.txt"  # ~180 shards of 30 tokens: plenty of units, a third of the whole text's files
+    src.write_text(verdict_file.read_text(encoding="utf-8")[:6000], encoding="utf-8")
+    prepare([str(src)], str(out), "char", val_fraction=0.1, workers=0, shard_tokens=30, progress=False,
+            command=["test"])
     shards = load_manifest(out)["splits"]["train"]["shards"]
     block = 40
     layout = random_stream_layout(shards, block, 8)

@@ -169,7 +169,13 @@ JAX_SCRIPT = textwrap.dedent(
     keras.utils.set_random_seed(0)
     model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32))
     ids = np.array([[3, 1, 4, 1, 5]], np.int32)
-    full = np.asarray(model(ids))
+
+    def forward(seq):  # right-padded to block_size: one shape, so eager JAX compiles each op once, not per length
+        padded = np.zeros((1, 16), np.int32)
+        padded[:, :seq.shape[1]] = seq
+        return np.asarray(model(padded))[:, :seq.shape[1]]  # causal: the padding cannot change these
+
+    full = forward(ids)
     cache = model.init_cache(1, 16)
     logits, cache = model(ids[:, :3], cache=cache, cache_index=0)
     step, cache = model(ids[:, 3:4], cache=cache, cache_index=3)
@@ -180,7 +186,7 @@ JAX_SCRIPT = textwrap.dedent(
     greedy = generate_ids(model, ids, 20, temperature=0)
     naive = ids
     for _ in range(20):
-        nxt = np.asarray(model(naive[:, -16:]))[:, -1].argmax(-1).astype(np.int32)
+        nxt = forward(naive[:, -16:])[:, -1].argmax(-1).astype(np.int32)
         naive = np.concatenate([naive, nxt[:, None]], 1)
     s1 = generate_ids(model, ids, 8, temperature=1.0, top_k=5, seed=7)
     s2 = generate_ids(model, ids, 8, temperature=1.0, top_k=5, seed=7)

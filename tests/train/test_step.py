@@ -34,7 +34,7 @@ def test_accumulation_matches_big_batch():
     results = []
     for accum in (1, 4):
         keras.utils.set_random_seed(0)
-        gpt = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32))
+        gpt = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=1, n_head=2, n_embd=32))  # 1 layer: half the compile
         gpt.build((None, 16))
         trainer = GPTTrainer(gpt, grad_accum_steps=accum, grad_clip=1.0)
         trainer.compile(optimizer=make_optimizer(TrainConfig(warmup_steps=0, max_steps=10), gpt), jit_compile=True)
@@ -55,7 +55,7 @@ def test_fused_steps_match_keras_loop():
     results = []
     for fuse in (False, True):
         keras.utils.set_random_seed(0)
-        gpt = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32))
+        gpt = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=1, n_head=2, n_embd=32))  # 1 layer: half the compile
         gpt.build((None, 16))
         trainer = GPTTrainer(gpt, grad_clip=1.0, fuse_steps=fuse)
         trainer.compile(optimizer=make_optimizer(TrainConfig(warmup_steps=2, max_steps=8), gpt), jit_compile=True,
@@ -69,8 +69,6 @@ def test_fused_steps_match_keras_loop():
     np.testing.assert_allclose(h0["lr"], h1["lr"], rtol=1e-6)
     for a, b in zip(w0, w1, strict=True):
         np.testing.assert_allclose(a, b, atol=2e-5)
-
-
 
 
 def test_evaluate_reports_the_mean_loss_of_its_batches():

@@ -59,7 +59,10 @@ def _run(args: list[str], **env: str) -> dict:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict:
-    return _run(["default", str(tmp_path_factory.mktemp("ref") / "run")])
+    """The same run under the default strategy, in process (it needs no devices or TF_CONFIG set up first)."""
+    from tests.train.dist_worker import train_tiny
+
+    return train_tiny("default", str(tmp_path_factory.mktemp("ref") / "run"))
 
 
 def test_mirrored_two_logical_cpus(tmp_path, reference):
