@@ -85,17 +85,16 @@ def test_help_lists_commands():
     assert out.returncode == 0 and "generate" in out.stdout
 
 
-def test_generate_and_stream_agree(run):
-    plain = tfgpt_cli("generate", "--run", str(run), "--prompt", "To be", "--max-new-tokens", "12",
-                      "--temperature", "0")
+def test_generate_and_stream_agree(run, capsys):
+    from tfgpt.cli import main
+
+    args = ["generate", "--run", str(run), "--prompt", "To be", "--max-new-tokens", "12", "--temperature", "0"]
+    plain = tfgpt_cli(*args)
     assert plain.returncode == 0, plain.stderr[-2000:]
     assert plain.stdout.startswith("To be") and len(plain.stdout.rstrip("\n")) == len("To be") + 12
-    streamed = tfgpt_cli("generate", "--run", str(run), "--prompt", "To be", "--max-new-tokens", "12",
-                         "--temperature", "0", "--stream")
-    assert streamed.returncode == 0 and streamed.stdout == plain.stdout
-    only = tfgpt_cli("generate", "--run", str(run), "--prompt", "To be", "--max-new-tokens", "12",
-                     "--temperature", "0", "--completion-only")
-    assert only.returncode == 0 and "To be" + only.stdout == plain.stdout
+    # in process from here (no second TensorFlow start-up): the streamed and completion-only variants
+    assert main([*args, "--stream"]) == 0 and capsys.readouterr().out == plain.stdout
+    assert main([*args, "--completion-only"]) == 0 and "To be" + capsys.readouterr().out == plain.stdout
 
 
 @pytest.mark.parametrize(
@@ -106,10 +105,13 @@ def test_generate_and_stream_agree(run):
         (["--prompt", "Zebra"], "Z"),
     ],
 )
-def test_bad_input_is_one_clear_line(run, args, message):
-    out = tfgpt_cli("generate", "--run", str(run), *args)
-    assert out.returncode == 2
-    assert message in out.stderr and "Traceback" not in out.stderr
+def test_bad_input_is_one_clear_line(run, args, message, capsys):
+    """In process (an exception escaping main() fails the test): exit 2 and one ``tfgpt generate: error:`` line."""
+    from tfgpt.cli import main
+
+    assert main(["generate", "--run", str(run), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tfgpt generate: error: ") and message in err[0], err
 
 
 def test_missing_run_dir(tmp_path):
@@ -160,10 +162,11 @@ def test_export_command_and_its_errors(run, tmp_path, capsys):
     assert "onnx" in err and "Traceback" not in err
 
 
-def test_import_gpt2_command_and_its_errors(tmp_path):
+def test_import_gpt2_command_and_its_errors(tmp_path, capsys):
     import json
 
     from tests.convert.gpt2_files import hf_config, random_tensors, tiny_tokenizer, write_hf
+    from tfgpt.cli import main
 
     tok = tiny_tokenizer()
     tensors = random_tensors(tok.vocab_size)
@@ -174,15 +177,17 @@ def test_import_gpt2_command_and_its_errors(tmp_path):
     assert (report["layout"], report["tokenizer"], report["model"]["n_layer"]) == ("hf-safetensors",
                                                                                   "beside the weights", 2)
     assert (tmp_path / "run" / "source.json").is_file() and (tmp_path / "run" / "model.keras").is_file()
-    exported = tfgpt_cli("export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "exp"), "--format", "hf")
-    assert exported.returncode == 0 and (tmp_path / "exp" / "hf" / "model.safetensors").is_file(), exported.stderr
-    again = tfgpt_cli("import-gpt2", "--from", str(src), "--out", str(tmp_path / "run"))
-    assert again.returncode == 2 and "an existing run" in again.stderr
+    # in process from here (no more TensorFlow start-ups; an exception escaping main() fails the test)
+    assert main(["export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "exp"), "--format", "hf"]) == 0
+    assert (tmp_path / "exp" / "hf" / "model.safetensors").is_file()
+    capsys.readouterr()
+    assert main(["import-gpt2", "--from", str(src), "--out", str(tmp_path / "run")]) == 2
+    assert "an existing run" in capsys.readouterr().err
     write_hf(tmp_path / "bad", {k: v for k, v in tensors.items() if k != "ln_f.bias"}, hf_config(tok.vocab_size))
-    bad = tfgpt_cli("import-gpt2", "--from", str(tmp_path / "bad"), "--out", str(tmp_path / "run2"), "--tokenizer",
-                    str(src))
-    lines = [line for line in bad.stderr.splitlines() if line.startswith("tfgpt")]  # not TF's start-up log
-    assert bad.returncode == 2 and len(lines) == 1 and "Traceback" not in bad.stderr
+    assert main(["import-gpt2", "--from", str(tmp_path / "bad"), "--out", str(tmp_path / "run2"), "--tokenizer",
+                 str(src)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
     assert lines[0].startswith("tfgpt import-gpt2: error: ")
     assert "bad/model.safetensors: tensor ln_f.bias is missing" in lines[0]
     assert not (tmp_path / "run2").exists()
