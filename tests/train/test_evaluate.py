@@ -186,6 +186,22 @@ def test_evaluate_text_zero_model_is_log_vocab(tmp_path):
     assert out["tokens"] == len(TEXT) - 1 and out["stride"] == 3 and out["block_size"] == 8
 
 
+def test_evaluate_text_reads_the_file_as_prepare_does(text_run, tmp_path):
+    """A BOM, CRLF line endings and a NUL (prepare drops or normalises all three): scored as the
+    clean text is, not refused as characters the char vocabulary lacks; a truly unknown one names the file."""
+    from tfgpt.errors import TokenizerError
+    from tfgpt.train.evaluate import evaluate_text
+
+    run, _, _ = text_run
+    messy = tmp_path / "messy.txt"
+    messy.write_bytes(b"\xef\xbb\xbf" + TEXT.replace("\n", "\r\n").encode() + b"\x00")
+    clean = evaluate_text(run, _write(tmp_path, TEXT))
+    assert {k: v for k, v in evaluate_text(run, messy).items() if k != "file"} == {
+        k: v for k, v in clean.items() if k != "file"}
+    with pytest.raises(TokenizerError, match=f"^{_write(tmp_path, 'To be ✓', 'odd.txt')}: 1 character"):
+        evaluate_text(run, tmp_path / "odd.txt")
+
+
 def test_evaluate_text_matches_numpy_cross_entropy(text_run, tmp_path):
     """Default (non-overlapping windows) and stride 1 (every prediction sees min(8, t+1) tokens),
     each against NumPy cross-entropy over the model's own logits on the same contexts."""

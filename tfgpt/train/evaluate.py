@@ -20,8 +20,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfgpt.data.clean import clean_text
 from tfgpt.data.pipeline import named_shard_errors
-from tfgpt.errors import ConfigError, DataError, RunDirError
+from tfgpt.errors import ConfigError, DataError, RunDirError, TokenizerError
 from tfgpt.runs import CONFIG_YAML, TOKENIZER_DIR, check_run_dir, load_run_model
 from tfgpt.train.data import Source, check_data_dir, data_dir_source
 from tfgpt.train.step import token_cross_entropy
@@ -244,10 +245,12 @@ def evaluate_text(
 ) -> dict[str, Any]:
     """Loss and perplexity of a run on a UTF-8 text file (``tfgpt eval --run RUN --text FILE``).
 
-    The file is tokenized whole with the run's tokenizer (no token is prepended, so the first token is
-    context only) and scored in windows of the block size ``stride`` apart (default: the block size,
-    non-overlapping windows; see :func:`text_windows`). ``tokens`` counts the predictions scored:
-    the file's tokens minus one.
+    The file is cleaned as ``tfgpt prepare`` cleans a corpus (a UTF-8 BOM skipped, line endings to
+    ``\n``, control characters dropped, NFC: :func:`tfgpt.data.clean.clean_text`), so a file prepare
+    took scores as the model saw it, then tokenized whole with the run's tokenizer (no token is
+    prepended, so the first token is context only) and scored in windows of the block size
+    ``stride`` apart (default: the block size, non-overlapping windows; see :func:`text_windows`).
+    ``tokens`` counts the predictions scored: the file's tokens minus one.
 
     Returns ``{"run_dir", "file", "step", "weights", "loss", "perplexity", "tokens", "windows",
     "block_size", "stride"}``.
@@ -255,13 +258,16 @@ def evaluate_text(
     from tfgpt.tokenizers import load_tokenizer
 
     run = check_run_dir(run_dir)
-    text = read_text_file(path)
+    text, _ = clean_text(read_text_file(path).removeprefix("\ufeff"))
     model, (_, tcfg, _), step, weights = load_run_model(run, checkpoint)
     tokenizer = load_tokenizer(run / TOKENIZER_DIR)
     if tokenizer.vocab_size > model.config.vocab_size:
         raise RunDirError(f"{run}: tokenizer has {tokenizer.vocab_size} tokens but the model only "
                           f"{model.config.vocab_size}")
-    ids = tokenizer.encode(text)
+    try:
+        ids = tokenizer.encode(text)
+    except TokenizerError as e:
+        raise TokenizerError(f"{path}: {e}") from None
     if len(ids) < 2:
         raise DataError(f"{path} has {len(ids)} token(s); at least 2 are needed to score one prediction")
     if batch_size <= 0:
