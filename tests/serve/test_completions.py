@@ -56,6 +56,18 @@ BAD = [
     (parse_completion_body, {"prompt": "a", "max_tokens": 32}, "max_tokens", "max_tokens 32 is above this server's "
      "cap (31)"),
     (parse_completion_body, {"prompt": "a", "max_tokens": -1}, "max_tokens", "'max_tokens' must be in [0, 31], got -1"),
+    (parse_completion_body, {"prompt": "a", "max_tokens": "8"}, "max_tokens", "'max_tokens' must be an integer, "
+     "got '8'"),
+    (parse_completion_body, {"prompt": "a", "max_tokens": -5}, "max_tokens", "'max_tokens' must be in [0, 31], got -5"),
+    # the older name: errors name the field the client sent
+    (parse_completion_body, {"prompt": "a", "max_new_tokens": "8"}, "max_new_tokens",
+     "'max_new_tokens' must be an integer, got '8'"),
+    (parse_completion_body, {"prompt": "a", "max_new_tokens": -5}, "max_new_tokens",
+     "'max_new_tokens' must be in [0, 31], got -5"),
+    (parse_completion_body, {"prompt": "a", "max_new_tokens": 64}, "max_new_tokens",
+     "max_new_tokens 64 is above this server's cap (31)"),
+    (parse_chat_body, {"messages": [{"role": "user", "content": "a"}], "max_tokens": "8"}, "max_tokens",
+     "'max_tokens' must be an integer, got '8'"),
     (parse_completion_body, {"prompt": "a", "top_k": 2**31}, "top_k", "'top_k' must be in [0, 2147483647]"),
     (parse_completion_body, {"prompt": "a", "seed": -(2**31) - 1}, "seed", "'seed' must be in [-2147483648, "),
     (parse_completion_body, {"prompt": "a", "temperature": float("nan")}, "temperature",

@@ -3,7 +3,8 @@
 Both take ``model`` (the served name; optional), ``max_tokens``, ``temperature``, ``top_k`` (an
 extension, as in vLLM), ``seed``, ``stop`` (a string or up to 4), ``stream``,
 ``stream_options.include_usage`` and ``user`` (ignored). ``/v1/completions`` takes ``prompt`` (a
-string or a list of strings; ``max_new_tokens`` is tfgpt's older name for ``max_tokens``), the chat
+string or a list of strings; ``max_new_tokens`` is tfgpt's older name for ``max_tokens``, which wins
+if both are given; errors name the field as sent), the chat
 route ``messages`` (``max_completion_tokens`` too). Fields whose OpenAI meaning the SavedModel
 cannot give are taken only at their neutral value (``top_p`` 1, ``n`` 1, penalties 0, ...); any
 other value, or any other field, is a 400 naming the field (:class:`FieldError`, whose ``param``
@@ -89,9 +90,10 @@ def parse_completion_body(body: Any, cap: int) -> CompletionRequest:
     prompts = [prompt] if isinstance(prompt, str) else prompt
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise FieldError("'prompt' must be a string or a non-empty list of strings", "prompt")
-    if "max_tokens" not in body and "max_new_tokens" in body:
-        body["max_tokens"] = body["max_new_tokens"]
-    req = _common(body, cap, "max_tokens")
+    max_name = "max_tokens"
+    if "max_tokens" not in body and "max_new_tokens" in body:  # the alias: errors name the field as sent
+        body["max_tokens"], max_name = body["max_new_tokens"], "max_new_tokens"
+    req = _common(body, cap, max_name)
     if req.stream and len(prompts) > 1:
         raise FieldError("streaming takes a single prompt (a string or a list of one)", "prompt")
     return req._replace(prompts=prompts)
@@ -161,7 +163,7 @@ def _integer(value: Any, name: str, lo: int, hi: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise FieldError(f"'{name}' must be an integer, got {value!r}", name)
     if not lo <= value <= hi:
-        if name in ("max_tokens", "max_completion_tokens") and value > hi:
+        if name in ("max_tokens", "max_completion_tokens", "max_new_tokens") and value > hi:
             raise FieldError(f"{name} {value} is above this server's cap ({hi})", name)
         raise FieldError(f"'{name}' must be in [{lo}, {hi}], got {value}", name)
     return value
