@@ -83,6 +83,17 @@ def test_eval_says_when_windows_read_more_than_the_split(run, capsys):
         evaluate_run(run_dir, split="test")
 
 
+def test_eval_refuses_data_made_with_another_tokenizer(run, tmp_path):
+    """Another tokenizer's ids would index past the model's vocabulary (a NaN loss, exit 0): refused."""
+    from tfgpt.data.prepare import prepare
+
+    (tmp_path / "other.txt").write_text("an entirely different alphabet: xyz 0123456789\n" * 200)
+    prepare([str(tmp_path / "other.txt")], str(tmp_path / "other"), "char", val_fraction=0.2, workers=0,
+            progress=False)
+    with pytest.raises(DataError, match="was prepared with another tokenizer"):
+        evaluate_run(run[0], data_dir=tmp_path / "other")
+
+
 def test_eval_scores_the_weights_load_uses(run, resumed, tmp_path):
     """A stale model.keras (older than the latest checkpoint, as after an interrupted resume) is not
     what eval scores; an explicit checkpoint may be a step dir name or a path, its step from its state."""

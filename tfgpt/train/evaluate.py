@@ -21,9 +21,11 @@ import numpy as np
 import tensorflow as tf
 
 from tfgpt.data.clean import clean_text
+from tfgpt.data.manifest import check_tokenizer
 from tfgpt.data.pipeline import named_shard_errors
 from tfgpt.errors import ConfigError, DataError, RunDirError, TokenizerError
 from tfgpt.runs import CONFIG_YAML, TOKENIZER_DIR, check_run_dir, load_run_model
+from tfgpt.tokenizers import load_tokenizer
 from tfgpt.train.data import Source, check_data_dir, data_dir_source
 from tfgpt.train.step import token_cross_entropy
 
@@ -111,6 +113,7 @@ def evaluate_run(
     if data_dir is None:
         raise RunDirError(f"{run_dir / CONFIG_YAML} names no data dir; pass data_dir")
     manifest = check_data_dir(data_dir)
+    check_tokenizer(manifest, load_tokenizer(run_dir / TOKENIZER_DIR), data_dir)  # else ids past the vocab: NaN
     if split not in manifest["splits"]:
         raise DataError(f"data dir {data_dir} has no split {split!r}; it has {', '.join(manifest['splits'])}")
     source = data_dir_source(data_dir, shuffle=dcfg.shuffle)
@@ -120,6 +123,8 @@ def evaluate_run(
         est = LossEstimator(model, source, [split], iters, bs, model.config.block_size, tcfg.seed,
                             jit_compile=tcfg.jit_compile)
         loss = est()[split]
+    if not math.isfinite(loss):
+        raise RunDirError(f"{weights}: the {split} loss is not finite ({loss}): the weights hold NaN/Inf")
     result = {
         "run_dir": str(run_dir), "split": split, "step": step, "weights": str(weights), "loss": loss,
         "perplexity": perplexity(loss), "tokens": est.tokens_per_split, "batches": iters,
@@ -255,8 +260,6 @@ def evaluate_text(
     Returns ``{"run_dir", "file", "step", "weights", "loss", "perplexity", "tokens", "windows",
     "block_size", "stride"}``.
     """
-    from tfgpt.tokenizers import load_tokenizer
-
     run = check_run_dir(run_dir)
     text, _ = clean_text(read_text_file(path).removeprefix("\ufeff"))
     model, (_, tcfg, _), step, weights = load_run_model(run, checkpoint)
