@@ -24,6 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "serving"))  # clie
 CAP = 20
 MAX_BODY = 4096
 
+#: What each server started by :func:`start_server` wrote to stderr before it answered /healthz, by base URL.
+STARTUP: dict[str, str] = {}
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -66,6 +69,7 @@ def start_server(export: Path, *args: str) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not start in 120 s")
             time.sleep(0.3)
+        STARTUP[base] = _read_available(proc.stderr.fileno())
         yield base
     finally:
         proc.terminate()
@@ -73,6 +77,16 @@ def start_server(export: Path, *args: str) -> Iterator[str]:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def _read_available(fd: int) -> str:
+    """What the pipe ``fd`` holds now, without waiting for more (the fd is left non-blocking)."""
+    os.set_blocking(fd, False)
+    chunks = []
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    return b"".join(chunks).decode("utf-8", "replace")
 
 
 @pytest.fixture(scope="session")

@@ -176,3 +176,55 @@ def test_a_port_in_use_is_one_line_before_the_model_loads(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == (f"tfgpt serve: error: --host 127.0.0.1 --port {port}: 127.0.0.1:{port} is in use "
                    "(another server?); choose another --port")
+
+
+def test_the_start_up_line_says_what_is_served_where(server):
+    from conftest import STARTUP
+
+    port = server.rsplit(":", 1)[1]
+    lines = STARTUP[server].splitlines()
+    assert f"tfgpt serve: serving tiny v1 on http://127.0.0.1:{port} (TF Serving REST, OpenAI /v1/completions, " \
+           "/v1/chat/completions)" in lines
+    assert lines.index(next(x for x in lines if x.startswith("tfgpt serve: serving"))) < \
+        lines.index(next(x for x in lines if "Uvicorn running" in x))  # before uvicorn starts
+
+
+def test_tf_serving_versioned_urls(server):
+    assert requests.get(f"{server}/v1/models/tiny/versions/1").json() == requests.get(f"{server}/v1/models/tiny").json()
+    assert requests.get(f"{server}/v1/models/tiny/versions/1/metadata").json() == \
+        requests.get(f"{server}/v1/models/tiny/metadata").json()
+    body = {"inputs": {"prompts": ["ROMEO:"], "max_new_tokens": 3}}
+    r = requests.post(f"{server}/v1/models/tiny/versions/1:predict", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json() == requests.post(f"{server}/v1/models/tiny:predict", json=body, timeout=60).json()
+    other = "model 'tiny' has no version '2' here (this server serves version 1)"
+    for r in (requests.get(f"{server}/v1/models/tiny/versions/2"),
+              requests.get(f"{server}/v1/models/tiny/versions/2/metadata"),
+              requests.post(f"{server}/v1/models/tiny/versions/2:predict", json=body, timeout=60)):
+        assert (r.status_code, r.json()) == (404, {"error": other})
+    r = requests.post(f"{server}/v1/models/other/versions/1:predict", json=body, timeout=60)
+    assert (r.status_code, r.json()) == (404, {"error": "model 'other' is not served here (this server serves 'tiny')"})
+
+
+def test_unknown_paths_and_wrong_methods_get_tf_servings_error_shape(server):
+    for r, status, error in ((requests.get(f"{server}/nope"), 404, "Not Found"),
+                             (requests.get(f"{server}/v1/models/tiny/versions/1/labels"), 404, "Not Found"),
+                             (requests.post(f"{server}/healthz"), 405, "Method Not Allowed"),
+                             (requests.delete(f"{server}/v1/models/tiny"), 405, "Method Not Allowed")):
+        assert (r.status_code, r.json()) == (status, {"error": error})
+    r = requests.get(f"{server}/v1/completions")  # an OpenAI route keeps OpenAI's shape
+    assert r.status_code == 405 and r.json()["error"]["message"] == "Method Not Allowed"
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--port", "99999"], "--port 99999: must be in [0, 65535]"),
+    (["--port", "-1"], "--port -1: must be in [0, 65535]"),
+    (["--workers", "0"], "--workers 0: must be at least 1 (threads running the model)"),
+    (["--max-new-tokens-cap", "0"], "--max-new-tokens-cap 0: must be at least 1 (tokens a request may ask for)"),
+    (["--max-body-bytes", "-5"], "--max-body-bytes -5: must be at least 1 (bytes of a request body)"),
+])
+def test_out_of_range_numbers_are_one_line_before_the_model_loads(tmp_path, capsys, flags, message):
+    from tfgpt.cli import main
+
+    assert main(["serve", "--export", str(tmp_path / "none"), *flags]) == 2  # the export is never read
+    assert capsys.readouterr().err.strip() == f"tfgpt serve: error: {message}"

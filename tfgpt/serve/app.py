@@ -6,7 +6,8 @@ Endpoints:
 - TF Serving's REST API (:mod:`tfgpt.serve.rest`): ``GET /v1/models/{name}`` and
   ``/v1/models/{name}/metadata`` → model status / metadata JSON; ``POST /v1/models/{name}:predict``
   with ``{"instances": [...]}`` (row) or ``{"inputs": ...}`` (columnar), optional
-  ``"signature_name"``, answers ``{"predictions": ...}`` / ``{"outputs": ...}``.
+  ``"signature_name"``, answers ``{"predictions": ...}`` / ``{"outputs": ...}``. Each also under
+  ``/v1/models/{name}/versions/{version}`` (another version than the served one is a 404).
 - The OpenAI-compatible API (:mod:`tfgpt.serve.openai_api`): ``POST /v1/completions`` and
   ``/v1/chat/completions`` in OpenAI's request and reply shapes (``"stream": true``: server-sent
   ``data:`` chunks ending ``data: [DONE]``), ``GET /v1/models`` (OpenAI's model list; the
@@ -20,8 +21,8 @@ Bad requests get a 4xx naming the field: ``{"error": {"message", "type", "param"
 OpenAI routes (so the ``openai`` client raises e.g. ``BadRequestError`` with the message),
 ``{"error": "..."}`` on TF Serving's (malformed or too deeply nested JSON, missing fields, wrong
 types, ragged lists or shapes, numbers out of the input's dtype range, ``max_tokens`` above the
-cap, bodies over ``max_body_bytes``). The model runs in a worker thread pool, so the event loop
-keeps serving while requests compute.
+cap, bodies over ``max_body_bytes``; unknown paths and wrong methods too). The model runs in a
+worker thread pool, so the event loop keeps serving while requests compute.
 
 Example:
     >>> serve("export/shakespeare", host="127.0.0.1", port=8501)  # doctest: +SKIP
@@ -84,11 +85,26 @@ class Server:
         """:meth:`ExportedModel.predict` in the worker pool, so the event loop keeps serving."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, self.model.predict, signature, inputs)
 
-    def check_name(self, name: str) -> None:
-        """404 unless ``name`` is the served model's."""
+    def check_name(self, name: str, version: str | None = None) -> None:
+        """404 unless ``name`` (and ``version``, if given: from a ``/versions/N`` URL) is the served model's."""
         if name != self.model.name:
             raise BadRequest(f"model {name!r} is not served here (this server serves {self.model.name!r})",
                              status=404)
+        if version is not None and version != str(self.model.version):
+            raise BadRequest(f"model {name!r} has no version {version!r} here (this server serves version "
+                             f"{self.model.version})", status=404)
+
+
+def listening(name: str, version: int, host: str, port: int) -> str:
+    """The start-up line saying what is served where (an IPv6 host in brackets, as in a URL).
+
+    Example:
+        >>> listening("tiny", 1, "::1", 8501).split(" (")[0]
+        'tfgpt serve: serving tiny v1 on http://[::1]:8501'
+    """
+    where = f"[{host}]" if ":" in host else host
+    return (f"tfgpt serve: serving {name} v{version} on http://{where}:{port} "
+            "(TF Serving REST, OpenAI /v1/completions, /v1/chat/completions)")
 
 
 def _server(request: Request) -> Server:
@@ -112,11 +128,12 @@ async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
 
 
 async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-    """Starlette's own errors (405 on a wrong method, 404 on an unknown path), in OpenAI's shape on its routes."""
+    """Starlette's own errors (405 on a wrong method, 404 on an unknown path): OpenAI's shape on its routes,
+    TF Serving's ``{"error": "..."}`` elsewhere."""
     if is_openai_route(request.url.path):
         return JSONResponse(error_body(str(exc.detail), exc.status_code), status_code=exc.status_code,
                             headers=exc.headers)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
 
 async def healthz(request: Request) -> dict[str, Any]:
@@ -124,26 +141,36 @@ async def healthz(request: Request) -> dict[str, Any]:
     return {"status": "ok", "model": model.name, "version": model.version}
 
 
-async def model_status(name: str, request: Request) -> dict[str, Any]:
+async def model_status(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
     server = _server(request)
-    server.check_name(name)
+    server.check_name(name, version)
     ok = {"error_code": "OK", "error_message": ""}
     return {"model_version_status": [{"version": str(server.model.version), "state": "AVAILABLE", "status": ok}]}
 
 
-async def model_metadata(name: str, request: Request) -> dict[str, Any]:
+async def model_metadata(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
     server = _server(request)
-    server.check_name(name)
+    server.check_name(name, version)
     return {"model_spec": {"name": server.model.name, "version": str(server.model.version)},
             "signatures": server.model.specs}
 
 
 async def predict(name_verb: str, request: Request) -> JSONResponse:
-    server = _server(request)
     name, _, verb = name_verb.partition(":")
+    return await _predict(request, name, None, verb)
+
+
+async def versioned_predict(name: str, version_verb: str, request: Request) -> JSONResponse:
+    version, _, verb = version_verb.partition(":")
+    return await _predict(request, name, version, verb)
+
+
+async def _predict(request: Request, name: str, version: str | None, verb: str) -> JSONResponse:
+    """``POST /v1/models/NAME[/versions/N]:predict``."""
+    server = _server(request)
     if verb != "predict":
         raise BadRequest(f"unsupported verb {verb!r}: only ':predict' is served", status=404)
-    server.check_name(name)
+    server.check_name(name, version)
     req = parse_predict_body(await read_json(request, server.max_body_bytes))
     inputs = named_inputs(req, server.model.specs)
     if server.moderator is not None:
@@ -183,11 +210,32 @@ def create_app(
     app.add_api_route("/v1/models/{name}", model_status, methods=["GET"])
     app.add_api_route("/v1/models/{name}/metadata", model_metadata, methods=["GET"])
     app.add_api_route("/v1/models/{name_verb}", predict, methods=["POST"])
+    app.add_api_route("/v1/models/{name}/versions/{version}", model_status, methods=["GET"])
+    app.add_api_route("/v1/models/{name}/versions/{version}/metadata", model_metadata, methods=["GET"])
+    app.add_api_route("/v1/models/{name}/versions/{version_verb}", versioned_predict, methods=["POST"])
     app.add_api_route("/v1/completions", openai_api.completions, methods=["POST"])
     app.add_api_route("/v1/chat/completions", openai_api.chat_completions, methods=["POST"])
     if api_key is not None:
         app.add_middleware(BearerAuth, key=api_key)
     return app
+
+
+def check_options(port: int, workers: int, max_new_tokens_cap: int, max_body_bytes: int) -> None:
+    """A one-line ConfigError naming the flag if a number :func:`serve` takes is out of its range.
+
+    Example:
+        >>> check_options(8501, workers=0, max_new_tokens_cap=256, max_body_bytes=1024)
+        Traceback (most recent call last):
+        ...
+        tfgpt.errors.ConfigError: --workers 0: must be at least 1 (threads running the model)
+    """
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port}: must be in [0, 65535]")
+    for flag, value, what in (("--workers", workers, "threads running the model"),
+                              ("--max-new-tokens-cap", max_new_tokens_cap, "tokens a request may ask for"),
+                              ("--max-body-bytes", max_body_bytes, "bytes of a request body")):
+        if value < 1:
+            raise ConfigError(f"{flag} {value}: must be at least 1 ({what})")
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -245,6 +293,7 @@ def serve(
     """
     import uvicorn
 
+    check_options(port, workers, max_new_tokens_cap, max_body_bytes)
     check_port_free(host, port)  # before the model load, which takes seconds
     api_key = None if api_key_file is None else read_api_key(api_key_file)
     warn_if_exposed(host, port, api_key is not None)
@@ -254,4 +303,6 @@ def serve(
     print(app.state.tfgpt.describe(), file=sys.stderr, flush=True)
     if app.state.tfgpt.moderator is not None:
         print(app.state.tfgpt.moderator.describe(), file=sys.stderr, flush=True)
+    model = app.state.tfgpt.model
+    print(listening(model.name, model.version, host, port), file=sys.stderr, flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
