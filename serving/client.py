@@ -6,7 +6,8 @@ Examples::
     python serving/client.py --format columnar --prompt "ROMEO:" --prompt "JULIET:"
     python serving/client.py --grpc localhost:8500 --prompt "ROMEO:"                          # gRPC PredictionService
 
-Only the body builders need no server; they are what the tests run through the SavedModel.
+Only the body builders need no server; they are what the tests run through the SavedModel. A server
+that cannot be reached, or that answers with an error, is one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from typing import Any
@@ -98,6 +100,29 @@ def send_grpc(target: str, request: Any, timeout: float = 120.0) -> dict[str, An
     return {k: tf.make_ndarray(v).tolist() for k, v in response.outputs.items()}
 
 
+class ClientError(Exception):
+    """A request that got no reply, or an error reply: its message is the one line ``main`` prints."""
+
+
+def _send(a: argparse.Namespace, params: dict[str, Any]) -> dict[str, Any]:
+    """The reply to the request ``a`` describes; a :class:`ClientError` naming the URL if there is none."""
+    if a.grpc:
+        import grpc
+
+        try:
+            return send_grpc(a.grpc, grpc_request(a.prompt, a.model, **params))
+        except grpc.RpcError as e:
+            raise ClientError(f"gRPC {a.grpc}: {e.code().name}: {e.details()}") from None
+    url = f"{a.rest}/v1/models/{a.model}:predict"
+    try:
+        return send_rest(url, rest_body(a.prompt, a.format, **params))
+    except urllib.error.HTTPError as e:
+        raise ClientError(f"POST {url}: HTTP {e.code}: {e.read().decode('utf-8', 'replace').strip()}") from None
+    except (urllib.error.URLError, OSError) as e:  # refused, unknown host, timed out
+        reason = getattr(e, "reason", e)
+        raise ClientError(f"cannot reach {url}: {reason} (is the server running?)") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prompt", action="append", required=True)
@@ -111,10 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=None)
     a = p.parse_args(argv)
     params = dict(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_k=a.top_k, seed=a.seed)
-    if a.grpc:
-        reply = send_grpc(a.grpc, grpc_request(a.prompt, a.model, **params))
-    else:
-        reply = send_rest(f"{a.rest}/v1/models/{a.model}:predict", rest_body(a.prompt, a.format, **params))
+    try:
+        reply = _send(a, params)
+    except ClientError as e:
+        print(f"client.py: error: {e}", file=sys.stderr)
+        return 1
     json.dump(reply, sys.stdout, indent=2, default=lambda b: b.decode("utf-8", "replace"))
     sys.stdout.write("\n")
     return 0

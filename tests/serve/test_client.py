@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
 from client import grpc_request, rest_body
+from conftest import free_port
 
 import tfgpt
 from tfgpt.export.verify import session_run
@@ -62,3 +67,23 @@ def test_grpc_request_matches_the_signature_and_runs_in_the_session_loader(tiny_
 def test_bad_body_format():
     with pytest.raises(ValueError, match="row"):
         rest_body(["a"], "csv")
+
+
+def _client(*args: str) -> subprocess.CompletedProcess:
+    client = Path(__file__).resolve().parents[2] / "serving" / "client.py"
+    return subprocess.run([sys.executable, str(client), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_no_server_is_one_line_naming_the_url():
+    port = free_port()  # nobody listens on it
+    done = _client("--rest", f"http://127.0.0.1:{port}", "--model", "tiny", "--prompt", "ROMEO:")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == (f"client.py: error: cannot reach http://127.0.0.1:{port}/v1/models/tiny:predict: "
+                           "[Errno 111] Connection refused (is the server running?)\n")
+
+
+def test_an_error_reply_is_one_line_with_the_servers_message(server):
+    done = _client("--rest", server, "--model", "other", "--prompt", "ROMEO:")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == (f"client.py: error: POST {server}/v1/models/other:predict: HTTP 404: "
+                           '{"error":"model \'other\' is not served here (this server serves \'tiny\')"}\n')
