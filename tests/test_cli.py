@@ -103,6 +103,8 @@ def test_generate_and_stream_agree(run, capsys):
         (["--prompt", ""], "empty"),
         (["--prompt", "To be", "--top-k", "1000"], "top_k"),
         (["--prompt", "Zebra"], "Z"),
+        (["--prompt", "To be", "--tflite", "m.tflite"], "not both"),
+        (["--prompt", "To be", "--tokenizer", "tok"], "--tokenizer goes with --tflite"),
     ],
 )
 def test_bad_input_is_one_clear_line(run, args, message, capsys):

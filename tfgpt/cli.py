@@ -57,6 +57,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         top_p=args.top_p, seed=args.seed, stop=args.stop,
     )
     head = "" if args.completion_only or not isinstance(prompt, str) else prompt
+    if args.tflite and args.run:
+        raise TfgptError("give --run RUN or --tflite FILE, not both")
+    if args.tokenizer and not args.tflite:
+        raise TfgptError("--tokenizer goes with --tflite FILE (a run dir holds its own tokenizer)")
     if args.tflite:
         from tfgpt.export.tflite_runner import generate_tflite
 

@@ -63,3 +63,23 @@ def test_runner_bad_input(exported, tmp_path):
 
     with pytest.raises(GenerationError, match="not valid UTF-8"):
         generate_tflite(out / "tflite" / "model.tflite", out / "tokenizer", b"\xff", 5)
+
+
+def test_runner_names_the_missing_file_and_refuses_another_tokenizer(exported, tmp_path):
+    """A missing .tflite is reported as such even with no --tokenizer (it was reported as a missing
+    tokenizer dir); a tokenizer with more ids than the model's logits, or another fingerprint than
+    export.json's, is refused (it printed garbage)."""
+    from tfgpt.tokenizers import CharTokenizer
+
+    out, _ = exported
+    with pytest.raises(ExportError, match="TFLite file not found"):
+        generate_tflite(tmp_path / "nope.tflite", None, "ROMEO:", 5)
+    path = out / "tflite" / "model.tflite"
+    big = CharTokenizer.train(["".join(chr(0x4E00 + i) for i in range(300))])
+    big.save(tmp_path / "big")
+    with pytest.raises(ExportError, match="the tokenizer has 300 tokens but .* has .* logits"):
+        generate_tflite(path, tmp_path / "big", "ROMEO:", 5)
+    small = CharTokenizer.train(["ROMEO: abc"])
+    small.save(tmp_path / "small")
+    with pytest.raises(ExportError, match="is not the one .*export.json was exported with"):
+        generate_tflite(path, tmp_path / "small", "ROMEO:", 5)

@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -159,6 +160,22 @@ class TFLiteGenerator:
         return ids[-self.block_size:], limit
 
 
+def check_tokenizer_matches(tflite_path: Path, tokenizer: Any, vocab_size: int) -> None:
+    """Refuse a tokenizer that is not the model's: more ids than the model has logits, or another
+    fingerprint than the one the export's ``export.json`` (two levels up, when present) recorded."""
+    if tokenizer.vocab_size > vocab_size:
+        raise ExportError(f"the tokenizer has {tokenizer.vocab_size} tokens but {tflite_path} has {vocab_size} "
+                          f"logits: it is not this model's tokenizer (the export's is in its tokenizer/ dir)")
+    info_path = tflite_path.parent.parent / "export.json"
+    try:
+        recorded = json.loads(info_path.read_text(encoding="utf-8"))["source"]["tokenizer"]["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # a .tflite on its own: the vocabulary size is all there is to check
+    if tokenizer.fingerprint() != recorded:
+        raise ExportError(f"the tokenizer is not the one {info_path} was exported with (fingerprint "
+                          f"{tokenizer.fingerprint()} != {recorded}); use the export's tokenizer/ dir")
+
+
 def generate_tflite(
     tflite_path: str | os.PathLike,
     tokenizer_dir: str | os.PathLike | None,
@@ -184,14 +201,15 @@ def generate_tflite(
     from tfgpt.tokenizers import load_tokenizer
 
     path = Path(tflite_path)
+    gen = TFLiteGenerator(path)  # first: a missing or broken file is the error to report
     if tokenizer_dir is None:
         tokenizer_dir = path.parent.parent / "tokenizer"
     prompt = _check_prompt(prompt)
     tokenizer = load_tokenizer(tokenizer_dir)
+    check_tokenizer_matches(path, tokenizer, gen.vocab_size)
     ids = tokenizer.encode(prompt)
     if not ids:
         raise GenerationError("the prompt encodes to no tokens")
-    gen = TFLiteGenerator(path)
     new = gen.generate_ids(ids, max_new_tokens, temperature, top_k, top_p, seed, tokenizer.eot_id,
                            vocab_limit=min(tokenizer.vocab_size, gen.vocab_size))
     if tokenizer.eot_id is not None and new and new[-1] == tokenizer.eot_id:
