@@ -25,6 +25,16 @@ def test_shipped_configs_resolve(name):
         assert train.global_batch * model.block_size == 524288
 
 
+def test_vocab_size_comes_from_the_data_unless_the_config_names_one():
+    """tiny.yaml and shakespeare-char.yaml leave it out (a corpus of 80 characters needs no edit);
+    ``--set model.vocab_size=null`` drops a config's own number for the data dir's."""
+    for name in ("tiny", "shakespeare-char", "char-small"):
+        assert resolve_config(CONFIGS / f"{name}.yaml", vocab_size=80)[0].vocab_size == 80
+    named = {"model": {"vocab_size": 65, "n_layer": 1, "n_head": 1, "n_embd": 8, "block_size": 8}}
+    assert resolve_config(named, vocab_size=80)[0].vocab_size == 65
+    assert resolve_config(named, ["model.vocab_size=null"], vocab_size=80)[0].vocab_size == 80
+
+
 def test_overrides_and_strict_keys():
     m, t, d = resolve_config({"model": {"preset": "char-small"}},
                              ["train.max_steps=7", "learning_rate=1e-2", "model.n_layer=2", "data.dir=x"])

@@ -187,7 +187,8 @@ _SECTION_TYPES: dict[str, Any] = {"model": GPTConfig, "train": TrainConfig, "dat
 
 def _field_hints(section: str) -> dict[str, Any]:
     hints = typing.get_type_hints(_SECTION_TYPES[section])
-    return {**hints, "preset": str} if section == "model" else hints
+    # --set model.vocab_size=null: take it from the data dir, as a config that leaves it out does
+    return {**hints, "preset": str, "vocab_size": int | None} if section == "model" else hints
 
 
 def _split_override(item: str) -> tuple[str, str, str]:
@@ -303,6 +304,8 @@ def resolve_config(
                         f"valid sections: {', '.join(SECTIONS)}")
     data = apply_overrides(data, overrides, problems)
     section = data.get("model")
+    if isinstance(section, dict) and "vocab_size" in section and section["vocab_size"] is None:
+        section = {k: v for k, v in section.items() if k != "vocab_size"}  # null: the data dir's
     if vocab_size is not None and (section is None or (isinstance(section, dict) and "vocab_size" not in section)):
         section = {**(section or {}), "vocab_size": vocab_size}
     model = _collect(problems, _model_from_section, section, f"{where}: model")
