@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 from tfgpt.serve.completions import CompletionRequest, FieldError, parse_chat_body, parse_completion_body
+from tfgpt.serve.rest import parse_predict_body
 
 CAP = 31
 
@@ -106,3 +112,30 @@ def test_bad_bodies_name_the_field(parse, body, param, message):
     with pytest.raises(FieldError) as e:
         parse(body, CAP)
     assert str(e.value).startswith(message) and e.value.status == 400 and e.value.param == param
+
+
+CHAR_SMALL_CAP = 63  # block_size 64 - 1: the README's char-small
+README = Path(__file__).resolve().parents[2] / "serving" / "README.md"
+
+
+def test_every_documented_request_is_accepted_by_a_block_64_model():
+    """serving/README.md's curl bodies parse as their routes read them, and every token count in its
+    examples (curl, client.py, the openai client) is within char-small's cap: none is a 400 there."""
+    text = README.read_text()
+    bodies = [(re.findall(r"localhost:8501(/\S+)", text[:m.start()])[-1], m.group(1))  # the nearest curl's route
+              for m in re.finditer(r"-d '(.*?)'", text, flags=re.DOTALL)]
+    routes = sorted({route for route, _ in bodies})
+    assert routes == ["/v1/chat/completions", "/v1/completions", "/v1/models/tfgpt/versions/1:predict",
+                      "/v1/models/tfgpt:predict"]
+    counts = []
+    for route, raw in bodies:
+        body = json.loads(raw)
+        if route.endswith(":predict"):
+            inputs = parse_predict_body(body).inputs
+            counts += [v for k, vs in inputs.items() if k == "max_new_tokens" for v in np.ravel(vs)]
+        else:
+            (parse_chat_body if "chat" in route else parse_completion_body)(body, CHAR_SMALL_CAP)
+            counts += [body[k] for k in ("max_tokens", "max_new_tokens") if k in body]
+    counts += [int(n) for n in re.findall(r"(?:--max-new-tokens |max_tokens=)(\d+)", text)]
+    assert counts and max(counts) <= CHAR_SMALL_CAP, counts
+    assert "max_tokens\": 64" not in text and "is clipped to `block_size - 1`" not in text
