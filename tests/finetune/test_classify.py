@@ -213,3 +213,17 @@ def test_padding_each_batch_to_its_longest_trains_as_padding_the_split(lora_clas
     want = np.asarray(keras.ops.softmax(model(ids), axis=-1))
     np.testing.assert_allclose(np.asarray(keras.ops.softmax(per_batch(ids), axis=-1)), want, atol=1e-5)
     assert np.abs(want - 0.5).max() > 0.01  # trained away from the uniform start
+
+
+def test_a_text_with_a_character_outside_the_vocabulary_names_file_and_line(tiny_run, tmp_path, capsys):
+    """The first such row in file order (line 3, not line 5 however the split shuffles), before any output."""
+    from tfgpt.cli import main
+
+    data = tmp_path / "sms.tsv"
+    data.write_text("ham\thi\nspam\tyo\nham\tok § now ¤\nspam\tWIN\nham\tbad §\nspam\tgo\n", encoding="utf-8")
+    rc = main(["finetune", "classify", "--run", str(tiny_run), "--data", str(data), "--out", str(tmp_path / "o")])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tfgpt")]
+    assert rc == 2 and len(err) == 1
+    assert err[0].startswith(f"tfgpt finetune: error: {data}:3: 2 character(s) not in the char vocabulary (")
+    assert "'§' (U+00A7) at position 3, '¤' (U+00A4) at position 9" in err[0]
+    assert [p.name for p in tmp_path.iterdir()] == ["sms.tsv"]

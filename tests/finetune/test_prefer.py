@@ -225,6 +225,18 @@ def test_bad_input_is_one_line_and_writes_nothing(base, tmp_path, capsys, change
     assert sorted(str(p) for p in base.rglob("*")) == base_files
 
 
+def test_an_entry_with_a_character_outside_the_vocabulary_names_file_and_entry(base, pairs, tmp_path, capsys):
+    data = tmp_path / "prefs.json"
+    rows = [dict(p) for p in pairs[:6]]
+    rows[3]["rejected"], rows[5]["chosen"] = rows[3]["rejected"] + " §", rows[5]["chosen"] + " ¤"
+    data.write_text(json.dumps(rows), encoding="utf-8")
+    assert main(["finetune", "prefer", "--run", str(base), "--data", str(data), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tfgpt finetune: error: {data}: entry 3: 1 character(s) not in the char vocabulary (")
+    assert "'§' (U+00A7)" in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prefs.json"]
+
+
 def test_a_non_empty_out_is_refused(base, tmp_path, capsys):
     data = bad_prefs(tmp_path, {"instruction": "b", "input": "", "chosen": "x", "rejected": "y"})
     (tmp_path / "out").mkdir()

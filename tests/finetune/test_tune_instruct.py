@@ -192,6 +192,19 @@ def test_cli_names_a_missing_field_in_one_line(base, tmp_path, capsys):
     assert code == 2 and capsys.readouterr().err.endswith("--lora-rank must be a positive integer, got 0\n")
 
 
+def test_an_entry_with_a_character_outside_the_vocabulary_names_file_and_entry(base, entries, tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    rows = [dict(e) for e in entries[:6]]
+    rows[2]["output"], rows[4]["instruction"] = rows[2]["output"] + " §", "¤ " + rows[4]["instruction"]
+    bad.write_text(json.dumps(rows), encoding="utf-8")
+    code = main(["finetune", "instruct", "--run", str(base), "--data", str(bad), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(f"tfgpt finetune: error: {bad}: entry 2: 1 character(s) not in the char vocabulary (")
+    assert "'§' (U+00A7)" in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json"]
+
+
 def test_cli_unmasked_lora_run(base, data, tmp_path, capsys):
     out = tmp_path / "lora"
     with pytest.warns(UserWarning, match="longer than block_size"):

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from tfgpt.config import load_model_config, read_yaml, save_model_config
-from tfgpt.errors import ConfigError, RunDirError
+from tfgpt.errors import ConfigError, RunDirError, TokenizerError
 from tfgpt.finetune import checkpoints as ckpt
 from tfgpt.finetune.classifier import GPTClassifier, batch_dataset, pad_batch
 from tfgpt.finetune.labelled import Record, balance, label_names, read_labelled, split
@@ -82,6 +82,32 @@ def check_out(run: str | os.PathLike, out: str | os.PathLike) -> Path:
     if out_path.exists() and (not out_path.is_dir() or any(out_path.iterdir())):
         raise ConfigError(f"--out {out} already exists and is not empty")
     return out_path
+
+
+def unencodable_row(tokenizer: Any, records: list[Record], where: str | os.PathLike) -> TokenizerError | None:
+    """The error of the first record (in file order) ``tokenizer`` cannot encode, as ``FILE:LINE: ...``.
+
+    Example:
+        >>> from tfgpt.tokenizers.char import CharTokenizer
+        >>> tok = CharTokenizer.train(["abc"])
+        >>> str(unencodable_row(tok, [Record("x", "ab", 1), Record("y", "a#", 2)], "d.tsv"))[:43]
+        'd.tsv:2: 1 character(s) not in the char voc'
+    """
+    for record in sorted(records, key=lambda r: r.line):
+        try:
+            tokenizer.encode(record.text)
+        except TokenizerError as e:
+            return TokenizerError(f"{where}:{record.line}: {e}")
+    return None
+
+
+def _encoded(tokenizer: Any, parts: dict[str, list[Record]], labels: list[str], block_size: int,
+             where: str | os.PathLike) -> dict[str, Any]:
+    """:func:`_arrays` of each split; a text the tokenizer refuses is named by ``FILE:LINE``."""
+    try:
+        return {k: _arrays(tokenizer, v, labels, block_size) for k, v in parts.items()}
+    except TokenizerError as e:
+        raise unencodable_row(tokenizer, [r for v in parts.values() for r in v], where) or e from None
 
 
 def _arrays(tokenizer: Any, records: list[Record], labels: list[str], block_size: int) -> tuple[Any, Any]:
@@ -204,7 +230,7 @@ def finetune_classify(
     labels = label_names(records)
     gpt, tokenizer = load(run)
     parts = dict(zip(("train", "val", "test"), split(records, seed=seed), strict=True))
-    arrays = {k: _arrays(tokenizer, v, labels, gpt.config.block_size) for k, v in parts.items()}
+    arrays = _encoded(tokenizer, parts, labels, gpt.config.block_size, data)
     opts = dict(trainable=trainable, balance=balance_classes, epochs=epochs, batch_size=batch_size, lr=lr,
                 seed=seed, lora_rank=lora_rank if trainable == "lora" else None, lora_alpha=lora_alpha,
                 quantize=quantize, **stack)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from keras import ops
 
-from tfgpt.errors import DataError
+from tfgpt.errors import DataError, TokenizerError
 from tfgpt.prompt_templates import PREAMBLE, format_prompt  # noqa: F401 - the template lives TF-free
 
 FIELDS = ("instruction", "input", "output")
@@ -81,6 +81,28 @@ def encode_entry(entry: dict[str, str], tokenizer: Any) -> tuple[list[int], list
     prompt = tokenizer.encode(format_prompt(entry))
     full = tokenizer.encode(format_example(entry))
     return full[: len(prompt)], full[len(prompt):]
+
+
+def unencodable_entry(entries: list[dict[str, str]], encode: Callable[[dict[str, str]], Any],
+                      where: str | os.PathLike) -> TokenizerError | None:
+    """The error of the first entry (in file order) ``encode`` refuses, as ``FILE: entry I: ...``.
+
+    Positions count in the entry's Alpaca-formatted text. Scanning happens only once encoding a
+    split has failed, so the error names the file's first bad entry, not the shuffled split's.
+
+    Example:
+        >>> from tfgpt.tokenizers.char import CharTokenizer
+        >>> ok = {"instruction": "hi", "input": "", "output": "yo"}
+        >>> tok, bad = CharTokenizer.train([format_example(ok)]), {**ok, "instruction": "§"}
+        >>> str(unencodable_entry([ok, bad], lambda e: encode_entry(e, tok), "d.json"))[:50]
+        'd.json: entry 1: 1 character(s) not in the char vo'
+    """
+    for i, entry in enumerate(entries):
+        try:
+            encode(entry)
+        except TokenizerError as e:
+            return TokenizerError(f"{where}: entry {i}: {e}")
+    return None
 
 
 def collate(

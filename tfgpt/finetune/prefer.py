@@ -30,11 +30,11 @@ import numpy as np
 
 from tfgpt.atomic import write_text_atomic
 from tfgpt.config import read_yaml
-from tfgpt.errors import ConfigError, DataError
+from tfgpt.errors import ConfigError, DataError, TokenizerError
 from tfgpt.finetune import checkpoints as ckpt
 from tfgpt.finetune.classify import check_out
 from tfgpt.finetune.dpo import dpo_loss, read_preference_data, sequence_logprob
-from tfgpt.finetune.instruct import collate, encode_entry
+from tfgpt.finetune.instruct import collate, encode_entry, unencodable_entry
 from tfgpt.finetune.lora import enable_lora_on, freeze, param_counts
 from tfgpt.finetune.stack import DEFAULT_CLIP, check_stack, make_finetune_optimizer, with_precision
 from tfgpt.finetune.tune_instruct import InstructBatches, check_options
@@ -258,7 +258,10 @@ def _load_inputs(run: str | os.PathLike, data: str | os.PathLike, seed: int, bat
                         "preference tuning needs one (e.g. <|endoftext|>)")
     reference, _ = load(run)  # a second model from the same weights, never updated
     parts = dict(zip(("train", "val"), split_pairs(entries, seed), strict=True))
-    batches = preference_batches(parts, tokenizer, policy.config.block_size, batch_size, seed)
+    try:
+        batches = preference_batches(parts, tokenizer, policy.config.block_size, batch_size, seed)
+    except TokenizerError as e:
+        raise unencodable_entry(entries, lambda entry: encode_preference(entry, tokenizer), data) or e from None
     return policy, reference, tokenizer, parts, batches
 
 

@@ -27,10 +27,17 @@ import numpy as np
 
 from tfgpt.atomic import write_text_atomic
 from tfgpt.config import save_model_config
-from tfgpt.errors import ConfigError, DataError
+from tfgpt.errors import ConfigError, DataError, TokenizerError
 from tfgpt.finetune import checkpoints as ckpt
 from tfgpt.finetune.classify import check_out
-from tfgpt.finetune.instruct import collate, encode_entry, format_prompt, masked_lm_loss, read_instruction_data
+from tfgpt.finetune.instruct import (
+    collate,
+    encode_entry,
+    format_prompt,
+    masked_lm_loss,
+    read_instruction_data,
+    unencodable_entry,
+)
 from tfgpt.finetune.lora import enable_lora_on, freeze, param_counts
 from tfgpt.finetune.scores import score_responses
 from tfgpt.finetune.stack import DEFAULT_CLIP, check_stack, make_finetune_optimizer, with_precision
@@ -242,7 +249,11 @@ def _load_inputs(run: str | os.PathLike, data: str | os.PathLike, seed: int, bat
         raise DataError(f"{run}: the tokenizer has no end-of-text token, so responses could not end: "
                         "instruction tuning needs one (e.g. <|endoftext|>)")
     parts = dict(zip(("train", "val", "test"), split_entries(entries, seed), strict=True))
-    return gpt, tokenizer, parts, _batches(parts, tokenizer, gpt.config.block_size, batch_size, mask_prompt, seed)
+    try:
+        batches = _batches(parts, tokenizer, gpt.config.block_size, batch_size, mask_prompt, seed)
+    except TokenizerError as e:
+        raise unencodable_entry(entries, lambda entry: encode_entry(entry, tokenizer), data) or e from None
+    return gpt, tokenizer, parts, batches
 
 
 def _make_trainable(gpt: Any, trainable: str, lora_rank: int, lora_alpha: float | None) -> dict[str, int]:
