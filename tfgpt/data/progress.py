@@ -35,7 +35,7 @@ class Progress:
         now = time.perf_counter()
         if self.bar is not None and now - self._last > 0.5:
             self._last = now
-            self.bar.set_postfix_str(f"{self.tokens / max(now - self.t0, 1e-9) / 1e6:.2f}M tok/s")
+            self.bar.set_postfix_str(f"{self.tokens / max(now - self.t0, 1e-9) / 1e6:.2f}M tok/s", refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -201,10 +201,12 @@ class TrainMonitor(keras.callbacks.Callback):
         loss = float(logs.get("loss", float("nan")))
         end = step >= self.total_steps
         if self._bar is not None:
-            self._bar.update(step - self._bar.n)
-            self._bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-            if end:  # the 100% line once, before the last eval's message (a write would redraw it)
+            self._bar.set_postfix(loss=f"{loss:.4f}", refresh=False)  # before the draw: the bar shows this loss
+            if end:  # the 100% line drawn once, by close, before the last eval's message
+                self._bar.n = step
                 self._bar.close()
+            else:
+                self._bar.update(step - self._bar.n)
         if not math.isfinite(loss):
             self._nan_step = step
             self.model.stop_training = True
