@@ -208,8 +208,8 @@ def test_finetune_classify_and_classify_commands(tmp_path, fixtures_dir):
     out = tfgpt_cli("finetune", "classify", "--run", str(base), "--data", str(data), "--out", str(tmp_path / "spam"),
                     "--balance", "--epochs", "1")
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "trainable parameters: 34 of " in out.stdout
-    report = json.loads(out.stdout[out.stdout.index("{"):])
+    assert "trainable parameters: 34 of " in out.stderr and "epoch 1/1 - " in out.stderr
+    report = json.loads(out.stdout)  # stdout holds only the JSON result, as tfgpt train's does
     assert report["run"] == str(tmp_path / "spam") and 0 <= report["test_accuracy"] <= 1
     labelled = tfgpt_cli("classify", "--run", str(tmp_path / "spam"), "--text", "hi", "--text", "WIN now")
     assert labelled.returncode == 0, labelled.stderr[-2000:]

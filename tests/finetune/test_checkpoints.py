@@ -75,10 +75,10 @@ def test_float32_lora_resume_through_the_cli_equals_an_uninterrupted_run(lora_cl
         "continue")
     rc = main(["finetune", "classify", "--run", str(tiny_run), "--data", str(sms), "--out", str(tmp_path / "resumed"),
                "--trainable", "lora", "--lora-rank", "4", "--balance", "--epochs", "2", "--lr", "3e-3", "--resume"])
-    out = capsys.readouterr().out
-    resumed = {k: v for k, v in json.loads(out[out.index("{"):]).items() if k != "run"}
-    assert rc == 0 and "Epoch 2/2" in out and "Epoch 1/1" not in out  # only the missing epoch ran
-    assert f"resuming {tmp_path / 'resumed.partial'} after epoch 1 of 2 (" in out
+    out, err = capsys.readouterr()
+    resumed = {k: v for k, v in json.loads(out).items() if k != "run"}  # stdout: the JSON result only
+    assert rc == 0 and "epoch 2/2 - " in err and "epoch 1/2 - " not in err  # only the missing epoch ran
+    assert f"resuming {tmp_path / 'resumed.partial'} after epoch 1 of 2 (" in err
     _assert_same_run(straight_dir, tmp_path / "resumed", straight, resumed, atol=1e-5)
 
 

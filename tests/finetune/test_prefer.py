@@ -183,8 +183,9 @@ def test_lora_through_the_cli_prints_json_and_saves_merged(base, pairs, tmp_path
             "--lora-rank", "4", "--batch-size", "5", "--lr", "1e-2", "--beta", "0.5", "--eval-every", "0"]
     with pytest.warns(UserWarning, match="of 10 preference pairs are longer than block_size 256"):
         assert main(argv) == 0
-    printed = capsys.readouterr().out
-    report = json.loads(printed[printed.index('{\n  "run"'):])
+    printed, err = capsys.readouterr()
+    report = json.loads(printed)  # stdout holds only the JSON result; messages and epochs go to stderr
+    assert "trainable parameters: 2,048 of " in err and "epoch 1/1 - " in err
     assert report["split"] == {"train": 9, "val": 1} and report["steps"] == 2
     assert report["trainable_params"] == 4 * 16 * 32  # rank x (in + out) over the 4 Dense layers of 1 block
     model, _ = tfgpt.load(out)
@@ -258,7 +259,7 @@ def resumed(tuned, base, prefs, tmp_path_factory):
         with pytest.raises(Stop):
             finetune_prefer(base, prefs, out, callbacks=[InterruptAt(2)], **args)
         printed = io.StringIO()
-        with contextlib.redirect_stdout(printed):
+        with contextlib.redirect_stderr(printed):
             metrics = finetune_prefer(base, prefs, out, resume=True, **args)
     return out, metrics, printed.getvalue()
 
@@ -268,7 +269,7 @@ def test_resume_equals_an_uninterrupted_run(tuned, resumed):
     straight_dir, straight, _ = tuned
     out, metrics, printed = resumed
     assert f"resuming {out.parent / 'dpo.partial'} after epoch 2 of 3 (" in printed
-    assert "Epoch 3/3" in printed and "Epoch 2/3" not in printed  # only the missing epoch ran
+    assert "epoch 3/3 - " in printed and "epoch 2/3 - " not in printed  # only the missing epoch ran
     assert_same_metrics(straight, metrics)
     assert_same_weights(tfgpt.load(straight_dir)[0], tfgpt.load(out)[0])
     # train steps, and val before training, every 5 steps and at the epoch ends: the same lines in both

@@ -212,8 +212,11 @@ def test_cli_unmasked_lora_run(base, data, tmp_path, capsys):
                      "--no-mask-prompt", "--trainable", "lora", "--lora-rank", "2", "--epochs", "1",
                      "--max-new-tokens", "0", "--lr", "1e-3"])
     assert code == 0
-    text = capsys.readouterr().out
-    printed = json.loads(text[text.rindex("\n{\n") + 1:])
+    text, err = capsys.readouterr()
+    printed = json.loads(text)  # stdout holds only the JSON result; messages and epochs go to stderr
+    said = err.splitlines()
+    assert said[0] == "trainable parameters: 1,024 of 24,096 (lora)"  # rank 2 x (in + out) over 4 Dense layers
+    assert said[1].startswith("epoch 1/1 - ") and " - loss: " in said[1] and " - val_loss: " in said[1]
     section = read_yaml(out / "config.yaml")["instruct"]
     assert (section["mask_prompt"], section["trainable"], section["lora_rank"]) == (False, "lora", 2)
     metrics = section["metrics"]
@@ -258,7 +261,7 @@ def resume_pair(base, entries, tmp_path_factory):
         with pytest.raises(Stop):
             finetune_instruct(base, data, root / "resumed", callbacks=[InterruptAt(1)], **RESUME_ARGS)
         printed = io.StringIO()
-        with contextlib.redirect_stdout(printed):
+        with contextlib.redirect_stderr(printed):
             resumed = finetune_instruct(base, data, root / "resumed", resume=True, **RESUME_ARGS)
     return root, straight, resumed, grab.trained, printed.getvalue()
 
@@ -267,7 +270,7 @@ def resume_pair(base, entries, tmp_path_factory):
 def test_resume_equals_an_uninterrupted_run(resume_pair):
     root, straight, resumed, _, printed = resume_pair
     assert f"resuming {root / 'resumed.partial'} after epoch 1 of 2 (" in printed
-    assert "Epoch 2/2" in printed and "Epoch 1/2" not in printed  # only the missing epoch ran
+    assert "epoch 2/2 - " in printed and "epoch 1/2 - " not in printed  # only the missing epoch ran
     assert_same_metrics(straight, resumed)
     assert_same_weights(tfgpt.load(root / "straight")[0], tfgpt.load(root / "resumed")[0])
     for name in ("responses.json", "logs/metrics.csv"):

@@ -197,12 +197,12 @@ def run_epochs(work: Path, model: keras.Model, epochs: int, fit_epoch: Callable[
     """Restore the newest checkpoint, then ``fit_epoch(e)`` for each epoch left, checkpointing after each.
 
     ``logs/metrics.csv`` is cut back to the restored epochs (a CSVLogger appends the rest). Returns
-    ``(epochs restored, the last epoch's logs)``; a resume says where it starts.
+    ``(epochs restored, the last epoch's logs)``; a resume says (on stderr) where it starts.
     """
     done, last = restore_epoch(work, model, optimizer)
     if done:
         print(f"resuming {work} after epoch {done} of {epochs} "
-              f"({work / CHECKPOINTS_DIR / f'epoch-{done:04d}'})")
+              f"({work / CHECKPOINTS_DIR / f'epoch-{done:04d}'})", file=sys.stderr)
     truncate_csv(work / LOGS_DIR / "metrics.csv", done)
     for epoch in range(done, epochs):
         last = fit_epoch(epoch)

@@ -29,6 +29,7 @@ from tfgpt.finetune import checkpoints as ckpt
 from tfgpt.finetune.classifier import GPTClassifier, batch_dataset, pad_batch
 from tfgpt.finetune.labelled import Record, balance, label_names, read_labelled, split
 from tfgpt.finetune.lora import enable_lora_on, freeze, param_counts, quantize_base
+from tfgpt.finetune.progress import EpochLine, say
 from tfgpt.finetune.stack import DEFAULT_CLIP, check_stack, make_finetune_optimizer, with_precision
 from tfgpt.model.gpt import GPT
 from tfgpt.runs import CONFIG_YAML, LOGS_DIR, MODEL_KERAS, TOKENIZER_DIR, check_run_dir, load
@@ -117,7 +118,7 @@ def _arrays(tokenizer: Any, records: list[Record], labels: list[str], block_size
     rows = [tokenizer.encode(r.text) for r in records]
     cut = sum(len(r) > block_size for r in rows)
     if cut:
-        warnings.warn(f"{cut} of {len(rows)} texts are longer than block_size {block_size}: truncated", stacklevel=3)
+        warnings.warn(f"{cut} of {len(rows)} texts are longer than block_size {block_size}: truncated", stacklevel=4)
     return [r[:block_size] for r in rows], np.array([labels.index(r.label) for r in records], dtype=np.int32)
 
 
@@ -156,13 +157,13 @@ def _fit(model: GPTClassifier, data: dict[str, Any], work: Path, opts: dict[str,
                bucket=bool(model.jit_compile))
     ds = {k: batch_dataset(*v, np.arange(len(v[1])), **pad) if v is not None else None for k, v in data.items()}
     cbs = [_TestEval(ds["test"])] if ds["test"] is not None else []
-    cbs += [keras.callbacks.CSVLogger(str(logs / "metrics.csv"), append=True),
+    cbs += [EpochLine(opts["epochs"]), keras.callbacks.CSVLogger(str(logs / "metrics.csv"), append=True),
             keras.callbacks.TensorBoard(str(logs), write_graph=False), *callbacks]
 
     def fit_epoch(epoch: int) -> dict[str, Any]:
         order = np.random.default_rng([opts["seed"], epoch]).permutation(len(data["train"][1]))
         history = model.fit(batch_dataset(*data["train"], order, **pad), initial_epoch=epoch, epochs=epoch + 1,
-                            validation_data=ds["val"], shuffle=False, callbacks=cbs, verbose=2)
+                            validation_data=ds["val"], shuffle=False, callbacks=cbs, verbose=0)
         return {k: float(v[-1]) for k, v in history.history.items()}
 
     _, last = ckpt.run_epochs(work, model, opts["epochs"], fit_epoch)
@@ -241,7 +242,7 @@ def finetune_classify(
     model = build_classifier(with_precision(gpt, precision), len(labels), pad_id_of(tokenizer), trainable,
                              quantize, lora_rank, lora_alpha)
     n_trainable, n_total = param_counts(model)
-    print(f"trainable parameters: {n_trainable:,} of {n_total:,} ({trainable}{', int8 base' if quantize else ''})")
+    say(f"trainable parameters: {n_trainable:,} of {n_total:,} ({trainable}{', int8 base' if quantize else ''})")
     _compile(model, lr, epochs * -(-len(parts["train"]) // batch_size), jit_compile, stack)
     with ckpt.keeps_finished_epochs(work):
         metrics = _fit(model, arrays, work, opts, list(callbacks or []))

@@ -36,6 +36,7 @@ from tfgpt.finetune.classify import check_out
 from tfgpt.finetune.dpo import dpo_loss, read_preference_data, sequence_logprob
 from tfgpt.finetune.instruct import collate, encode_entry, unencodable_entry
 from tfgpt.finetune.lora import enable_lora_on, freeze, param_counts
+from tfgpt.finetune.progress import EpochLine, say
 from tfgpt.finetune.stack import DEFAULT_CLIP, check_stack, make_finetune_optimizer, with_precision
 from tfgpt.finetune.tune_instruct import InstructBatches, check_options
 from tfgpt.runs import CONFIG_YAML, LOGS_DIR, load, save_run
@@ -274,7 +275,7 @@ def _make_model(policy: Any, reference: Any, opts: dict[str, Any], steps: int) -
         enable_lora_on(policy, opts["lora_rank"], opts["lora_alpha"])
     freeze(policy, opts["trainable"])
     n_trainable, n_total = param_counts(policy)
-    print(f"trainable parameters: {n_trainable:,} of {n_total:,} ({opts['trainable']})")
+    say(f"trainable parameters: {n_trainable:,} of {n_total:,} ({opts['trainable']})")
     model = DPOModel(policy, reference, opts["beta"])
     stack = {k: opts[k] for k in ("clip", "accumulate", "precision")}
     model.compile(optimizer=make_finetune_optimizer(policy, opts["lr"], steps, **stack), jit_compile=False)
@@ -288,12 +289,13 @@ def _fit(model: DPOModel, batches: dict[str, PreferenceBatches], work: Path, opt
     train curve's ends."""
     steplog = StepLog(work / LOGS_DIR, batches["val"], opts["eval_every"])
     steplog.restore(ckpt.latest_epoch(work) or 0)
-    cbs = [steplog, keras.callbacks.CSVLogger(str(work / LOGS_DIR / "metrics.csv"), append=True), *callbacks]
+    cbs = [steplog, EpochLine(opts["epochs"]),
+           keras.callbacks.CSVLogger(str(work / LOGS_DIR / "metrics.csv"), append=True), *callbacks]
 
     def fit_epoch(epoch: int) -> dict[str, Any]:
         batches["train"].passes = epoch
         history = model.fit(batches["train"].dataset(), initial_epoch=epoch, epochs=epoch + 1, callbacks=cbs,
-                            shuffle=False, verbose=2)
+                            shuffle=False, verbose=0)
         return {k: float(v[-1]) for k, v in history.history.items()}
 
     start = time.perf_counter()

@@ -39,6 +39,7 @@ from tfgpt.finetune.instruct import (
     unencodable_entry,
 )
 from tfgpt.finetune.lora import enable_lora_on, freeze, param_counts
+from tfgpt.finetune.progress import EpochLine, say
 from tfgpt.finetune.scores import score_responses
 from tfgpt.finetune.stack import DEFAULT_CLIP, check_stack, make_finetune_optimizer, with_precision
 from tfgpt.runs import CONFIG_YAML, LOGS_DIR, load, save_run
@@ -209,14 +210,14 @@ def _fit(model: Any, batches: dict[str, InstructBatches], work: Path, epochs: in
     """One ``model.fit`` per epoch from the last checkpoint in ``work`` on, per-epoch train/val loss in
     CSV + TensorBoard and a checkpoint after each; the last epoch's logs and tokens/s of this process."""
     logs = work / LOGS_DIR
-    callbacks = [keras.callbacks.CSVLogger(str(logs / "metrics.csv"), append=True),
+    callbacks = [EpochLine(epochs), keras.callbacks.CSVLogger(str(logs / "metrics.csv"), append=True),
                  keras.callbacks.TensorBoard(str(logs), write_graph=False), *extra]
     val = batches["val"].dataset() if len(batches["val"]) else None
 
     def fit_epoch(epoch: int) -> dict[str, Any]:
         batches["train"].passes = epoch
         history = model.fit(batches["train"].dataset(), initial_epoch=epoch, epochs=epoch + 1, validation_data=val,
-                            callbacks=callbacks, shuffle=False, verbose=2)
+                            callbacks=callbacks, shuffle=False, verbose=0)
         return {f"fit_{k}": float(v[-1]) for k, v in history.history.items()}
 
     start = time.perf_counter()
@@ -257,12 +258,12 @@ def _load_inputs(run: str | os.PathLike, data: str | os.PathLike, seed: int, bat
 
 
 def _make_trainable(gpt: Any, trainable: str, lora_rank: int, lora_alpha: float | None) -> dict[str, int]:
-    """Add LoRA (``lora``) and freeze by group; prints and returns the parameter counts."""
+    """Add LoRA (``lora``) and freeze by group; says (stderr) and returns the parameter counts."""
     if trainable == "lora":
         enable_lora_on(gpt, lora_rank, lora_alpha)
     freeze(gpt, trainable)
     n_trainable, n_total = param_counts(gpt)
-    print(f"trainable parameters: {n_trainable:,} of {n_total:,} ({trainable})")
+    say(f"trainable parameters: {n_trainable:,} of {n_total:,} ({trainable})")
     return {"trainable_params": n_trainable, "total_params": n_total}
 
 
