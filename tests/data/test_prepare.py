@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,11 @@ def test_empty_inputs(tmp_path: Path, gpt2_dir: str) -> None:
         with pytest.raises(DataError, match=r"empty corpus.*2 read, 2 empty"):
             prepare([str(tmp_path / "*.txt")], str(tmp_path / f"o-{kind}"), kind, gpt2_dir=gpt2_dir,
                     workers=1, progress=False)
+        assert not (tmp_path / f"o-{kind}").exists()  # a failed run leaves no half-made --out behind
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(DataError, match="empty corpus"):
+        prepare([str(tmp_path / "*.txt")], str(tmp_path / "kept"), "char", workers=1, progress=False)
+    assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())  # the user's dir stays
     # an empty file beside real text is just counted
     (tmp_path / "real.txt").write_text("real text " * 20)
     m = prepare([str(tmp_path / "*.txt")], str(tmp_path / "o2"), "char", val_fraction=0, workers=1,
@@ -225,3 +231,13 @@ def test_unk_token_maps_characters_the_corpus_lacks(tmp_path: Path) -> None:
         prepare([str(src)], str(tmp_path / "b"), "gpt2", unk_token="<unk>")
     with pytest.raises(DataError, match="different unk_token"):
         prepare([str(src)], str(out), "char", unk_token="?", progress=False)
+
+
+def test_a_val_split_too_small_to_evaluate_warns(tmp_path: Path) -> None:
+    src = tmp_path / "a.txt"
+    src.write_text("All work and no play makes Jack a dull boy.\n" * 300)  # 13,200 tokens
+    with pytest.warns(UserWarning, match=r"the val split holds only 7 tokens \(--val-fraction 0.0005\)"):
+        prepare([str(src)], str(tmp_path / "d"), "char", workers=0, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        prepare([str(src)], str(tmp_path / "e"), "char", val_fraction=0.5, workers=0, progress=False)

@@ -23,11 +23,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
 import sys
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,23 +138,50 @@ def prepare(
     if done is not None:
         return done
 
-    staging = out_dir / STAGING
-    staging.mkdir(parents=True)
-    corpus = Corpus(files, infos, text_field=text_field, min_chars=min_chars, dedupe=dedupe,
-                    near_dedupe=near_dedupe, spool_dir=staging)
-    tok = corpus_tokenizer(corpus, cfg.tokenizer, cfg.vocab_size, gpt2_dir, sample_chars, progress, cfg.unk_token)
-    tok.save(staging / TOKENIZER_DIR)
-    stats = CleanStats()
-    streams = _tokenize(corpus, tok, staging, cfg, stats, progress)
-    dtype = token_dtype(tok.vocab_size)
-    streams = ensure_val(staging, streams, val_fraction, dtype, shard_tokens, record_tokens)
-
-    splits = move_into_place(staging, out_dir, streams)
+    with _staging(out_dir) as staging:
+        corpus = Corpus(files, infos, text_field=text_field, min_chars=min_chars, dedupe=dedupe,
+                        near_dedupe=near_dedupe, spool_dir=staging)
+        tok = corpus_tokenizer(corpus, cfg.tokenizer, cfg.vocab_size, gpt2_dir, sample_chars, progress,
+                               cfg.unk_token)
+        tok.save(staging / TOKENIZER_DIR)
+        stats = CleanStats()
+        streams = _tokenize(corpus, tok, staging, cfg, stats, progress)
+        dtype = token_dtype(tok.vocab_size)
+        streams = ensure_val(staging, streams, val_fraction, dtype, shard_tokens, record_tokens)
+        splits = move_into_place(staging, out_dir, streams)
+    _warn_if_val_small(splits, val_fraction)
     manifest = build_manifest(cfg.to_json(), tok, dtype_name(dtype), splits, streams.method, infos, stats,
                               time.perf_counter() - t_start, cfg.n_workers, command)
     write_text_atomic(out_dir / MANIFEST, dumps(manifest))
     shutil.rmtree(staging, ignore_errors=True)
     return manifest
+
+
+#: A val split under this many tokens is too small to evaluate most models: prepare warns.
+SMALL_VAL_TOKENS = 4096
+
+
+def _warn_if_val_small(splits: dict[str, Any], val_fraction: float) -> None:
+    tokens = splits.get("val", {}).get("tokens", 0)
+    if val_fraction > 0 and tokens < SMALL_VAL_TOKENS:
+        warnings.warn(f"the val split holds only {tokens:,} tokens (--val-fraction {val_fraction}); training "
+                      f"needs more than block_size of them to evaluate: raise --val-fraction", stacklevel=2)
+
+
+@contextlib.contextmanager
+def _staging(out_dir: Path) -> Iterator[Path]:
+    """``out_dir/.prepare-tmp`` for the run's work; removed again when prepare fails (bad input, an
+    error, Ctrl-C), with ``out_dir`` itself if this run made it and nothing else is there."""
+    made = not out_dir.exists()
+    staging = out_dir / STAGING
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if made and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
 
 
 def _finished(out_dir: Path, cfg: PrepareConfig, infos: list[SourceInfo], progress: bool) -> dict[str, Any] | None:
