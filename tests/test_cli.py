@@ -80,6 +80,20 @@ def test_prepare_unk_token_reaches_the_tokenizer(tmp_path, capsys):
     assert load_data_tokenizer(tmp_path / "d").encode("abz") == [1, 2, 4]  # '\n' a b c, then <unk> = 4
 
 
+def test_help_shows_defaults_and_a_stray_flag_gets_its_commands_usage(capsys):
+    from tfgpt.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    out = capsys.readouterr().out
+    assert "default: 200" in out and "(default: 0.8)" in out and "default: None" not in out
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "--run", "r", "--promt", "A"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("usage: tfgpt generate ") and err.rstrip().endswith(
+        "tfgpt generate: error: unrecognized arguments: --promt A")
+
+
 def test_help_lists_commands():
     out = tfgpt_cli("--help")
     assert out.returncode == 0 and "generate" in out.stdout

@@ -467,18 +467,40 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
+        p = sub.add_parser(name, help=help, description=help, formatter_class=_DefaultsFormatter)
         p.set_defaults(func=fn)
         return p
 
     for add_subcommand in SUBCOMMANDS:
         add_subcommand(add)
+    parser.set_defaults(_subparsers=sub.choices)  # main() reports a stray flag with its command's usage
     return parser
+
+
+def _shows_default(action: argparse.Action) -> bool:
+    return not (action.default is None or action.default is False or action.default is argparse.SUPPRESS)
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """``--help`` shows each option's default (``default: 200``), except None and False."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or not action.option_strings or not _shows_default(action):
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.help and action.option_strings and _shows_default(action):
+            action.help = self._get_help_string(action)  # an option without help still shows its default
+        return super()._format_action(action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, stray = parser.parse_known_args(argv)
+    if stray:  # argparse would blame the top-level parser and show its usage, not the command's
+        args._subparsers[args.command].error(f"unrecognized arguments: {' '.join(stray)}")
     from tfgpt.errors import TfgptError, TrainingInterrupted
 
     try:
