@@ -229,6 +229,8 @@ def test_unk_token_maps_characters_the_corpus_lacks(tmp_path: Path) -> None:
     assert "unk_token" not in prepare([str(src)], str(tmp_path / "plain"), "char", progress=False)["config"]
     with pytest.raises(DataError, match="--unk-token applies to the char tokenizer only"):
         prepare([str(src)], str(tmp_path / "b"), "gpt2", unk_token="<unk>")
+    with pytest.raises(DataError, match="--unk-token 'l' is a character of the corpus"):
+        prepare([str(src)], str(tmp_path / "c"), "char", unk_token="l", progress=False, workers=0)
     with pytest.raises(DataError, match="different unk_token"):
         prepare([str(src)], str(out), "char", unk_token="?", progress=False)
 

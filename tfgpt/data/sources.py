@@ -288,7 +288,7 @@ def _jsonl_docs(f: IO[bytes], where: str, text_field: str, info: SourceInfo) -> 
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
-            raise DataError(f"{where}:{lineno}: not valid JSON ({e.msg})") from None
+            raise DataError(f"{where}:{lineno}: not valid JSON ({e.msg} column {e.colno})") from None
         if not isinstance(obj, dict) or text_field not in obj:
             raise DataError(f"{where}:{lineno}: no {text_field!r} field (set the text field name)")
         value = obj[text_field]

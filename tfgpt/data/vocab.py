@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from tfgpt.data.clean import CleanStats
 from tfgpt.data.documents import Corpus, empty_corpus
 from tfgpt.data.progress import Progress
+from tfgpt.errors import DataError
 from tfgpt.tokenizers import END_OF_TEXT, Tokenizer, build_tokenizer
 
 
@@ -58,6 +59,9 @@ def _char_tokenizer(corpus: Corpus, progress: bool, unk_token: str | None) -> To
         bar.close()
     if stats.documents_kept == 0:
         raise empty_corpus(stats)
+    if unk_token is not None and unk_token in chars:
+        raise DataError(f"--unk-token {unk_token!r} is a character of the corpus: unknown characters would read "
+                        f"as it; choose a token the corpus lacks, e.g. '<unk>'")
     specials = (END_OF_TEXT,) if stats.documents_kept > 1 else ()
     return build_tokenizer("char", ["".join(sorted(chars))], special_tokens=specials, unk_token=unk_token)
 
