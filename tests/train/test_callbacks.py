@@ -35,7 +35,7 @@ class _Trained:
         self.stop_training = False
 
 
-def _monitor(tmp_path, estimator=None, max_steps=4, progress=False, **train):
+def _monitor(tmp_path, estimator=None, max_steps=4, progress=False, rates=None, **train):
     keras.utils.set_random_seed(0)
     gpt = GPT(GPTConfig(vocab_size=8, block_size=4, n_layer=1, n_head=1, n_embd=8))
     gpt.build((None, 4))
@@ -44,7 +44,7 @@ def _monitor(tmp_path, estimator=None, max_steps=4, progress=False, **train):
     cfg = TrainConfig(**{"max_steps": max_steps, "log_interval": 2, "eval_interval": 2, "checkpoint_interval": 4,
                          "keep_checkpoints": 5, "sample_tokens": 0, **train})
     ckpts = Checkpoints(tmp_path / CHECKPOINTS, gpt, opt, keep=5)
-    monitor = TrainMonitor(tmp_path, cfg, gpt, max_steps, StepRates(tokens_per_step=32), ckpts,
+    monitor = TrainMonitor(tmp_path, cfg, gpt, max_steps, rates or StepRates(tokens_per_step=32), ckpts,
                            estimator=estimator, progress=progress)
     trained = _Trained(opt)
     monitor.set_model(trained)
@@ -127,6 +127,15 @@ def test_divergence_stop_keeps_the_last_good_checkpoint(tmp_path):
     with pytest.raises(DivergedError, match=r"loss 4.0000 at step 6 .*latest good checkpoint is step-000004"):
         monitor.finish()
     assert sorted(p.name for p in (tmp_path / CHECKPOINTS).glob("step-*")) == ["step-000002", "step-000004"]
+
+
+def test_an_mfu_above_one_warns_once_naming_the_peak(tmp_path):
+    rates = StepRates(tokens_per_step=32, flops_per_step=1e15, peak_flops=1e9, peak_source="measured 2026-12-01")
+    monitor, _, trained = _monitor(tmp_path, rates=rates)
+    with pytest.warns(UserWarning) as caught:
+        _steps(monitor, trained, [2.9, 2.8, 2.7, 2.6])
+    ours = [str(w.message) for w in caught if "MFU" in str(w.message)]
+    assert len(ours) == 1 and "against (measured 2026-12-01) is too low" in ours[0]
 
 
 def test_divergence_off_and_a_bad_factor(tmp_path):

@@ -120,6 +120,7 @@ class TrainMonitor(keras.callbacks.Callback):
         self.progress = progress
         self._nan_step: int | None = None
         self._best_loss = math.inf
+        self._mfu_warned = False
         self._diverged: str | None = None  # the message, once the loss diverged
         self._last: dict[str, Any] = {}
         self._last_eval: dict[str, Any] = {}
@@ -247,6 +248,11 @@ class TrainMonitor(keras.callbacks.Callback):
         dt = max(time.perf_counter() - self._t_last, 1e-9)
         tok_s = (step - self._s_last) * rates.tokens_per_step / dt
         mfu = (step - self._s_last) * rates.flops_per_step / dt / rates.peak_flops if rates.peak_flops else None
+        if mfu is not None and mfu > 1 and not self._mfu_warned:  # the peak was measured low (a busy machine)
+            self._mfu_warned = True
+            warnings.warn(f"MFU {mfu:.2f} is above 1: the peak it is measured against ({rates.peak_source}) is "
+                          f"too low; set train.peak_tflops, or delete the cached measurement to measure again",
+                          stacklevel=2)
         self._throughput.append(tok_s)
         record = {
             "kind": "train", "step": step, "loss": loss, "lr": float(logs.get("lr", float("nan"))),
