@@ -238,6 +238,22 @@ def test_an_entry_with_a_character_outside_the_vocabulary_names_file_and_entry(b
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prefs.json"]
 
 
+def test_a_tokenizer_without_end_of_text_is_refused_saying_which_runs_have_one(pairs, tmp_path, capsys):
+    from tfgpt.model import GPT
+    from tfgpt.tokenizers import CharTokenizer
+
+    tok = CharTokenizer.train([format_example({**p, "output": p["chosen"] + p["rejected"]}) for p in pairs])
+    run = save_run(tmp_path / "run", GPT(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16), tok)
+    data = bad_prefs(tmp_path, {"instruction": "b", "input": "", "chosen": "x", "rejected": "y"})
+    assert main(["finetune", "prefer", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tfgpt finetune: error: {run}: the tokenizer has no end-of-text token, so responses "
+                          "could not end: preference tuning needs one (<|endoftext|>): start from a bpe or gpt2 run")
+    assert err.endswith("or a char run prepared from several documents (more than one .txt file, or a .jsonl of "
+                        "many), which gets <|endoftext|>\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prefs.json", "run"]
+
+
 def test_a_non_empty_out_is_refused(base, tmp_path, capsys):
     data = bad_prefs(tmp_path, {"instruction": "b", "input": "", "chosen": "x", "rejected": "y"})
     (tmp_path / "out").mkdir()

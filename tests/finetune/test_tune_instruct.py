@@ -174,8 +174,12 @@ def test_refuses_a_tokenizer_without_end_of_text(tmp_path, data, entries):
     tok = CharTokenizer.train([format_example(e) for e in entries])
     gpt = GPT(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16)
     run = save_run(tmp_path / "run", gpt, tok)
-    with pytest.raises(DataError, match="no end-of-text token"):
+    with pytest.raises(DataError, match="no end-of-text token") as caught:
         finetune_instruct(run, data, tmp_path / "out")
+    assert str(caught.value).endswith(  # the message says which runs have one
+        "instruction tuning needs one (<|endoftext|>): start from a bpe or gpt2 run (tfgpt import-gpt2, or tfgpt "
+        "prepare --tokenizer bpe|gpt2), or a char run prepared from several documents (more than one .txt file, "
+        "or a .jsonl of many), which gets <|endoftext|>")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 

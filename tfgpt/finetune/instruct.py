@@ -76,6 +76,22 @@ def _read_json(path: str | os.PathLike) -> Any:
         raise DataError(f"{path}: not valid JSON ({e})") from None
 
 
+def no_end_of_text(run: str | os.PathLike, task: str) -> DataError:
+    """The error for a run whose tokenizer lacks an end-of-text token, saying how to get a run that has one.
+
+    A char data dir gets ``<|endoftext|>`` only when prepared from more than one document
+    (:mod:`tfgpt.data.vocab`): one ``.txt`` file is one document, a ``.jsonl`` one per line.
+
+    Example:
+        >>> print(no_end_of_text("runs/char", "instruction tuning"))  # doctest: +ELLIPSIS
+        runs/char: the tokenizer has no end-of-text token, so responses could not end: instruction tuning needs one ...
+    """
+    return DataError(f"{run}: the tokenizer has no end-of-text token, so responses could not end: {task} needs one "
+                     "(<|endoftext|>): start from a bpe or gpt2 run (tfgpt import-gpt2, or tfgpt prepare --tokenizer "
+                     "bpe|gpt2), or a char run prepared from several documents (more than one .txt file, or a .jsonl "
+                     "of many), which gets <|endoftext|>")
+
+
 def encode_entry(entry: dict[str, str], tokenizer: Any) -> tuple[list[int], list[int]]:
     """``(prompt_ids, response_ids)`` for one entry, the pair :func:`collate` takes."""
     prompt = tokenizer.encode(format_prompt(entry))

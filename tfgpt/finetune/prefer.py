@@ -30,11 +30,11 @@ import numpy as np
 
 from tfgpt.atomic import write_text_atomic
 from tfgpt.config import read_yaml
-from tfgpt.errors import ConfigError, DataError, TokenizerError
+from tfgpt.errors import ConfigError, TokenizerError
 from tfgpt.finetune import checkpoints as ckpt
 from tfgpt.finetune.classify import check_out
 from tfgpt.finetune.dpo import dpo_loss, read_preference_data, sequence_logprob
-from tfgpt.finetune.instruct import collate, encode_entry, unencodable_entry
+from tfgpt.finetune.instruct import collate, encode_entry, no_end_of_text, unencodable_entry
 from tfgpt.finetune.lora import enable_lora_on, freeze, param_counts
 from tfgpt.finetune.progress import EpochLine, say
 from tfgpt.finetune.stack import DEFAULT_CLIP, check_stack, make_finetune_optimizer, with_precision
@@ -255,8 +255,7 @@ def _load_inputs(run: str | os.PathLike, data: str | os.PathLike, seed: int, bat
     entries = read_preference_data(data)
     policy, tokenizer = load(run)
     if tokenizer.eot_id is None:
-        raise DataError(f"{run}: the tokenizer has no end-of-text token, so responses could not end: "
-                        "preference tuning needs one (e.g. <|endoftext|>)")
+        raise no_end_of_text(run, "preference tuning")
     reference, _ = load(run)  # a second model from the same weights, never updated
     parts = dict(zip(("train", "val"), split_pairs(entries, seed), strict=True))
     try:

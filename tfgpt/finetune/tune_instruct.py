@@ -1,6 +1,6 @@
 """Instruction-tune a run (``finetune_instruct``): Alpaca template, masked loss, scored responses.
 
-Entries (``instruction``, ``input``, ``output``) are split seeded 85/10/5 into train/test/val,
+Entries (``instruction``, ``input``, ``output``) are split seeded (85% train, 10% test, 5% validation),
 formatted with :func:`tfgpt.finetune.instruct.format_prompt`, given an end-of-text and collated
 per batch to the batch's longest example. The loss covers the response tokens (and with
 ``mask_prompt=False`` the prompt too). The output is an ordinary LM run dir (``tfgpt.load`` reads
@@ -27,7 +27,7 @@ import numpy as np
 
 from tfgpt.atomic import write_text_atomic
 from tfgpt.config import save_model_config
-from tfgpt.errors import ConfigError, DataError, TokenizerError
+from tfgpt.errors import ConfigError, TokenizerError
 from tfgpt.finetune import checkpoints as ckpt
 from tfgpt.finetune.classify import check_out
 from tfgpt.finetune.instruct import (
@@ -35,6 +35,7 @@ from tfgpt.finetune.instruct import (
     encode_entry,
     format_prompt,
     masked_lm_loss,
+    no_end_of_text,
     read_instruction_data,
     unencodable_entry,
 )
@@ -247,8 +248,7 @@ def _load_inputs(run: str | os.PathLike, data: str | os.PathLike, seed: int, bat
     entries = read_instruction_data(data)
     gpt, tokenizer = load(run)
     if tokenizer.eot_id is None:
-        raise DataError(f"{run}: the tokenizer has no end-of-text token, so responses could not end: "
-                        "instruction tuning needs one (e.g. <|endoftext|>)")
+        raise no_end_of_text(run, "instruction tuning")
     parts = dict(zip(("train", "val", "test"), split_entries(entries, seed), strict=True))
     try:
         batches = _batches(parts, tokenizer, gpt.config.block_size, batch_size, mask_prompt, seed)
