@@ -162,7 +162,7 @@ def export_summary(info: dict[str, Any], out: str) -> list[str]:
     for fmt in info.get("formats", []):
         part = info.get(fmt) or {}
         if "path" in part:
-            sigs = ", ".join(part.get("signatures") or [])
+            sigs = ", ".join(sorted(part.get("signatures") or []))
             lines.append(f"  {fmt}: {os.path.join(out, part['path'])}" + (f" (signatures: {sigs})" if sigs else ""))
         for name, f in (part.get("files") or {}).items():
             lines.append(f"  {fmt}: {os.path.join(out, name)} ({f.get('size_bytes', 0) / 1e6:.1f} MB)")
