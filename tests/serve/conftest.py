@@ -130,3 +130,10 @@ def special_server(special_export: Path) -> Iterator[str]:
     """``tfgpt serve`` over :func:`special_export` in a fresh process (which must register the TF-Text ops)."""
     with start_server(special_export) as base:
         yield base
+
+
+@pytest.fixture(scope="session")
+def startup() -> dict[str, str]:
+    """What each server :func:`start_server` started wrote to stderr before it answered (by base URL).
+    A fixture, not an import: a test importing ``conftest`` at run time may get another directory's."""
+    return STARTUP

@@ -178,11 +178,9 @@ def test_a_port_in_use_is_one_line_before_the_model_loads(tmp_path, capsys):
                    "(another server?); choose another --port")
 
 
-def test_the_start_up_line_says_what_is_served_where(server):
-    from conftest import STARTUP
-
+def test_the_start_up_line_says_what_is_served_where(server, startup):
     port = server.rsplit(":", 1)[1]
-    lines = STARTUP[server].splitlines()
+    lines = startup[server].splitlines()
     assert f"tfgpt serve: serving tiny v1 on http://127.0.0.1:{port} (TF Serving REST, OpenAI /v1/completions, " \
            "/v1/chat/completions)" in lines
     assert lines.index(next(x for x in lines if x.startswith("tfgpt serve: serving"))) < \

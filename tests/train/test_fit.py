@@ -243,6 +243,7 @@ def test_a_signal_checkpoints_the_step_and_says_how_to_resume(tmp_path, data_dir
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
     run_dir = tmp_path / "run"
     args = ["train", "--config", str(tmp_path / "c.yaml"), "--data", str(data_dir), "--run-dir", str(run_dir)]
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)  # SIG_IGN in a background job
     thread = _signal_after_first_record(run_dir, signum)
     assert main(args) == 128 + signum
     thread.join(5)
@@ -252,7 +253,7 @@ def test_a_signal_checkpoints_the_step_and_says_how_to_resume(tmp_path, data_dir
     assert f"{signame} at step {latest['step']} of 400: checkpoint {run_dir / 'checkpoints' / latest['dir']}" in err
     assert f"resume with: tfgpt train --run-dir {run_dir} --resume" in err and "Traceback" not in err
     assert not (run_dir / "model.keras").exists()  # an interrupted run has no final model yet
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # handlers restored
     if signame == "SIGTERM":
         assert main(["train", "--run-dir", str(run_dir), "--resume", "--set", "train.max_steps=" +
                      str(latest["step"] + 4)]) == 0
