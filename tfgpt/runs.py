@@ -168,7 +168,7 @@ def load_weights_file(path: str | os.PathLike, config: GPTConfig, config_path: s
     except TfgptError:
         raise
     except Exception as e:  # noqa: BLE001 - keras/h5py raise many types; name the file instead
-        if "safe_mode" in str(e):  # keras's advice (pass safe_mode=False) is not one tfgpt takes
+        if "safe_mode" in str(e):  # keras refused code in the file; its advice to turn the guard off is not ours
             raise RunDirError(f"{path} was refused: it holds Python code (a Lambda layer's function), which "
                               f"tfgpt never runs; .keras files are loaded with safe_mode=True only") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
