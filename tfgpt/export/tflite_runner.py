@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from tfgpt.errors import ExportError, GenerationError
+from tfgpt.stops import cut_at_stop
 
 
 def make_interpreter(tflite_path: str | os.PathLike) -> Any:
@@ -215,7 +216,4 @@ def generate_tflite(
     if tokenizer.eot_id is not None and new and new[-1] == tokenizer.eot_id:
         new = new[:-1]
     text = tokenizer.decode_bytes(new).decode("utf-8", errors="replace")
-    for s in [stop] if isinstance(stop, str) else list(stop or []):
-        if s and s in text:
-            text = text[: text.index(s)]
-    return text
+    return cut_at_stop(text, [stop] if isinstance(stop, str) else list(stop or []))[0]

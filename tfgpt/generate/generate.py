@@ -23,6 +23,7 @@ from tfgpt.errors import GenerationError
 from tfgpt.generate.decode import Decoder, SamplingMode
 from tfgpt.generate.sampling import MIN_TEMPERATURE
 from tfgpt.seeds import seed32
+from tfgpt.stops import cut_at_stop
 
 MIN_BUCKET = 16
 
@@ -253,11 +254,8 @@ class _Streamer:
             self.text += self.decoder.decode(self.tokenizer.decode_bytes([i]))
         if final or self.stopped:
             self.text += self.decoder.decode(b"", final=True)
-        for s in self.stop:
-            at = self.text.find(s)
-            if at >= 0:
-                self.text = self.text[:at]
-                self.stopped = True
+        self.text, found = cut_at_stop(self.text, self.stop)
+        self.stopped = self.stopped or found
         hold = 0 if (final or self.stopped) else max((len(s) - 1 for s in self.stop), default=0)
         upto = max(self.sent, len(self.text) - hold)
         if self.callback is not None and upto > self.sent:

@@ -3,7 +3,7 @@
 What vLLM, TGI and llama.cpp's server offer, so that the ``openai`` client, LangChain and LlamaIndex
 can talk to an export. A request is checked (:mod:`tfgpt.serve.completions`), run through the
 export's ``serving_default`` (the chat route first builds its prompt with the run's template,
-:mod:`tfgpt.serve.chat_prompt`), cut at its stop strings (:mod:`tfgpt.serve.stops`) and answered
+:mod:`tfgpt.serve.chat_prompt`), cut at its stop strings (:mod:`tfgpt.stops`) and answered
 in OpenAI's shapes (:mod:`tfgpt.serve.replies`), or streamed (:mod:`tfgpt.serve.streaming`).
 
 ``finish_reason`` is ``stop`` when a stop string (the template's turn boundary included) or
@@ -31,8 +31,8 @@ from tfgpt.serve.chat_prompt import chat_prompt
 from tfgpt.serve.completions import CompletionRequest, FieldError, parse_chat_body, parse_completion_body
 from tfgpt.serve.jsonio import jsonable, read_json
 from tfgpt.serve.replies import Choice, Chunks, chat_reply, completion_reply, model_list, new_meta, usage
-from tfgpt.serve.stops import cut_at_stop
 from tfgpt.serve.streaming import open_stream, sse_events
+from tfgpt.stops import cut_at_stop
 
 
 def _server(request: Request) -> Any:

@@ -4,7 +4,7 @@ Each chunk is a new ``serving_default`` call on the prompt + text so far, with t
 the tokens produced (wrapped into int32 by :func:`tfgpt.seeds.seed32`). Sampled streams are thus
 reproducible for a seed but differ from the non-streamed completion; greedy ones agree with it
 while the prompt + completion fit in ``block_size`` (past it each chunk crops the context on its
-own). Stop strings are applied as the text grows (:class:`~tfgpt.serve.stops.StopScanner`): no
+own). Stop strings are applied as the text grows (:class:`~tfgpt.stops.StopScanner`): no
 text past one is sent.
 
 :func:`open_stream` gives :class:`Delta` s (new text; the last one has the ``finish_reason``);
@@ -30,7 +30,7 @@ from tfgpt.seeds import seed32
 from tfgpt.serve.errors import BadRequest
 from tfgpt.serve.jsonio import jsonable
 from tfgpt.serve.replies import Chunks, error_body
-from tfgpt.serve.stops import StopScanner
+from tfgpt.stops import StopScanner
 
 if TYPE_CHECKING:
     from tfgpt.serve.model import ExportedModel

@@ -1,4 +1,4 @@
-"""tfgpt.serve.stops: a completion cut at its first stop string, and a stream that never sends past one."""
+"""tfgpt.stops: a completion cut at its first stop string, and a stream that never sends past one."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from tfgpt.serve.stops import StopScanner, cut_at_stop, held_back
+from tfgpt.stops import StopScanner, cut_at_stop, held_back
 
 
 def test_the_earliest_stop_string_wins_and_empty_ones_are_ignored():

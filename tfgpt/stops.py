@@ -1,4 +1,6 @@
-"""Stop strings, applied in Python around the SavedModel: a completion ends before the first one.
+"""Stop strings: a completion ends before the first one (``generate``, the TFLite runner and ``serve``).
+
+Standard library only, so any module may import it.
 
 A non-streamed completion is cut at the earliest stop string (:func:`cut_at_stop`). A stream is
 scanned as it grows (:class:`StopScanner`): text that might be the start of a stop string is held
