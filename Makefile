@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DEMO_DIR ?= demo-out
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test reliability lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check tfgpt tests benchmarks
 	$(PY) -m pytest -q --durations=15
+
+# The reliability suite alone (also part of `make test`), writing its figures into docs/reliability.md.
+reliability: $(STAMP)
+	TFGPT_RELIABILITY_DOC=docs/reliability.md $(PY) -m pytest -q -m reliability
 
 lint: $(STAMP)
 	$(PY) -m ruff check tfgpt tests benchmarks

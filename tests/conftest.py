@@ -4,12 +4,18 @@ The tests read only what travels with the repository: the slices in ``tests/fixt
 ``SOURCES.md``) and the files shipped in the package (``tfgpt/assets/``). A development machine
 may hold bigger corpora in a ``shared`` directory beside the checkout (benchmarks read them); a test that
 opens or lists anything there fails, naming the path, so ``make test`` keeps working on a bare clone.
+It also gathers the reliability suite's figures (the ``figures`` fixture) and renders them, after the
+session, into a Markdown report: ``docs/reliability.md`` when ``TFGPT_RELIABILITY_DOC`` names it
+(``make reliability``), a temp file otherwise, and a summary at the end of the terminal report.
 This file uses only the standard library and pytest (``tests/test_conftest.py`` runs a copy of it).
 """
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
+import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -104,3 +110,64 @@ def verdict_file() -> Path:
 def wizard_file() -> Path:
     """The first 20 KB of "Dorothy and the Wizard in Oz": UTF-8 BOM and CRLF line endings."""
     return FIXTURES / "corpus" / "wizard_of_oz-20k.txt"
+
+
+#: Figure sets recorded this session by the ``figures`` fixture, by key (the report sorts by key).
+FIGURES: dict[str, dict] = {}
+RELIABILITY_DOC = Path(os.environ.get("TFGPT_RELIABILITY_DOC")
+                       or Path(tempfile.gettempdir()) / f"tfgpt-reliability-{os.getuid()}.md")
+REPORT_HEAD = """# Reliability and security: figures
+
+Produced by the test suite itself: each section is written by the tests named under it, in the run
+dated below (`make reliability` regenerates this file; `make test` writes the same report to a temp file
+and prints a summary). Every loop in these tests is bounded in count and time; servers bind to 127.0.0.1.
+"""
+
+
+def record_figures(key: str, *, title: str, columns: list[str], rows: list[list], test: str, note: str = "") -> None:
+    """Keep one figure set (a small table) for the report; a later record under ``key`` replaces it."""
+    if any(len(row) != len(columns) for row in rows):
+        raise ValueError(f"figures {key!r}: every row needs {len(columns)} cells")
+    FIGURES[key] = {"title": title, "columns": columns, "rows": rows, "test": test, "note": note}
+
+
+@pytest.fixture(scope="session")
+def figures():
+    """``figures(key, title=..., columns=[...], rows=[[...]], test=..., note=...)`` records a figure set."""
+    return record_figures
+
+
+def render_figures(figures: dict[str, dict], when: str) -> str:
+    """The Markdown report: the head, then one section per figure set (a table, its test, its note)."""
+    parts = [REPORT_HEAD, f"Run: {when}.\n"]
+    for key in sorted(figures):
+        f = figures[key]
+        table = ["| " + " | ".join(f["columns"]) + " |", "|" + "---|" * len(f["columns"])]
+        table += ["| " + " | ".join(str(c) for c in row) + " |" for row in f["rows"]]
+        parts.append(f"## {f['title']}\n\n" + "\n".join(table) + f"\n\nBy `{f['test']}`." +
+                     (f" {f['note']}" if f["note"] else "") + "\n")
+    return "\n".join(parts)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not FIGURES:
+        return
+    when = (f"{datetime.date.today().isoformat()}, {platform.machine()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}")
+    text = render_figures(FIGURES, when)
+    tmp = RELIABILITY_DOC.with_name(RELIABILITY_DOC.name + ".tmp")
+    RELIABILITY_DOC.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, RELIABILITY_DOC)
+    (RELIABILITY_DOC.with_suffix(".json")).write_text(json.dumps(FIGURES, indent=1) + "\n", encoding="utf-8")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if not FIGURES:
+        return
+    terminalreporter.section("reliability figures")
+    for key in sorted(FIGURES):
+        f = FIGURES[key]
+        terminalreporter.write_line(f"{f['title']}: " + "; ".join(
+            ", ".join(f"{c}={v}" for c, v in zip(f["columns"], row, strict=True)) for row in f["rows"]))
+    terminalreporter.write_line(f"report: {RELIABILITY_DOC}")

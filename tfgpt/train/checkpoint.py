@@ -41,6 +41,9 @@ __all__ = [
 ]
 
 STEP_PREFIX = "step-"
+#: Test-only: seconds each checkpoint write sleeps after its weights file and before the rest, so that a
+#: crash test can kill a run in the middle of a write (the hidden temp dir holds only the weights then).
+PAUSE_ENV = "TFGPT_TEST_CHECKPOINT_PAUSE"
 
 
 def step_dir_name(step: int) -> str:
@@ -82,6 +85,8 @@ def save_checkpoint(
     tmp.mkdir()
     try:
         model.save_weights(str(tmp / WEIGHTS_H5))
+        if os.environ.get(PAUSE_ENV):
+            time.sleep(float(os.environ[PAUSE_ENV]))
         arrays: dict[str, np.ndarray] = {}
         opt_vars = list(optimizer.variables)
         for i, v in enumerate(opt_vars):
