@@ -168,6 +168,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     terminalreporter.section("reliability figures")
     for key in sorted(FIGURES):
         f = FIGURES[key]
-        terminalreporter.write_line(f"{f['title']}: " + "; ".join(
-            ", ".join(f"{c}={v}" for c, v in zip(f["columns"], row, strict=True)) for row in f["rows"]))
+        terminalreporter.write_line(f"{f['title']}:")
+        for row in f["rows"]:
+            terminalreporter.write_line("  " + ", ".join(f"{c}={v}" for c, v in zip(f["columns"], row, strict=True)))
     terminalreporter.write_line(f"report: {RELIABILITY_DOC}")

@@ -6,67 +6,22 @@ from pathlib import Path
 
 import pytest
 
+from tests.tokenizers.helpers import PROPERTY_EXAMPLES, hf_reference
 from tfgpt.assets_path import gpt2_vocab_dir
 from tfgpt.tokenizers import BPETokenizer, CharTokenizer
 
-#: Strings that have tripped up GPT-2 re-implementations.
-ADVERSARIAL = [
-    "",
-    " ",
-    "x  ",
-    "   \n\n\t  x",
-    "a\n\n\tb",
-    '.)\n\n"The',
-    "a  \n\nb",
-    "x \n y",
-    "Hello  world",
-    "I'll've",
-    "don'T I'LL 's  's",
-    "12345 1,000,000 3.14159 ٣٤ ६ ६६",
-    "😀👍🏽 family: 👨‍👩‍👧",
-    "日本語のテキスト、中文文本。한국어",
-    "e\u0301 a\u0300\u0301 Z\u0351\u0353",
-    "<|endoftext|>",
-    "a <|endoftext|> b<|endoftext|><|endoftext|>c",
-    "<|endoftext",
-    "tabs\tand\r\nCRLF\r\n",
-    "\u00a0x \u3000y \u2009z \u2028w \x85v \x1cu \vt \u200bs",
-    "  leading and trailing  ",
-    "!!! ??? ... --- ''' \"\"\"",
-    "\x00\x01 control",
-]
 
-#: Pieces that hypothesis strings are built from (whitespace runs, contractions, specials, scripts).
-TRICKY_PIECES = [
-    " ",
-    "  ",
-    "\n",
-    "\n\n",
-    "\t",
-    "\r\n",
-    "\u00a0",
-    "\u3000",
-    "\x85",
-    "'s",
-    "'ll",
-    "'",
-    "ve",
-    "a",
-    "Z",
-    "é",
-    "e\u0301",
-    "1",
-    "42",
-    "!",
-    "?!",
-    "<|endoftext|>",
-    "日本",
-    "😀",
-    "६",
-    "\u2028",
-    "\v",
-]
-
+@pytest.fixture(scope="session")
+def property_examples(figures):
+    """Count a property's examples (``property_examples[name] += 1``); reported as figures after the session."""
+    yield PROPERTY_EXAMPLES
+    if PROPERTY_EXAMPLES:
+        rows = [[name, n] for name, n in sorted(PROPERTY_EXAMPLES.items())]
+        figures("80-tokenizer-properties", title="Tokenizer properties (hypothesis)", columns=["property", "examples"],
+                rows=rows, test="tests/tokenizers",
+                note="An example is one generated string (a batch of strings counts each string). Strings are any "
+                     "Unicode scalar values (surrogates excluded: they cannot occur in UTF-8 text) or pieces biased "
+                     "to whitespace, contractions, digits and special tokens.")
 
 @pytest.fixture(scope="session")
 def gpt2_dir() -> Path:
@@ -77,18 +32,6 @@ def gpt2_dir() -> Path:
 @pytest.fixture(scope="session")
 def gpt2(gpt2_dir: Path) -> BPETokenizer:
     return BPETokenizer.gpt2(gpt2_dir)
-
-
-def hf_reference(directory: Path, special_tokens: list[str]):
-    """An independent GPT-2-style tokenizer: HF ``tokenizers`` BPE over the same files."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    model = models.BPE.from_file(str(directory / "encoder.json"), str(directory / "vocab.bpe"))
-    tok = Tokenizer(model)
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens(special_tokens)
-    return tok
 
 
 @pytest.fixture(scope="session")

@@ -10,22 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ADVERSARIAL, TRICKY_PIECES, hf_reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.tokenizers.helpers import ADVERSARIAL, TRICKY_TEXT, UNICODE_TEXT, hf_reference
 from tfgpt.errors import TokenizerError
 from tfgpt.tokenizers import BPETokenizer, load_tokenizer
 from tfgpt.tokenizers.bpe import GPT2_PATTERN
-
-#: Random text without surrogates or code points unassigned in this Python's Unicode tables
-#: (libraries built on newer Unicode versions may classify those differently).
-UNICODE_TEXT = st.text(alphabet=st.characters(exclude_categories=("Cs", "Cn")), max_size=60)
-#: Text biased towards whitespace, contractions, digits and special tokens.
-TRICKY_TEXT = st.lists(
-    st.sampled_from(TRICKY_PIECES),
-    max_size=25,
-).map("".join)
 
 
 def test_known_gpt2_ids(gpt2: BPETokenizer) -> None:
@@ -62,9 +53,11 @@ def test_encode_ordinary_ignores_special_tokens(gpt2: BPETokenizer) -> None:
     assert 50256 not in ids and gpt2.decode(ids) == "a<|endoftext|>"
 
 
+@pytest.mark.reliability
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.one_of(UNICODE_TEXT, TRICKY_TEXT))
-def test_property_matches_hf_and_roundtrips(gpt2: BPETokenizer, gpt2_hf, text: str) -> None:
+def test_property_matches_hf_and_roundtrips(gpt2: BPETokenizer, gpt2_hf, property_examples, text: str) -> None:
+    property_examples["GPT-2 BPE: decode(encode(s)) == s, ids == HF tokenizers'"] += 1
     ids = gpt2.encode(text)
     assert ids == gpt2_hf.encode(text).ids
     assert gpt2.decode(ids) == text
@@ -107,9 +100,11 @@ def test_trained_bpe_matches_hf_reference(trained_bpe: BPETokenizer, tmp_path: P
         assert trained_bpe.encode(text) == ref.encode(text).ids
 
 
+@pytest.mark.reliability
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.one_of(UNICODE_TEXT, TRICKY_TEXT))
-def test_trained_bpe_property(trained_bpe: BPETokenizer, tmp_path_factory, text: str) -> None:
+def test_trained_bpe_property(trained_bpe: BPETokenizer, tmp_path_factory, property_examples, text: str) -> None:
+    property_examples["trained byte-level BPE: decode(encode(s)) == s, ids == HF tokenizers'"] += 1
     global _TRAINED_REF
     if "_TRAINED_REF" not in globals():
         d = tmp_path_factory.mktemp("trained")

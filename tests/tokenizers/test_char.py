@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tfgpt.assets_path import asset_path
@@ -96,11 +96,31 @@ def test_fingerprint_differs_between_vocabularies() -> None:
     assert CharTokenizer.train(["ba"]).fingerprint() == CharTokenizer.train(["ab"]).fingerprint()
 
 
-@settings(max_examples=100, deadline=None)
+@pytest.mark.reliability
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=40))
-def test_roundtrip_on_own_training_text(text: str) -> None:
+def test_roundtrip_on_own_training_text(property_examples, text: str) -> None:
+    property_examples["char: decode(encode(s)) == s on its own training text"] += 1
     tok = CharTokenizer.train([text + "x"], special_tokens=["<|endoftext|>"])
     assert tok.decode(tok.encode(text)) == text
+
+
+@pytest.mark.reliability
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=30), st.integers(0, 30))
+def test_unknown_characters_refused_or_mapped(property_examples, text: str, at: int) -> None:
+    """Any string with a character outside the vocabulary: refused naming it, or each unknown one maps to unk."""
+    property_examples["char: an unknown character is refused by name, or maps to unk as configured"] += 1
+    vocab = "abc |"
+    text = text[:at] + "\u2603" + text[at:]  # a snowman: never in the vocabulary
+    unknown = [c for c in text if c not in vocab]
+    with pytest.raises(TokenizerError, match=f"^{len(unknown)} character\\(s\\) not in") as e:
+        CharTokenizer.train([vocab]).encode(text)
+    assert f"{unknown[0]!r} (U+{ord(unknown[0]):04X}) at position {text.index(unknown[0])}" in str(e.value)
+    tok = CharTokenizer.train([vocab], unk_token="<unk>")
+    ids = tok.encode(text)
+    assert len(ids) == len(text) and ids.count(tok.unk_id) == len(unknown)
+    assert tok.decode(ids) == "".join(c if c in vocab else "<unk>" for c in text)
 
 
 def test_char_config_missing_vocab(tmp_path: Path) -> None:

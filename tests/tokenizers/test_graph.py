@@ -7,18 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ADVERSARIAL, TRICKY_PIECES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.tokenizers.helpers import ADVERSARIAL, TRICKY_TEXT, UNICODE_TEXT
 from tfgpt.errors import TokenizerError
 from tfgpt.tokenizers import BPETokenizer, CharTokenizer
 
-UNICODE_TEXT = st.text(alphabet=st.characters(exclude_categories=("Cs", "Cn")), max_size=40)
-TRICKY_TEXT = st.lists(
-    st.sampled_from(TRICKY_PIECES),
-    max_size=25,
-).map("".join)
 BATCH = st.lists(st.one_of(UNICODE_TEXT, TRICKY_TEXT), min_size=1, max_size=30)
 SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -52,9 +47,11 @@ def test_gpt2_adversarial(gpt2: BPETokenizer, gpt2_graph, gpt2_fn) -> None:
     assert gpt2_fn(tf.constant(ADVERSARIAL)).to_list() == expected
 
 
+@pytest.mark.reliability
 @SETTINGS
 @given(BATCH)
-def test_gpt2_property(gpt2: BPETokenizer, gpt2_fn, texts: list[str]) -> None:
+def test_gpt2_property(gpt2: BPETokenizer, gpt2_fn, property_examples, texts: list[str]) -> None:
+    property_examples["GPT-2 BPE: in-graph ids == Python ids (tf.function)"] += len(texts)
     assert gpt2_fn(tf.constant(texts, dtype=tf.string)).to_list() == [gpt2.encode(t) for t in texts]
 
 
@@ -116,6 +113,19 @@ def test_trained_bpe_graph(trained_bpe: BPETokenizer, verdict: str) -> None:
     assert [s.decode("utf-8") for s in out] == texts
 
 
+@pytest.fixture(scope="module")
+def trained_fn(trained_bpe: BPETokenizer):
+    return _fn(trained_bpe.graph_tokenizer())
+
+
+@pytest.mark.reliability
+@SETTINGS
+@given(BATCH)
+def test_trained_bpe_graph_property(trained_bpe: BPETokenizer, trained_fn, property_examples, texts: list[str]) -> None:
+    property_examples["trained byte-level BPE: in-graph ids == Python ids (tf.function)"] += len(texts)
+    assert trained_fn(tf.constant(texts, dtype=tf.string)).to_list() == [trained_bpe.encode(t) for t in texts]
+
+
 # ----------------------------------------------------------------------------- char
 def test_char_graph_matches_python(shakespeare_char: CharTokenizer, shakespeare: str) -> None:
     graph = shakespeare_char.graph_tokenizer()
@@ -134,9 +144,11 @@ def test_char_graph_matches_python(shakespeare_char: CharTokenizer, shakespeare:
     assert [b.decode() for b in back] == texts
 
 
-@settings(max_examples=20, deadline=None)
+@pytest.mark.reliability
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(UNICODE_TEXT, min_size=1, max_size=10))
-def test_char_graph_property_with_unk(texts: list[str]) -> None:
+def test_char_graph_property_with_unk(property_examples, texts: list[str]) -> None:
+    property_examples["char with an unk token: in-graph ids == Python ids"] += len(texts) + 1
     tok = CharTokenizer.train(["abc xyz é😀"], special_tokens=["<|endoftext|>"], unk_token="<unk>")
     graph = tok.graph_tokenizer()
     texts = [*texts, "a<|endoftext|>😀?"]
