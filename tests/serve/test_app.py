@@ -12,8 +12,7 @@ import requests
 
 import tfgpt
 
-CAP = 20  # as passed to the server in conftest.py
-MAX_BODY = 4096
+from .helpers import CAP, MAX_BODY  # what the session's server fixture is started with
 
 
 def test_health_and_status(server):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import openai
 import pytest
 import requests
-from conftest import start_server
 
 from tfgpt.errors import ConfigError
 from tfgpt.serve.app import warn_if_exposed
 from tfgpt.serve.auth import BearerAuth, read_api_key
+
+from .helpers import start_server
 
 KEY = "tfgpt-test-key-0123456789"
 

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from client import grpc_request, rest_body
-from conftest import free_port
 
 import tfgpt
 from tfgpt.export.verify import session_run
 from tfgpt.serve.rest import PredictRequest, named_inputs, parse_predict_body
+
+from .helpers import free_port
 
 PROMPTS = ["ROMEO:", "The quick"]
 

@@ -9,7 +9,6 @@ is thus flagged, one of ``OK_LEN`` is not, whatever the tiny LM writes.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -29,10 +28,7 @@ from tfgpt.export.classifier import keras_probabilities
 from tfgpt.finetune.classifier import GPTClassifier
 from tfgpt.model.gpt import GPT
 
-_spec = importlib.util.spec_from_file_location("serve_conftest", Path(__file__).with_name("conftest.py"))
-_conftest = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_conftest)
-start_server = _conftest.start_server
+from .helpers import start_server
 
 LABELS = ["ham", "spam"]
 FLAG_LEN, OK_LEN = 12, 10

@@ -170,19 +170,15 @@ def test_errors_keep_tf_servings_shape_on_its_routes(server):
 def test_an_instruct_export_chats_in_the_alpaca_template(tiny_export, tmp_path_factory):
     """export.json's source.template picks the template: the tiny vocabulary cannot spell the Alpaca
     preamble, so the 400 names its first character, at position 0 of the prompt the server built."""
-    import importlib.util
     import shutil
-    from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("serve_conftest", Path(__file__).with_name("conftest.py"))
-    conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(conftest)  # by path: tests/export has a conftest.py too
+    from .helpers import start_server
     export = tmp_path_factory.mktemp("alpaca") / "export"
     shutil.copytree(tiny_export, export)
     info = json.loads((export / "export.json").read_text())
     info["source"]["template"] = "alpaca"
     (export / "export.json").write_text(json.dumps(info))
-    with conftest.start_server(export) as base:
+    with start_server(export) as base:
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0)
         with pytest.raises(openai.BadRequestError) as e:
             client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hello"}])
