@@ -30,6 +30,9 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    p.add_argument("--context", choices=("shift", "slide"), default="shift",
+                   help="past block_size: shift (go on from the last half block; fast) or slide (nanoGPT's exact "
+                        "last-block window; slower)")
 
 
 def _cli_prompt(prompt: str | None) -> str | bytes:
@@ -71,6 +74,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import tfgpt
 
     model, tokenizer = tfgpt.load(args.run, checkpoint=args.checkpoint)
+    sampling["context"] = args.context
     if not args.stream:
         print(head + tfgpt.generate(model, tokenizer, prompt, **sampling))
         return 0
@@ -89,7 +93,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from tfgpt.generate.chat import chat
 
     return chat(args.run, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop=args.stop)
+                top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop=args.stop, context=args.context)
 
 
 # -- prepare / train / eval / demo -----------------------------------------------------------

@@ -73,13 +73,17 @@ def test_loop_stops_when_every_row_hit_end_of_text(model):
 def test_slide_samples_then_reruns_the_last_block(model):
     ctx = np.random.default_rng(1).integers(0, 30, (1, 16)).astype(np.int32)
     logits = np.asarray(model(ctx))[:, -1]
-    token, new_ctx, new_logits = Decoder.for_model(model).slide(GREEDY)(
-        ctx, logits, np.float32(1.0), np.float32(1.0), np.int32(0), np.int32(0)
+    out, steps, new_logits, new_ctx, done = Decoder.for_model(model).slide(GREEDY, 4)(
+        logits, ctx, np.int32(3), np.float32(1.0), np.float32(1.0), np.int32(0), np.int32(0), np.int32(-1),
+        np.zeros((1,), bool),
     )
-    assert int(np.asarray(token)[0]) == int(logits.argmax())
-    expected_ctx = np.concatenate([ctx[:, 1:], [[logits.argmax()]]], axis=1)
-    np.testing.assert_array_equal(np.asarray(new_ctx), expected_ctx)
-    np.testing.assert_allclose(np.asarray(new_logits), np.asarray(model(expected_ctx))[:, -1], atol=1e-5)
+    expected = ctx
+    for _ in range(3):  # nanoGPT's loop: crop to the block, argmax, append
+        expected = np.concatenate([expected[:, 1:], np.asarray(model(expected))[:, -1].argmax(-1)[:, None]], axis=1)
+    assert int(np.asarray(steps)) == 3 and np.asarray(done).tolist() == [False]
+    np.testing.assert_array_equal(np.asarray(out)[:, :3], expected[:, -3:])
+    np.testing.assert_array_equal(np.asarray(new_ctx), expected)
+    np.testing.assert_allclose(np.asarray(new_logits), np.asarray(model(expected))[:, -1], atol=1e-5)
 
 
 def test_vocab_limit_masks_the_padded_ids(model):

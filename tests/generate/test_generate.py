@@ -1,4 +1,5 @@
-"""generate / generate_ids: cache equivalence with a naive loop, sliding window, streaming, stops, bad input."""
+"""generate / generate_ids: cache equivalence with naive loops (shift and slide past the block), streaming, stops,
+bad input."""
 
 import keras
 import numpy as np
@@ -34,10 +35,57 @@ def naive_greedy(model, ids, n):
     return ids[:, -n:]
 
 
+def naive_shift_greedy(model, ids, n):
+    """The shift semantics, uncached: a window that restarts from the last half block plus the overflowing token."""
+    block = model.config.block_size
+    text, start = [int(t) for t in ids[0]], 0
+    for _ in range(n):
+        token = int(np.asarray(model(np.array([text[start:]], np.int32)))[0, -1].argmax())
+        text.append(token)
+        if len(text) - start > block:
+            start = len(text) - block // 2 - 1
+    return np.array([text[-n:]], np.int32)
+
+
 @pytest.mark.parametrize("n", [1, 5, 19, 40])
-def test_greedy_equals_naive_loop_including_past_block_size(model, n):
+def test_greedy_slide_equals_naive_crop_including_past_block_size(model, n):
     prompt = np.array([[3, 1, 4, 1, 5]], np.int32)
-    np.testing.assert_array_equal(generate_ids(model, prompt, n, temperature=0), naive_greedy(model, prompt, n))
+    np.testing.assert_array_equal(generate_ids(model, prompt, n, temperature=0, context="slide"),
+                                  naive_greedy(model, prompt, n))
+
+
+@pytest.mark.parametrize("n", [19, 20, 40, 70])
+def test_greedy_shift_equals_its_naive_definition_past_block_size(model, n):
+    prompt = np.array([[3, 1, 4, 1, 5]], np.int32)
+    np.testing.assert_array_equal(generate_ids(model, prompt, n, temperature=0), naive_shift_greedy(model, prompt, n))
+
+
+def test_shift_and_slide_agree_while_the_text_fits_and_differ_after(model):
+    prompt = np.array([[3, 1, 4, 1, 5], [2, 7, 1, 8, 2]], np.int32)  # 5 + 19 = block_size 24
+    kw = dict(temperature=0.8, top_k=6, seed=4)
+    fits = [generate_ids(model, prompt, 19, context=c, **kw) for c in ("shift", "slide")]
+    np.testing.assert_array_equal(fits[0], fits[1])
+    past = [generate_ids(model, prompt, 60, context=c, **kw) for c in ("shift", "slide")]
+    np.testing.assert_array_equal(past[0][:, :20], past[1][:, :20])  # token 20 is still chosen from the whole block
+    assert (past[0] != past[1]).any()
+
+
+@pytest.mark.parametrize("context", ["shift", "slide"])
+def test_streaming_past_the_block_equals_one_call_in_few_calls(model, context):
+    prompt = np.array([[1, 2, 3]], np.int32)
+    kw = dict(temperature=0.9, top_p=0.9, seed=5, context=context)
+    blocks = []
+    out = generate_ids(model, prompt, 200, on_tokens=blocks.append, stream_chunk=16, **kw)
+    np.testing.assert_array_equal(out, generate_ids(model, prompt, 200, **kw))
+    assert [b.shape[1] for b in blocks[:5]] == [1, 2, 4, 8, 6]  # the cache phase: 21 tokens after the prompt
+    assert len(blocks) <= 30 and sum(b.shape[1] for b in blocks) == 200  # a compiled call per chunk, not per token
+
+
+def test_bad_context_and_stream_chunk_are_refused(model):
+    with pytest.raises(GenerationError, match="context must be one of shift, slide, got 'crop'"):
+        generate_ids(model, [[1]], 3, context="crop")
+    with pytest.raises(GenerationError, match="stream_chunk must be a positive integer, got 0"):
+        generate_ids(model, [[1]], 3, stream_chunk=0)
 
 
 def test_batch_rows_are_independent(model):
@@ -60,8 +108,8 @@ def test_a_callback_returning_true_stops_generation(model):
     blocks = []
     out = generate_ids(model, prompt, 30, temperature=0, on_tokens=lambda b: blocks.append(b) or len(blocks) == 3,
                        stream_chunk=2)
-    assert [b.shape for b in blocks] == [(1, 2)] * 3
-    np.testing.assert_array_equal(out, naive_greedy(model, prompt, 6))
+    assert [b.shape for b in blocks] == [(1, 1), (1, 2), (1, 2)]  # the first token alone, then stream_chunk
+    np.testing.assert_array_equal(out, naive_greedy(model, prompt, 5))
 
 
 def test_zero_new_tokens_gives_an_empty_block(model):

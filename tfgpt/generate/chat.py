@@ -118,6 +118,7 @@ def chat(
     top_p: float | None = None,
     seed: int = 0,
     stop: Sequence[str] | None = None,
+    context: str = "shift",
     stdin: TextIO | None = None,
     stdout: TextIO | None = None,
 ) -> int:
@@ -130,7 +131,7 @@ def chat(
     template = instruct_template(run_dir)
     stops = list(stop or []) + ([TEMPLATE_STOP] if template else [])
     session = ChatSession(model, tokenizer, stdout, template, seed, max_new_tokens=max_new_tokens,
-                          temperature=temperature, top_k=top_k, top_p=top_p, stop=stops)
+                          temperature=temperature, top_k=top_k, top_p=top_p, stop=stops, context=context)
     kind = ", instruction template" if template else ""
     stdout.write(f"tfgpt chat ({run_dir}{kind}): type a line; /help for commands, /quit or Ctrl-D to leave\n")
     while True:

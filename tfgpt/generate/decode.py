@@ -8,8 +8,12 @@ Three compiled functions serve every request of a given shape:
   at ``index + step`` and runs one cached step, until ``num_steps`` tokens or every row hit
   end-of-text. ``num_steps``, temperature, top-p, seed and the start index are tensors, so the
   loop is traced once per shape and never per token.
-- ``slide(ctx [B, block_size], logits, step, ...)``: once the text outgrows ``block_size``, sample
-  one token and re-run the last ``block_size`` tokens (nanoGPT's cropping, exactly).
+- ``slide(ctx [B, block_size], logits, num_steps, ...)``: nanoGPT's exact cropping once the text
+  outgrows ``block_size``, as a ``while_loop`` too: sample a token, roll it into the window and
+  re-run the whole window (no cache), ``num_steps`` times.
+
+The default past ``block_size`` (see :func:`tfgpt.generate_ids`) is a context shift that reuses
+``prefill`` and ``loop``: keep the last half block, prefill it into a fresh cache, go on.
 
 On TensorFlow these are ``tf.function(jit_compile=True)`` (XLA makes the CPU loop fast); on JAX
 they are ``jax.jit`` over the model's variables passed as arguments (no weights baked in).
@@ -60,43 +64,59 @@ def _prefill(model: Any, ids: Any, cache: Any, last: Any) -> tuple[Any, Any]:
     return model.logits_from_hidden(last_hidden)[:, 0, :], cache
 
 
+def _emit(out: Any, step: Any, token: Any, done: Any, pad: Any, eot_id: Any) -> tuple[Any, Any, Any]:
+    """Write this step's token into ``out [B, chunk]`` (``pad`` for finished rows); mark rows that hit eot."""
+    token = ops.where(done, pad, token)
+    out = ops.slice_update(out, (ops.zeros((), "int32"), step), ops.expand_dims(token, 1))
+    return token, out, ops.logical_or(done, ops.equal(token, eot_id))
+
+
+def _run_steps(body: Callable, logits: Any, state: Any, num_steps: Any, done: Any, chunk: int) -> tuple:
+    """``while_loop`` of ``body(step, logits, state, out, done)`` for ``num_steps`` or until every row is done."""
+    out = ops.zeros((ops.shape(logits)[0], chunk), "int32")
+    num_steps = ops.cast(num_steps, "int32")
+
+    def cond(step, logits, state, out, done):
+        return ops.logical_and(step < num_steps, ops.logical_not(ops.all(done)))
+
+    step, logits, state, out, done = ops.while_loop(cond, body, (ops.zeros((), "int32"), logits, state, out, done))
+    return out, step, logits, state, done
+
+
 def _loop(
     model: Any, mode: SamplingMode, chunk: int,
     logits: Any, cache: Any, index: Any, num_steps: Any, temperature: Any, top_p: Any,
     seed: Any, step_offset: Any, eot_id: Any, done: Any,
 ) -> tuple[Any, Any, Any, Any, Any]:
-    batch = ops.shape(logits)[0]
-    out = ops.zeros((batch, chunk), "int32")
     index = ops.cast(index, "int32")
-    num_steps = ops.cast(num_steps, "int32")
     eot_id = ops.cast(eot_id, "int32")
     pad = ops.maximum(eot_id, 0)
 
-    def cond(step, logits, cache, out, done):
-        return ops.logical_and(step < num_steps, ops.logical_not(ops.all(done)))
-
     def body(step, logits, cache, out, done):
         token = _step_token(logits, mode, temperature, top_p, seed, step_offset + step)
-        token = ops.where(done, pad, token)
-        out = ops.slice_update(out, (ops.zeros((), "int32"), step), ops.expand_dims(token, 1))
-        done = ops.logical_or(done, ops.equal(token, eot_id))
+        token, out, done = _emit(out, step, token, done, pad, eot_id)
         new_logits, cache = model(ops.expand_dims(token, 1), cache=cache, cache_index=index + step)
         return step + 1, new_logits[:, -1, :], cache, out, done
 
-    step, logits, cache, out, done = ops.while_loop(
-        cond, body, (ops.zeros((), "int32"), logits, cache, out, done)
-    )
-    return out, step, logits, cache, done
+    return _run_steps(body, logits, cache, num_steps, done, chunk)
 
 
 def _slide(
-    model: Any, mode: SamplingMode,
-    ctx: Any, logits: Any, temperature: Any, top_p: Any, seed: Any, step: Any,
-) -> tuple[Any, Any, Any]:
-    token = _step_token(logits, mode, temperature, top_p, seed, step)
-    ctx = ops.concatenate([ctx[:, 1:], ops.expand_dims(token, 1)], axis=1)
-    hidden, _ = model.hidden_states(ctx)
-    return token, ctx, model.logits_from_hidden(hidden[:, -1:, :])[:, 0, :]
+    model: Any, mode: SamplingMode, chunk: int,
+    logits: Any, ctx: Any, num_steps: Any, temperature: Any, top_p: Any,
+    seed: Any, step_offset: Any, eot_id: Any, done: Any,
+) -> tuple[Any, Any, Any, Any, Any]:
+    eot_id = ops.cast(eot_id, "int32")
+    pad = ops.maximum(eot_id, 0)
+
+    def body(step, logits, ctx, out, done):
+        token = _step_token(logits, mode, temperature, top_p, seed, step_offset + step)
+        token, out, done = _emit(out, step, token, done, pad, eot_id)
+        ctx = ops.concatenate([ctx[:, 1:], ops.expand_dims(token, 1)], axis=1)  # [B, block_size], rolled by one
+        hidden, _ = model.hidden_states(ctx)
+        return step + 1, model.logits_from_hidden(hidden[:, -1:, :])[:, 0, :], ctx, out, done
+
+    return _run_steps(body, logits, ctx, num_steps, done, chunk)
 
 
 def _compile(model: Any, fn: Callable, jit_compile: bool) -> Callable:
@@ -174,13 +194,13 @@ class Decoder:
 
         return self._get(("loop", mode, chunk), make)
 
-    def slide(self, mode: SamplingMode) -> Callable:
+    def slide(self, mode: SamplingMode, chunk: int) -> Callable:
         model = self.model
 
         def make():
             def fn(*args):
-                return _slide(model, mode, *args)
+                return _slide(model, mode, chunk, *args)
 
             return fn
 
-        return self._get(("slide", mode), make)
+        return self._get(("slide", mode, chunk), make)

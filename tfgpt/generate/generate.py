@@ -1,7 +1,17 @@
 """``generate``: text in, text out, with the KV-cached compiled decode loop.
 
 ``generate_ids`` works on token ids in three named steps: prefill (the prompt into a fresh
-KV cache), decode in the cache while it has room, then slide a block_size window.
+KV cache), decode in the cache while it has room, then, once the text outgrows ``block_size``,
+go on in one of two ways (``context``):
+
+- ``"shift"`` (the default): keep the last ``block_size // 2`` tokens, prefill them into a fresh
+  cache and decode in it again. Each token sees between half a block and a whole block of context;
+  the token that overflows is still chosen with the whole block in view. Compiled loops
+  throughout: one prefill per half block, never a call per token.
+- ``"slide"``: nanoGPT's exact cropping, every token from the last ``block_size`` tokens, by
+  re-running the whole window per token (no cache) in a compiled loop: exact, and slower.
+
+Both agree token for token while the text fits the block.
 
 Example:
     >>> model, tokenizer = tfgpt.load("runs/shakespeare")  # doctest: +SKIP
@@ -26,6 +36,7 @@ from tfgpt.seeds import seed32
 from tfgpt.stops import cut_at_stop
 
 MIN_BUCKET = 16
+CONTEXTS = ("shift", "slide")
 
 
 def _bucket(n: int, cap: int) -> int:
@@ -77,13 +88,28 @@ class _Decoding:
     logits: Any = None
     cache: Any = None
     done: np.ndarray = None
+    stream_chunk: int = 1
     pieces: list[np.ndarray] = dataclasses.field(default_factory=list)
     produced: int = 0
     stopped: bool = False
+    _grow: int = 1
 
     def running(self, limit: int) -> bool:
         """Whether to produce more: under ``limit`` tokens, no stop from the callback, a row still going."""
         return self.produced < limit and not self.stopped and not self.done.all()
+
+    def chunk(self, n_tokens: int) -> int:
+        """The compiled loop's output width for a phase of ``n_tokens``: all of them, or one stream chunk."""
+        width = min(self.stream_chunk, n_tokens) if self.on_tokens is not None else n_tokens
+        return _bucket(max(1, width), 1 << 30)
+
+    def next_steps(self, left: int) -> int:
+        """Tokens for the next compiled call: all ``left``, or, streaming, 1, 2, 4, ... up to ``stream_chunk``
+        (the first text comes after one token, later calls amortise their overhead)."""
+        if self.on_tokens is None:
+            return left
+        n, self._grow = min(self._grow, self.stream_chunk, left), min(2 * self._grow, self.stream_chunk)
+        return n
 
     def emit(self, block_ids: np.ndarray) -> None:
         """Keep a new ``[batch, k]`` block and hand it to ``on_tokens`` (True from it stops generation)."""
@@ -106,26 +132,33 @@ def generate_ids(
     seed: int = 0,
     eot_id: int | None = None,
     on_tokens: Callable[[np.ndarray], bool | None] | None = None,
-    stream_chunk: int = 1,
+    stream_chunk: int = 16,
     jit_compile: bool = True,
     vocab_limit: int | None = None,
+    context: str = "shift",
 ) -> np.ndarray:
     """Generate up to ``max_new_tokens`` ids after each row of ``prompt_ids`` (rows of equal length).
 
     Returns ``[batch, n]`` int32 new ids (rows that hit ``eot_id`` are padded with it). With
-    ``on_tokens``, the loop runs ``stream_chunk`` tokens per compiled call and hands each new
-    ``[batch, k]`` block to the callback; returning True from it stops generation.
-    ``vocab_limit`` keeps ids below it (the tokenizer's size when the model's vocabulary is padded).
+    ``on_tokens``, each compiled call hands its new ``[batch, k]`` block to the callback, k = 1, 2,
+    4, ... up to ``stream_chunk``; returning True from it stops generation. The tokens are the same
+    with or without a callback. ``vocab_limit`` keeps ids below it (the tokenizer's size when the
+    model's vocabulary is padded). ``context`` says how to go on past ``block_size``: ``"shift"``
+    or ``"slide"`` (see the module docstring).
 
     Example:
         >>> from tfgpt.config import GPTConfig
         >>> from tfgpt.model import GPT
         >>> model = GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=1, n_head=2, n_embd=16))
-        >>> generate_ids(model, [[1, 2, 3]], max_new_tokens=5, temperature=0).shape
-        (1, 5)
+        >>> generate_ids(model, [[1, 2, 3]], max_new_tokens=40, temperature=0).shape  # past block_size
+        (1, 40)
     """
     ids = _check_prompt_ids(model.config, prompt_ids, max_new_tokens)
     mode = _check_sampling(model.config.vocab_size, temperature, top_k, top_p, vocab_limit)
+    if context not in CONTEXTS:
+        raise GenerationError(f"context must be one of {', '.join(CONTEXTS)}, got {context!r}")
+    if isinstance(stream_chunk, bool) or not isinstance(stream_chunk, int) or stream_chunk < 1:
+        raise GenerationError(f"stream_chunk must be a positive integer, got {stream_chunk!r}")
     if max_new_tokens == 0:
         return np.zeros((ids.shape[0], 0), np.int32)
     run = _Decoding(
@@ -135,11 +168,16 @@ def generate_ids(
         seed=seed32(seed),
         eot=np.int32(-1 if eot_id is None else eot_id),
         on_tokens=on_tokens,
+        stream_chunk=stream_chunk,
     )
     max_len = _prefill(run, model, ids, max_new_tokens)
     length = ids.shape[1]
-    _decode_in_cache(run, length, min(max_new_tokens, max_len - length), stream_chunk)
-    _decode_sliding(run, ids, max_new_tokens, model.config.block_size)
+    _decode_in_cache(run, length, min(max_new_tokens, max_len - length))
+    block = model.config.block_size
+    if context == "shift" and block >= 2:
+        _decode_shifting(run, ids, max_new_tokens, block)
+    else:
+        _decode_sliding(run, ids, max_new_tokens, block)
     return run.new_ids()
 
 
@@ -182,37 +220,51 @@ def _prefill(run: _Decoding, model: Any, ids: np.ndarray, max_new_tokens: int) -
     return max_len
 
 
-def _decode_in_cache(run: _Decoding, start: int, in_cache: int, stream_chunk: int) -> None:
-    """Phase 1: the compiled cached loop, while the cache has room (``in_cache`` tokens from ``start``).
+def _decode_in_cache(run: _Decoding, start: int, n_tokens: int, width: int | None = None) -> None:
+    """The compiled cached loop: up to ``n_tokens`` more tokens, written at cache positions from ``start``.
 
-    Without a callback one call produces everything; with one, ``stream_chunk`` tokens per call.
+    Without a callback one call produces them all; with one, a stream chunk per call. ``width`` is the
+    compiled loop's output width (default: enough for ``n_tokens``).
     """
-    streaming = run.on_tokens is not None
-    chunk = _bucket(max(1, min(stream_chunk if streaming else in_cache, in_cache)), 1 << 30)
-    step_cap = max(1, stream_chunk) if streaming else chunk
-    loop = run.decoder.loop(run.mode, chunk)
-    while run.running(in_cache):
-        n = min(step_cap, in_cache - run.produced)
+    first, limit = run.produced, run.produced + n_tokens
+    loop = run.decoder.loop(run.mode, width or run.chunk(n_tokens))
+    while run.running(limit):
+        n = run.next_steps(limit - run.produced)
         out, steps, run.logits, run.cache, done = loop(
-            run.logits, run.cache, np.int32(start + run.produced), np.int32(n), run.temperature, run.top_p,
+            run.logits, run.cache, np.int32(start + run.produced - first), np.int32(n), run.temperature, run.top_p,
             run.seed, np.int32(run.produced), run.eot, run.done,
         )
         run.done = np.asarray(done)
         run.emit(np.asarray(out)[:, : int(np.asarray(steps))])
 
 
+def _decode_shifting(run: _Decoding, ids: np.ndarray, max_new_tokens: int, block: int) -> None:
+    """Past block_size, ``context="shift"``: prefill the last half block into a fresh cache, decode, repeat.
+
+    The logits in hand (from the whole block) choose the next token, which goes in after the kept half.
+    """
+    keep = block // 2
+    model, width = run.decoder.model, run.chunk(block - keep)  # one compiled width for every half block
+    while run.running(max_new_tokens):
+        tail = np.concatenate([ids, *run.pieces], axis=1)[:, -keep:]  # [batch, keep]
+        _, run.cache = run.decoder.prefill()(tail, model.init_cache(len(tail), block), np.int32(keep - 1))
+        _decode_in_cache(run, keep, min(block - keep, max_new_tokens - run.produced), width)
+
+
 def _decode_sliding(run: _Decoding, ids: np.ndarray, max_new_tokens: int, block: int) -> None:
-    """Phase 2: the text outgrew block_size: slide a block_size window, one token at a time."""
+    """Past block_size, ``context="slide"``: nanoGPT's exact window of the last block_size tokens."""
     if not run.running(max_new_tokens):
         return
-    ctx = np.concatenate([ids] + run.pieces, axis=1)[:, -block:]  # [batch, block_size]
-    slide = run.decoder.slide(run.mode)
-    pad = max(int(run.eot), 0)
+    ctx = np.concatenate([ids, *run.pieces], axis=1)[:, -block:]  # [batch, block_size]
+    slide = run.decoder.slide(run.mode, run.chunk(max_new_tokens - run.produced))
     while run.running(max_new_tokens):
-        token, ctx, run.logits = slide(ctx, run.logits, run.temperature, run.top_p, run.seed, np.int32(run.produced))
-        token = np.where(run.done, pad, np.asarray(token)).astype(np.int32)
-        run.done = run.done | (token == run.eot)
-        run.emit(token[:, None])
+        n = run.next_steps(max_new_tokens - run.produced)
+        out, steps, run.logits, ctx, done = slide(
+            run.logits, ctx, np.int32(n), run.temperature, run.top_p, run.seed, np.int32(run.produced), run.eot,
+            run.done,
+        )
+        run.done = np.asarray(done)
+        run.emit(np.asarray(out)[:, : int(np.asarray(steps))])
 
 
 def _check_prompt(prompt: Any) -> str:
@@ -276,14 +328,15 @@ def generate(
     stop: Sequence[str] | str | None = None,
     stream: Callable[[str], Any] | None = None,
     jit_compile: bool = True,
+    context: str = "shift",
 ) -> str:
     """Continue ``prompt`` with up to ``max_new_tokens`` tokens and return the new text.
 
     ``temperature`` ≤ 0 (or below ``MIN_TEMPERATURE``) means greedy. Sampling is reproducible for a
     ``seed``. Generation stops at the tokenizer's end-of-text token or at the first ``stop`` string
-    (not included). When the text outgrows ``block_size`` the context is cropped to the last
-    ``block_size`` tokens.
-    ``stream`` receives text deltas as they are produced.
+    (not included). When the text outgrows ``block_size``, ``context="shift"`` goes on from the
+    last half block and ``context="slide"`` from exactly the last ``block_size`` tokens (nanoGPT's
+    cropping; slower). ``stream`` receives text deltas as they are produced.
 
     Example:
         >>> from tfgpt.config import GPTConfig
@@ -309,8 +362,8 @@ def generate(
         model, [ids], max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
         seed=seed, eot_id=tokenizer.eot_id, on_tokens=on_tokens,
         vocab_limit=min(tokenizer.vocab_size, model.config.vocab_size),
-        stream_chunk=1 if stream is not None else 64 if stops else max(1, max_new_tokens),
-        jit_compile=jit_compile,
+        stream_chunk=16 if stream is not None else 64 if stops else max(1, max_new_tokens),
+        jit_compile=jit_compile, context=context,
     )
     streamer.feed([], final=True)
     return streamer.text
