@@ -6,6 +6,12 @@ bytes ÷ measured memory bandwidth (a large numpy copy).
 
     python benchmarks/bench_generate.py --shape char-small
     python benchmarks/bench_generate.py --shape gpt2 --new-tokens 128 --prompt-len 32
+    python benchmarks/bench_generate.py --past-block --prompt-len 8   # char-small at its own block 64
+
+``--past-block`` keeps char-small's block_size (64), so 256 new tokens outgrow it: tfgpt's two
+``context`` modes (shift, slide), each also streamed through ``tfgpt.generate(stream=...)``, and
+the per-token loop (slide, one compiled call per token) against keras-hub, which is given a
+position table long enough for the whole text.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tfgpt.config import GPTConfig  # noqa: E402
-from tfgpt.generate import generate_ids  # noqa: E402
+from tfgpt.generate import generate, generate_ids  # noqa: E402
 from tfgpt.model import GPT  # noqa: E402
+from tfgpt.tokenizers import CharTokenizer  # noqa: E402
 
 
 def best_of(fn, repeats: int) -> float:
@@ -34,6 +41,19 @@ def best_of(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return min(times)
+
+
+def best_of_interleaved(fns: dict, repeats: int) -> dict:
+    """Best time of each function, timed in turns (a, b, c, a, b, c, ...) so that load swings hit all alike."""
+    for fn in fns.values():
+        fn()  # compile / warm up
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best
 
 
 def memory_bandwidth_gbs(nbytes: int = 1 << 30, repeats: int = 5) -> float:
@@ -69,6 +89,39 @@ def keras_hub_generate_fn(config: GPTConfig, prompt: np.ndarray, new_tokens: int
     return lambda: lm.generate(inputs, stop_token_ids=None), backbone.count_params()
 
 
+def past_block(args: argparse.Namespace, result: dict) -> None:
+    """tfgpt at char-small's own block 64 (shift, slide, streamed, per token) vs keras-hub with a long table."""
+    config = GPTConfig.preset("char-small")
+    model = GPT(config)
+    model.build((None, None))
+    tok = CharTokenizer.train(["".join(chr(48 + i) for i in range(config.vocab_size))])  # 65 ids, no specials
+    text = "".join(chr(48 + i) for i in np.random.default_rng(0).integers(0, config.vocab_size, args.prompt_len))
+    prompt = np.array([tok.encode(text)], np.int32)
+    n = args.new_tokens
+    runs = {
+        "shift": lambda: generate_ids(model, prompt, n, temperature=0),
+        "shift_streamed": lambda: generate(model, tok, text, n, temperature=0, stream=lambda d: None),
+        "shift_text": lambda: generate(model, tok, text, n, temperature=0),
+        "slide": lambda: generate_ids(model, prompt, n, temperature=0, context="slide"),
+        "slide_streamed": lambda: generate(model, tok, text, n, temperature=0, stream=lambda d: None,
+                                           context="slide"),
+        "per_token_calls": lambda: generate_ids(model, prompt, n, temperature=0, context="slide",
+                                                on_tokens=lambda b: None, stream_chunk=1),
+    }
+    if not args.no_keras_hub:
+        runs["keras_hub"], _ = keras_hub_generate_fn(GPTConfig.preset("char-small", block_size=args.prompt_len + n),
+                                                     prompt, n)
+    times = best_of_interleaved(runs, args.repeats)
+    for name, t in times.items():
+        result[f"{name}_tokens_per_s" if name == "keras_hub" else f"tfgpt_{name}_tokens_per_s"] = n / t
+    result["stream_over_plain_time"] = times["shift_streamed"] / times["shift_text"]
+    if "keras_hub" in times:
+        for name, t in times.items():
+            if name != "keras_hub":
+                result[f"ratio_{name}_vs_keras_hub"] = times["keras_hub"] / t
+    print(json.dumps(result, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shape", default="char-small", choices=["char-small", "gpt2"])
@@ -76,8 +129,14 @@ def main() -> None:
     parser.add_argument("--prompt-len", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-keras-hub", action="store_true")
+    parser.add_argument("--past-block", action="store_true", help="char-small at block 64: generation past it")
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
+    if args.past_block:
+        past_block(args, {"benchmark": "greedy generation past block_size", "shape": "char-small", "batch": 1,
+                          "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
+                          "machine": f"{platform.machine()} {os.cpu_count()} cores", "keras": keras.__version__})
+        return
     block = max(args.prompt_len + args.new_tokens, 64)
     if args.shape == "char-small":
         # char-small's layers/width/vocab; block_size grown to hold prompt + new tokens for both models.
