@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -92,14 +93,53 @@ def weights_step(run_dir: str | os.PathLike, path: str | os.PathLike) -> int | N
         path = latest_checkpoint(run_dir)
         if path is None:
             return None
-    if path.name != WEIGHTS_H5:
+    if path.name != WEIGHTS_H5 or not (path.parent / STATE_JSON).is_file():
         return None
-    state = path.parent / STATE_JSON
+    return int(read_checkpoint_state(path.parent)["step"])
+
+
+#: ``state.json``'s key for the sha256 of each file beside it, written with the checkpoint.
+DIGESTS_KEY = "sha256"
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """The sha256 hex digest of a file, read in 4 MiB pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_checkpoint_state(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint dir's ``state.json`` (an object with an integer ``step``); RunDirError naming it otherwise."""
+    path = Path(ckpt_dir) / STATE_JSON
     try:
-        step = json.loads(state.read_text(encoding="utf-8")).get("step") if state.is_file() else None
-    except (ValueError, AttributeError) as e:
-        raise RunDirError(f"{state}: unreadable checkpoint state ({e})") from None
-    return int(step) if isinstance(step, int) else None
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunDirError(f"{path}: unreadable checkpoint state, the file is empty, truncated or corrupt "
+                          f"({type(e).__name__}: {detail})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int) or isinstance(state["step"], bool):
+        raise RunDirError(f"{path}: not a checkpoint state (expected an object with an integer 'step')")
+    return state
+
+
+def check_checkpoint_files(ckpt_dir: str | os.PathLike, names: tuple[str, ...], state: dict[str, Any]) -> None:
+    """Raise RunDirError naming the first of ``names`` whose sha256 differs from the one ``state.json``
+    recorded when the checkpoint was written (checkpoints from before digests were recorded are not checked)."""
+    recorded = state.get(DIGESTS_KEY)
+    if recorded is None:
+        return
+    ckpt_dir = Path(ckpt_dir)
+    if not isinstance(recorded, dict):
+        raise RunDirError(f"{ckpt_dir / STATE_JSON}: {DIGESTS_KEY!r} must be an object of file name -> sha256")
+    for name in names:
+        if recorded.get(name) is None:
+            raise RunDirError(f"{ckpt_dir / STATE_JSON} records no sha256 of {name}")
+        if file_digest(ckpt_dir / name) != recorded[name]:
+            raise RunDirError(f"{ckpt_dir / name} is corrupt: its sha256 differs from the one {STATE_JSON} recorded "
+                              "when the checkpoint was written")
 
 
 def load_run_model(
@@ -161,6 +201,8 @@ def load_weights_file(path: str | os.PathLike, config: GPTConfig, config_path: s
             if model.config != config:
                 raise RunDirError(f"{path} does not match the model in {config_path}")
             return model
+        if path.name == WEIGHTS_H5 and (path.parent / STATE_JSON).is_file():  # a checkpoint: check its digest
+            check_checkpoint_files(path.parent, (WEIGHTS_H5,), read_checkpoint_state(path.parent))
         model = GPT(config)
         model.build((None, None))
         model.load_weights(path)

@@ -49,3 +49,15 @@ def test_tokenizer_dir_errors(tmp_path):
     (tmp_path / "t" / "vocab.json").write_text(json.dumps({"a": 0, "zz": 1}))
     with pytest.raises(ConvertError, match=r"vocab.json \+ merges.txt: encoder.json and vocab.bpe disagree"):
         load_pair(tmp_path / "t" / "vocab.json", tmp_path / "t" / "merges.txt")
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.0])
+def test_truncated_merges_are_refused_not_taken_as_special_tokens(tmp_path, keep):
+    """A merges file cut short leaves vocabulary entries no merge produces; they were taken as special
+    tokens (and the import went on with another tokenizer). Only <|...|>-like entries may be special."""
+    write_tokenizer(tmp_path, tiny_tokenizer())
+    merges = tmp_path / "merges.txt"
+    lines = merges.read_text(encoding="utf-8").splitlines(keepends=True)
+    merges.write_text("".join(lines[: max(1, int(len(lines) * keep))]), encoding="utf-8")  # whole lines: valid UTF-8
+    with pytest.raises(ConvertError, match=r"merges\.txt: no merge produces .* truncated"):
+        load_pair(tmp_path / "vocab.json", merges)

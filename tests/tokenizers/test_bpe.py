@@ -177,8 +177,21 @@ def test_bpe_inconsistent_files(tmp_path: Path, trained_bpe: BPETokenizer) -> No
     lines = (tmp_path / "vocab.bpe").read_text(encoding="utf-8").splitlines()
     lines[1], lines[2] = lines[2], lines[1]  # swap two merges: ids no longer match
     (tmp_path / "vocab.bpe").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(TokenizerError, match=r"vocab\.bpe: content does not match merges_sha256"):
+        load_tokenizer(tmp_path)  # the digest tokenizer.json records names the edited file
+    config = json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8"))
+    del config["encoder_sha256"], config["merges_sha256"]
+    (tmp_path / "tokenizer.json").write_text(json.dumps(config), encoding="utf-8")
     with pytest.raises(TokenizerError, match="disagree"):
-        load_tokenizer(tmp_path)
+        load_tokenizer(tmp_path)  # without digests, the two files are still checked against each other
+
+
+def test_bpe_truncated_merges_are_named(tmp_path: Path, trained_bpe: BPETokenizer) -> None:
+    trained_bpe.save(tmp_path)
+    merges = tmp_path / "vocab.bpe"
+    merges.write_bytes(merges.read_bytes()[: merges.stat().st_size // 2])
+    with pytest.raises(TokenizerError, match=r"vocab\.bpe: content does not match"):
+        load_tokenizer(tmp_path)  # was: "encoder.json has tokens no merge produces", naming the directory only
 
 
 def test_bpe_files_from_another_tokenizer_are_refused(

@@ -80,3 +80,39 @@ def test_checkpoints_off_the_chief_and_without_any(tmp_path):
     assert worker.where() == "no checkpoint was written"
     with pytest.raises(RunDirError, match=r"latest\.json not found \(no checkpoint yet\)"):
         worker.restore()
+
+
+@pytest.mark.parametrize(("name", "damage"), [
+    ("model.weights.h5", "flip"), ("model.weights.h5", "empty"), ("train_state.npz", "flip"),
+    ("train_state.npz", "half"), ("state.json", "half"),
+])
+def test_restore_refuses_a_damaged_checkpoint_by_name(tmp_path, name, damage):
+    """A flipped byte in the weights was restored silently, and a truncated file raised OSError/BadZipFile/
+    JSONDecodeError tracebacks: now state.json's sha256s are checked, and each file's errors name it."""
+    gpt, opt = _model_and_optimizer(0)
+    opt.iterations.assign(2)
+    Checkpoints(tmp_path / "ck", gpt, opt, keep=1).save(2, tokens=8)
+    path = tmp_path / "ck" / "step-000002" / name
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data[: {"flip": len(data), "half": len(data) // 2, "empty": 0}[damage]]))
+    gpt2, opt2 = _model_and_optimizer(1)
+    with pytest.raises(RunDirError, match=name.replace(".", r"\.")):
+        Checkpoints(tmp_path / "ck", gpt2, opt2, keep=1).restore()
+
+
+def test_restore_of_a_checkpoint_without_digests_still_names_a_truncated_file(tmp_path):
+    """Checkpoints written before state.json held sha256s are restored unchecked; a damaged file still fails
+    with its name, not h5py's or zipfile's traceback."""
+    gpt, opt = _model_and_optimizer(0)
+    opt.iterations.assign(2)
+    Checkpoints(tmp_path / "ck", gpt, opt, keep=1).save(2, tokens=8)
+    ckpt = tmp_path / "ck" / "step-000002"
+    state = json.loads((ckpt / "state.json").read_text())
+    del state["sha256"]
+    (ckpt / "state.json").write_text(json.dumps(state))
+    (ckpt / "train_state.npz").write_bytes(b"")
+    gpt2, opt2 = _model_and_optimizer(1)
+    with pytest.raises(RunDirError, match=r"train_state\.npz: not a readable optimizer state"):
+        Checkpoints(tmp_path / "ck", gpt2, opt2, keep=1).restore()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,10 @@ from tfgpt.tokenizers.bpe import BPETokenizer, read_merges
 PAIRS = (("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe"), TOKENIZER_ASSETS)
 
 __all__ = ["FoundTokenizer", "find_tokenizer", "tokenizer_files", "load_pair"]
+
+#: How a special token looks (``<|endoftext|>``, ``<pad>``, ``[SEP]``). A vocabulary entry that no merge
+#: produces is taken as special only in this shape: else the merges file lost lines (truncated or damaged).
+SPECIAL_SHAPE = re.compile(r"<\|[^\s|]+\|>|<[^\s<>]+>|\[[^\s\[\]]+\]")
 
 
 @dataclasses.dataclass
@@ -68,9 +73,14 @@ def load_pair(vocab: Path, merges: Path) -> BPETokenizer:
     if encoder == gpt2.encoder and pairs == gpt2.merges:
         return gpt2
     try:
-        return BPETokenizer(encoder, pairs, kind="bpe", source=f"{vocab} + {merges.name}")
+        tok = BPETokenizer(encoder, pairs, kind="bpe", source=f"{vocab} + {merges.name}")
     except TokenizerError as e:
         raise ConvertError(str(e)) from None
+    odd = [t for t in tok.special_tokens if not SPECIAL_SHAPE.fullmatch(t)]
+    if odd:
+        raise ConvertError(f"{merges}: no merge produces {len(odd)} token(s) of {vocab.name} ({odd[:3]!r}), which "
+                           "are not special tokens: the merges file is truncated, damaged or from another vocabulary")
+    return tok
 
 
 def find_tokenizer(weights_dir: str | os.PathLike, choice: str | os.PathLike | None) -> FoundTokenizer:

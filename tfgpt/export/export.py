@@ -38,17 +38,19 @@ from tfgpt import __version__
 from tfgpt.atomic import staged_dir
 from tfgpt.data.shards import file_sha256
 from tfgpt.errors import ExportError
+from tfgpt.export.records import EXPORT_JSON
 from tfgpt.export.verify import verify_export
 from tfgpt.export.warmup import WARMUP_FILE, sample_prompts, write_warmup
 from tfgpt.prompt_templates import run_template
 
-EXPORT_JSON = "export.json"
 SAVED_MODEL_PB = "saved_model.pb"
 FORMATS = ("savedmodel", "tflite", "hf")
 QUANTIZE = ("int8",)
 FORMAT_VERSION = 1
 TOKENIZER = "tokenizer"  # the run's tokenizer, copied for the TFLite runner
 HF_DIR = "hf"  # format "hf": a Hugging Face GPT-2 dir
+#: The SavedModel's subdirectories whose files TF's loader reads besides saved_model.pb (sha256s in export.json).
+LOADED_DIRS = ("variables", "assets")
 
 
 def _check_formats(formats: Sequence[str] | str) -> list[str]:
@@ -156,7 +158,13 @@ def _save_savedmodel(model: Any, tokenizer: Any, export_dir: Path, name: str, ve
         raise ExportError(f"saving the SavedModel failed: {type(e).__name__}: {e}") from None
     write_warmup(sm_dir, name, sample_prompts(tokenizer))
     return {"path": rel, "signatures": signature_specs(sm_dir), "warmup": f"assets.extra/{WARMUP_FILE}", "xla": False,
-            "saved_model_sha256": file_sha256(sm_dir / SAVED_MODEL_PB)}
+            "saved_model_sha256": file_sha256(sm_dir / SAVED_MODEL_PB), "files_sha256": loaded_file_digests(sm_dir)}
+
+
+def loaded_file_digests(sm_dir: Path) -> dict[str, str]:
+    """The sha256 of each file under the SavedModel's :data:`LOADED_DIRS` (variables, assets), by relative path."""
+    files = [p for d in LOADED_DIRS for p in sorted((sm_dir / d).rglob("*")) if p.is_file()]
+    return {p.relative_to(sm_dir).as_posix(): file_sha256(p) for p in files}
 
 
 def _save_tflite(model: Any, export_dir: Path, quantize: str | None) -> dict[str, Any]:
@@ -166,7 +174,8 @@ def _save_tflite(model: Any, export_dir: Path, quantize: str | None) -> dict[str
     sizes = convert_tflite(model, export_dir / "tflite", quantize=quantize)
     c = model.config
     entry: dict[str, Any] = {
-        "files": {f"tflite/{k}": {"size_bytes": v} for k, v in sizes.items()},
+        "files": {f"tflite/{k}": {"size_bytes": v, "sha256": file_sha256(export_dir / "tflite" / k)}
+                  for k, v in sizes.items()},
         "signatures": {
             "prefill": {"inputs": {"ids": "int32 [1, time]"},
                         "outputs": {"logits": "float32 [1, vocab]", "cache": "float32 cache"}},
@@ -221,7 +230,8 @@ def _export_classifier(run_dir: Path, out: Path, formats: Sequence[str] | str | 
         info["source"]["classifier"] = clf.classifier_section(run_dir, labels)
         entry = clf.save_savedmodel(model, tokenizer, labels, tmp, name, version)
         info["savedmodel"] = {**entry, "signatures": signature_specs(tmp / entry["path"]),
-                              "saved_model_sha256": file_sha256(tmp / entry["path"] / SAVED_MODEL_PB)}
+                              "saved_model_sha256": file_sha256(tmp / entry["path"] / SAVED_MODEL_PB),
+                              "files_sha256": loaded_file_digests(tmp / entry["path"])}
         info["verification"] = clf.verify(tmp / entry["path"], model, tokenizer) if verify else None
         (tmp / EXPORT_JSON).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return info
@@ -304,7 +314,27 @@ def savedmodel_dir(export_dir: str | os.PathLike, info: dict[str, Any]) -> Path:
     if file_sha256(pb) != want:
         raise RunDirError(f"{pb} is not the graph tfgpt export wrote (its sha256 differs from export.json's): "
                           f"refusing to load it; re-export")
+    _check_loaded_files(sm_dir, entry.get("files_sha256"), Path(export_dir) / EXPORT_JSON)
     return Path(export_dir) / entry["path"]
+
+
+def _check_loaded_files(sm_dir: Path, recorded: Any, export_json: Path) -> None:
+    """Each variables/assets file export.json lists must be there with its sha256 (TensorFlow's own CRCs fail
+    as raw errors deep in the loader). Exports made before these digests were recorded list none."""
+    from tfgpt.errors import RunDirError
+
+    if recorded is None:
+        return
+    if not isinstance(recorded, dict):
+        raise RunDirError(f"{export_json}: savedmodel.files_sha256 must be an object of path -> sha256")
+    for rel, want in recorded.items():
+        path = (sm_dir / rel).resolve()
+        if not path.is_relative_to(sm_dir):
+            raise RunDirError(f"{export_json}: savedmodel.files_sha256 names {rel!r}, outside the SavedModel")
+        if not path.is_file():
+            raise RunDirError(f"{path} is missing (export.json lists it): re-export")
+        if file_sha256(path) != want:
+            raise RunDirError(f"{path} is corrupt: its sha256 differs from the one export.json recorded; re-export")
 
 
 def load_export_info(export_dir: str | os.PathLike) -> dict[str, Any]:

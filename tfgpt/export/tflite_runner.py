@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from tfgpt.errors import ExportError, GenerationError
+from tfgpt.export.records import check_tflite_digest
 from tfgpt.stops import cut_at_stop
 
 
@@ -25,6 +26,7 @@ def make_interpreter(tflite_path: str | os.PathLike) -> Any:
     path = Path(tflite_path)
     if not path.is_file():
         raise ExportError(f"TFLite file not found: {path}")
+    check_tflite_digest(path)
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:  # pragma: no cover - ai-edge-litert is in the serve extra

@@ -222,18 +222,7 @@ class BPETokenizer(Tokenizer):
         special_tokens: dict[str, int] | None = None,
     ) -> BPETokenizer:
         """Load ``encoder.json`` + ``vocab.bpe`` from ``directory``."""
-        directory = Path(directory)
-        enc_path, bpe_path = directory / ENCODER_JSON, directory / VOCAB_BPE
-        for p in (enc_path, bpe_path):
-            if not p.is_file():
-                raise TokenizerError(f"BPE vocabulary file {p} is missing")
-        try:
-            encoder = json.loads(enc_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise TokenizerError(f"{enc_path}: not valid JSON ({e})") from None
-        if not isinstance(encoder, dict) or not all(isinstance(v, int) for v in encoder.values()):
-            raise TokenizerError(f"{enc_path}: expected a JSON object of token string → integer id")
-        merges = read_merges(bpe_path)
+        encoder, merges = _read_files(Path(directory))
         return cls(encoder, merges, special_tokens=special_tokens, kind=kind, source=str(directory))
 
     @classmethod
@@ -324,15 +313,16 @@ class BPETokenizer(Tokenizer):
         for key, _ in checks:
             if config.get(key) is not None and not isinstance(config[key], str):
                 raise TokenizerError(f"{where}: {key!r} must be a hex string, got {config[key]!r}")
-        tok = cls.from_files(directory, kind=kind, special_tokens=specials)
-        for (key, name), actual in zip(checks, tok._digests(), strict=True):
+        encoder, merges = _read_files(directory)
+        # Before the two files are checked against each other, so that the message names the damaged one.
+        for (key, name), actual in zip(checks, _file_digests(encoder, merges), strict=True):
             expected = config.get(key)
             if expected is not None and expected != actual:
                 raise TokenizerError(
                     f"{directory / name}: content does not match {key} in {where} "
-                    "(the file was edited or comes from another tokenizer)"
+                    "(the file was edited, truncated or damaged, or comes from another tokenizer)"
                 )
-        return tok
+        return cls(encoder, merges, special_tokens=specials, kind=kind, source=str(directory))
 
     # ------------------------------------------------------------------ interface
     @property
@@ -419,12 +409,7 @@ class BPETokenizer(Tokenizer):
         return out
 
     def _digests(self) -> tuple[str, str]:
-        enc = json.dumps(sorted(self._encoder.items(), key=lambda kv: kv[1]), ensure_ascii=False)
-        mer = "\n".join(f"{a} {b}" for a, b in self._merges)
-        return (
-            hashlib.sha256(enc.encode("utf-8")).hexdigest(),
-            hashlib.sha256(mer.encode("utf-8")).hexdigest(),
-        )
+        return _file_digests(self._encoder, self._merges)
 
     def to_config(self) -> dict[str, Any]:
         enc_digest, merges_digest = self._digests()
@@ -453,6 +438,28 @@ class BPETokenizer(Tokenizer):
         from tfgpt.tokenizers.graph import GraphBPETokenizer
 
         return GraphBPETokenizer(self)
+
+
+def _read_files(directory: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """The token -> id map of ``encoder.json`` and the merges of ``vocab.bpe`` in ``directory``, unchecked."""
+    enc_path, bpe_path = directory / ENCODER_JSON, directory / VOCAB_BPE
+    for p in (enc_path, bpe_path):
+        if not p.is_file():
+            raise TokenizerError(f"BPE vocabulary file {p} is missing")
+    try:
+        encoder = json.loads(enc_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TokenizerError(f"{enc_path}: not valid JSON ({e})") from None
+    if not isinstance(encoder, dict) or not all(isinstance(v, int) for v in encoder.values()):
+        raise TokenizerError(f"{enc_path}: expected a JSON object of token string → integer id")
+    return encoder, read_merges(bpe_path)
+
+
+def _file_digests(encoder: dict[str, int], merges: Sequence[tuple[str, str]]) -> tuple[str, str]:
+    """The sha256s tokenizer.json records of an encoder (special tokens included) and of a merges list."""
+    enc = json.dumps(sorted(encoder.items(), key=lambda kv: kv[1]), ensure_ascii=False)
+    mer = "\n".join(f"{a} {b}" for a, b in merges)
+    return hashlib.sha256(enc.encode("utf-8")).hexdigest(), hashlib.sha256(mer.encode("utf-8")).hexdigest()
 
 
 def read_merges(path: str | os.PathLike) -> list[tuple[str, str]]:

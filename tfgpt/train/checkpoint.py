@@ -2,7 +2,8 @@
 
 ``RUN/checkpoints/step-000100/`` holds ``model.weights.h5`` (``GPT.save_weights``),
 ``train_state.npz`` (optimizer variables, dropout RNG states; ``allow_pickle=False``) and
-``state.json`` (step, tokens seen, val loss, the model shape). A checkpoint is written into a
+``state.json`` (step, tokens seen, val loss, the model shape, and the sha256 of the other two files,
+checked on restore so that a damaged checkpoint is refused by name, never trained on). A checkpoint is written into a
 hidden temp directory and renamed into place; only then is ``latest.json``
 (``{"step": N, "dir": "step-000100"}``) rewritten atomically, so ``latest.json`` always names a
 complete checkpoint. ``best.json`` names the checkpoint with the lowest val loss.
@@ -25,6 +26,7 @@ import math
 import os
 import shutil
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +34,18 @@ import keras
 import numpy as np
 
 from tfgpt.atomic import write_text_atomic
-from tfgpt.errors import ConfigError, RunDirError
-from tfgpt.runs import STATE_JSON, STATE_NPZ, WEIGHTS_H5, pointer_path, read_pointer
+from tfgpt.errors import ConfigError, RunDirError, TfgptError
+from tfgpt.runs import (
+    DIGESTS_KEY,
+    STATE_JSON,
+    STATE_NPZ,
+    WEIGHTS_H5,
+    check_checkpoint_files,
+    file_digest,
+    pointer_path,
+    read_checkpoint_state,
+    read_pointer,
+)
 
 __all__ = [
     "Checkpoints", "Resumed", "prune_checkpoints", "read_pointer", "restore_checkpoint", "rng_variables",
@@ -98,7 +110,8 @@ def save_checkpoint(
         arrays["rng_paths"] = np.array([v.path for v in rngs] or [""], dtype=np.str_)[: len(rngs)]
         with open(tmp / STATE_NPZ, "wb") as f:
             np.savez(f, **arrays)
-        state = {"step": step, "time": time.time(), **info}
+        digests = {name: file_digest(tmp / name) for name in (WEIGHTS_H5, STATE_NPZ)}  # checked on restore
+        state = {"step": step, "time": time.time(), **info, DIGESTS_KEY: digests}
         (tmp / STATE_JSON).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
         if final.exists():
             shutil.rmtree(final)
@@ -115,36 +128,56 @@ def restore_checkpoint(
 ) -> dict[str, Any]:
     """Load weights, optimizer and RNG state from a checkpoint dir; returns its ``state.json``.
 
-    The optimizer must be built (``optimizer.build(model.trainable_variables)``).
+    The optimizer must be built (``optimizer.build(model.trainable_variables)``). Each file's sha256 is
+    checked against ``state.json``'s record first; a damaged file raises RunDirError naming it.
     """
     ckpt_path = Path(ckpt_path)
     for name in (WEIGHTS_H5, STATE_NPZ, STATE_JSON):
         if not (ckpt_path / name).is_file():
             raise RunDirError(f"checkpoint {ckpt_path} is incomplete: {name} is missing")
-    state = json.loads((ckpt_path / STATE_JSON).read_text(encoding="utf-8"))
+    state = read_checkpoint_state(ckpt_path)
+    check_checkpoint_files(ckpt_path, (WEIGHTS_H5, STATE_NPZ), state)
     try:
         model.load_weights(str(ckpt_path / WEIGHTS_H5))
+    except OSError as e:  # h5py: truncated, empty, not HDF5
+        raise RunDirError(f"{ckpt_path / WEIGHTS_H5}: not a readable weights file ({_first_line(e)})") from None
     except ValueError as e:
         raise ConfigError(f"checkpoint {ckpt_path} does not fit this model: {e}") from None
-    with np.load(ckpt_path / STATE_NPZ, allow_pickle=False) as data:
-        opt_vars = list(optimizer.variables)
-        n_saved = sum(1 for k in data.files if k.startswith("opt_") and k != "opt_paths")
-        if n_saved != len(opt_vars):
-            raise ConfigError(
-                f"checkpoint {ckpt_path} has {n_saved} optimizer variables, this optimizer has {len(opt_vars)}: "
-                "the model shape or the optimizer changed"
-            )
-        for i, v in enumerate(opt_vars):
-            value = data[f"opt_{i}"]
-            if tuple(value.shape) != tuple(v.shape):
-                raise ConfigError(f"checkpoint {ckpt_path}: optimizer variable {v.path} has shape "
-                                  f"{tuple(value.shape)}, expected {tuple(v.shape)}")
-            v.assign(value)
-        rngs = rng_variables(model)
-        for i, v in enumerate(rngs):
-            if f"rng_{i}" in data.files:
-                v.assign(data[f"rng_{i}"])
+    try:
+        with np.load(ckpt_path / STATE_NPZ, allow_pickle=False) as data:
+            _restore_arrays(ckpt_path, data, model, optimizer)
+    except TfgptError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise RunDirError(f"{ckpt_path / STATE_NPZ}: not a readable optimizer state, the file is empty, truncated "
+                          f"or corrupt ({_first_line(e)})") from None
     return state
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+def _restore_arrays(ckpt_path: Path, data: Any, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
+    """Assign the optimizer variables and dropout RNG states saved in ``train_state.npz`` (``data``)."""
+    opt_vars = list(optimizer.variables)
+    n_saved = sum(1 for k in data.files if k.startswith("opt_") and k != "opt_paths")
+    if n_saved != len(opt_vars):
+        raise ConfigError(
+            f"checkpoint {ckpt_path} has {n_saved} optimizer variables, this optimizer has {len(opt_vars)}: "
+            "the model shape or the optimizer changed"
+        )
+    for i, v in enumerate(opt_vars):
+        value = data[f"opt_{i}"]
+        if tuple(value.shape) != tuple(v.shape):
+            raise ConfigError(f"checkpoint {ckpt_path}: optimizer variable {v.path} has shape "
+                              f"{tuple(value.shape)}, expected {tuple(v.shape)}")
+        v.assign(value)
+    rngs = rng_variables(model)
+    for i, v in enumerate(rngs):
+        if f"rng_{i}" in data.files:
+            v.assign(data[f"rng_{i}"])
 
 
 def prune_checkpoints(ckpt_dir: str | os.PathLike, keep: int) -> None:
