@@ -79,3 +79,26 @@ def startup() -> dict[str, str]:
     """What each server :func:`start_server` started wrote to stderr before it answered (by base URL).
     A fixture, not an import: a test importing ``conftest`` at run time may get another directory's."""
     return STARTUP
+
+
+@pytest.fixture(scope="session")
+def bpe_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SavedModel export named ``tinybpe``: a 2-layer byte-level BPE model (block_size 32) whose in-graph
+    tokenizer takes any UTF-8 text, so hostile prompts reach the model instead of a vocabulary check."""
+    import keras
+
+    from tfgpt.config import GPTConfig
+    from tfgpt.export import export_run
+    from tfgpt.model import GPT
+    from tfgpt.runs import save_run
+    from tfgpt.tokenizers import BPETokenizer
+
+    corpus = Path(__file__).resolve().parents[1] / "fixtures" / "corpus" / "the-verdict.txt"
+    tok = BPETokenizer.train([corpus.read_text(encoding="utf-8")], vocab_size=400)
+    keras.utils.set_random_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32))
+    model.build((None, None))
+    root = tmp_path_factory.mktemp("serve_bpe")
+    save_run(root / "run", model, tok)
+    export_run(root / "run", root / "export", formats="savedmodel", name="tinybpe")
+    return root / "export"

@@ -96,6 +96,8 @@ BAD = [
      "messages[0] must be an object with 'role' and 'content'"),
     (parse_chat_body, {"messages": [{"role": "robot", "content": "a"}]}, "messages",
      "messages[0]: role must be one of system, developer, user, assistant, got 'robot'"),
+    (parse_chat_body, {"messages": [{"role": [], "content": "a"}]}, "messages",  # was a 500 (unhashable)
+     "messages[0]: role must be one of system, developer, user, assistant, got []"),
     (parse_chat_body, {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages",
      "messages[0]: content must be a string or a list of text parts"),
     (parse_chat_body, {"messages": [{"role": "system", "content": "a"}]}, "messages",
@@ -139,3 +141,13 @@ def test_every_documented_request_is_accepted_by_a_block_64_model():
     counts += [int(n) for n in re.findall(r"(?:--max-new-tokens |max_tokens=)(\d+)", text)]
     assert counts and max(counts) <= CHAR_SMALL_CAP, counts
     assert "max_tokens\": 64" not in text and "is clipped to `block_size - 1`" not in text
+
+
+def test_more_prompts_than_a_batch_holds_are_a_413():
+    """One request cannot hold more than MAX_BATCH prompts (it would hold the model for minutes)."""
+    from tfgpt.serve.jsonio import MAX_BATCH
+
+    assert len(parse_completion_body({"prompt": ["a"] * MAX_BATCH}, CAP).prompts) == MAX_BATCH
+    with pytest.raises(FieldError) as e:
+        parse_completion_body({"prompt": ["a"] * (MAX_BATCH + 1)}, CAP)
+    assert e.value.status == 413 and e.value.param == "prompt" and f"at most {MAX_BATCH}" in str(e.value)

@@ -132,6 +132,7 @@ D2 = "a 2-D list (shape [-1, 2], -1 = any)"
     (1e39, FLOAT, "input 'x' is out of the float32 range [-3.4028234663852886e+38, 3.4028234663852886e+38]"),
     ([[1, 2], [3]], IDS, "input 'x' is ragged: its lists at one depth must have equal lengths"),
     ([[]], IDS, "input 'x' is empty"),
+    ([], PROMPTS, "input 'x' is empty"),  # was the graph's "Graph execution error:"
     ([1, 2], {"dtype": "int32", "shape": [-1, 2]}, f"input 'x' must be {D2} of integers"),
     ([[1, 2, 3]], {"dtype": "int32", "shape": [-1, 2]}, f"input 'x' has shape [1, 3], expected {D2}"),
 ])

@@ -51,7 +51,7 @@ from tfgpt.errors import ConfigError
 from tfgpt.serve import openai_api
 from tfgpt.serve.auth import BearerAuth, read_api_key
 from tfgpt.serve.chat_prompt import export_template
-from tfgpt.serve.errors import BadRequest
+from tfgpt.serve.errors import BadRequest, utf8_safe
 from tfgpt.serve.jsonio import read_json
 from tfgpt.serve.model import DEFAULT_MAX_NEW_TOKENS_CAP, ExportedModel
 from tfgpt.serve.moderation import Flagged, Moderator, flagged_reply
@@ -121,10 +121,11 @@ def _created(info: dict[str, Any]) -> int:
 
 async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
     """A 4xx: OpenAI's error shape on the OpenAI routes, TF Serving's ``{"error": "..."}`` on the others."""
+    message, param = utf8_safe(str(exc)), getattr(exc, "param", None)
     if is_openai_route(request.url.path):
-        body = error_body(str(exc), exc.status, getattr(exc, "param", None), getattr(exc, "code", None))
+        body = error_body(message, exc.status, None if param is None else utf8_safe(param), getattr(exc, "code", None))
         return JSONResponse(body, status_code=exc.status)
-    return JSONResponse({"error": str(exc)}, status_code=exc.status)
+    return JSONResponse({"error": message}, status_code=exc.status)
 
 
 async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -293,6 +294,8 @@ def serve(
     """
     import uvicorn
 
+    from tfgpt.serve.timeouts import TimedH11Protocol
+
     check_options(port, workers, max_new_tokens_cap, max_body_bytes)
     check_port_free(host, port)  # before the model load, which takes seconds
     api_key = None if api_key_file is None else read_api_key(api_key_file)
@@ -305,4 +308,4 @@ def serve(
         print(app.state.tfgpt.moderator.describe(), file=sys.stderr, flush=True)
     model = app.state.tfgpt.model
     print(listening(model.name, model.version, host, port), file=sys.stderr, flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, http=TimedH11Protocol)  # slow clients: timeouts.py

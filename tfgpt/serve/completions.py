@@ -3,8 +3,8 @@
 Both take ``model`` (the served name; optional), ``max_tokens``, ``temperature``, ``top_k`` (an
 extension, as in vLLM), ``seed``, ``stop`` (a string or up to 4), ``stream``,
 ``stream_options.include_usage`` and ``user`` (ignored). ``/v1/completions`` takes ``prompt`` (a
-string or a list of strings; ``max_new_tokens`` is tfgpt's older name for ``max_tokens``, which wins
-if both are given; errors name the field as sent), the chat
+string or a list of at most ``MAX_BATCH`` strings; ``max_new_tokens`` is tfgpt's older name for
+``max_tokens``, which wins if both are given; errors name the field as sent), the chat
 route ``messages`` (``max_completion_tokens`` too). Fields whose OpenAI meaning the SavedModel
 cannot give are taken only at their neutral value (``top_p`` 1, ``n`` 1, penalties 0, ...); any
 other value, or any other field, is a 400 naming the field (:class:`FieldError`, whose ``param``
@@ -22,6 +22,7 @@ import math
 from typing import Any, NamedTuple
 
 from tfgpt.serve.errors import BadRequest
+from tfgpt.serve.jsonio import MAX_BATCH
 
 INT32 = (-(2**31), 2**31 - 1)
 MAX_STOPS = 4
@@ -90,6 +91,9 @@ def parse_completion_body(body: Any, cap: int) -> CompletionRequest:
     prompts = [prompt] if isinstance(prompt, str) else prompt
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise FieldError("'prompt' must be a string or a non-empty list of strings", "prompt")
+    if len(prompts) > MAX_BATCH:
+        raise FieldError(f"'prompt' holds {len(prompts)} prompts: this server takes at most {MAX_BATCH} per request",
+                         "prompt", status=413)
     max_name = "max_tokens"
     if "max_tokens" not in body and "max_new_tokens" in body:  # the alias: errors name the field as sent
         body["max_tokens"], max_name = body["max_new_tokens"], "max_new_tokens"
@@ -201,7 +205,7 @@ def _message(i: int, message: Any) -> tuple[str, str]:
     if not isinstance(message, dict) or set(message) - {"role", "content", "name"}:
         raise FieldError(f"{where} must be an object with 'role' and 'content' (and optionally 'name')", "messages")
     role, content = message.get("role"), message.get("content")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise FieldError(f"{where}: role must be one of {', '.join(ROLES)}, got {role!r}", "messages")
     if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" and
                                          isinstance(p.get("text"), str) for p in content):

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -19,22 +20,27 @@ from tfgpt.serve.errors import BadRequest
 
 #: Deepest JSON nesting a request may have (TF Serving bodies need 4: object, list, object, 2-D list).
 MAX_JSON_DEPTH = 32
+#: Seconds a client has to send a request's body once its headers are in (1 MiB in 10 s: 100 KiB/s).
+BODY_TIMEOUT_S = 10.0
+#: Most prompts (rows of a batch) one request may hold: one request cannot occupy the model for minutes.
+MAX_BATCH = 512
 
 
 async def read_json(request: Any, max_body_bytes: int) -> Any:
     """The parsed JSON body of a Starlette ``request``: 413 past ``max_body_bytes``, 400 if malformed or too deep.
 
     The size is checked on the declared ``content-length`` first, then while the body streams in, so a
-    client that lies about it still cannot make the server buffer more than the limit.
+    client that lies about it still cannot make the server buffer more than the limit; a body that takes
+    over :data:`BODY_TIMEOUT_S` to arrive (a slow-loris client) is a 408.
     """
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_body_bytes:
         raise BadRequest(f"request body is larger than {max_body_bytes} bytes", status=413)
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > max_body_bytes:
-            raise BadRequest(f"request body is larger than {max_body_bytes} bytes", status=413)
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            raw = await _read_body(request, max_body_bytes)
+    except TimeoutError:
+        raise BadRequest(f"request body not received within {BODY_TIMEOUT_S:g} s", status=408) from None
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
@@ -44,6 +50,17 @@ async def read_json(request: Any, max_body_bytes: int) -> Any:
     if json_depth(body) > MAX_JSON_DEPTH:
         raise BadRequest(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
     return body
+
+
+async def _read_body(request: Any, max_body_bytes: int) -> bytes:
+    """The body as it streams in; 413 as soon as it passes ``max_body_bytes``."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > max_body_bytes:
+            raise BadRequest(f"request body is larger than {max_body_bytes} bytes", status=413)
+    return b"".join(chunks)
 
 
 def json_depth(value: Any) -> int:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from tfgpt.serve.errors import BadRequest
+from tfgpt.serve.jsonio import MAX_BATCH
 from tfgpt.serve.rest import json_to_array
 
 DEFAULT_MAX_NEW_TOKENS_CAP = 256
@@ -35,7 +36,7 @@ class ExportedModel:
     """The SavedModel of an export dir, loaded once; ``predict`` converts and checks JSON inputs.
 
     ``max_new_tokens_cap`` bounds what a request may ask for (and the default it gets), never above
-    ``block_size - 1``.
+    ``block_size - 1``; a batch holds at most :data:`~tfgpt.serve.jsonio.MAX_BATCH` rows (413 otherwise).
     """
 
     def __init__(self, export_dir: str | os.PathLike, max_new_tokens_cap: int = DEFAULT_MAX_NEW_TOKENS_CAP) -> None:
@@ -75,7 +76,11 @@ class ExportedModel:
                     value = min(value, self.max_new_tokens_cap)
             else:
                 raise BadRequest(f"missing input {key!r} for signature {signature!r}")
-            feeds[key] = self._tf.constant(json_to_array(key, value, info), dtype=info["dtype"])
+            array = json_to_array(key, value, info)
+            if array.ndim and len(array) > MAX_BATCH:
+                raise BadRequest(f"input {key!r} holds {len(array)} rows: this server takes at most {MAX_BATCH} "
+                                 "per request", status=413)
+            feeds[key] = self._tf.constant(array, dtype=info["dtype"])
         if "max_new_tokens" in feeds and int(feeds["max_new_tokens"]) > self.max_new_tokens_cap:
             raise BadRequest(f"max_new_tokens {int(feeds['max_new_tokens'])} is above this server's cap "
                              f"({self.max_new_tokens_cap})")

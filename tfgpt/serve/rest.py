@@ -155,7 +155,7 @@ def json_to_array(key: str, value: Any, info: dict[str, Any]) -> np.ndarray:
         arr = np.asarray(value, dtype=_NP_DTYPES[dtype])
     if arr.ndim != len(shape) or any(s not in (-1, d) for s, d in zip(shape, arr.shape, strict=True)):
         raise BadRequest(f"input {key!r} has shape {list(arr.shape)}, expected {_describe(shape)}")
-    if arr.ndim == 2 and 0 in arr.shape:
+    if arr.ndim and arr.size == 0:
         raise BadRequest(f"input {key!r} is empty")
     return arr
 
