@@ -206,6 +206,28 @@ def test_resume_with_data_dir(resumed):
     assert (resumed[1]["start_step"], resumed[1]["step"]) == (8, 12)
 
 
+def test_a_run_killed_after_its_last_checkpoint_is_finished_by_resume(run, tmp_path, capsys):
+    """A SIGKILL between the last checkpoint and model.keras (a ~50 ms window, tests/train/test_kills.py)
+    left a run that --resume refused ("the run is at step 8, train.max_steps is 8; raise it"): now --resume
+    writes model.keras from that checkpoint and trains nothing. A finished run still refuses."""
+    import shutil
+
+    run_dir = tmp_path / "killed"
+    shutil.copytree(run[0], run_dir)
+    (run_dir / "model.keras").unlink()  # what the kill leaves: latest.json at max_steps, no model.keras
+    out = train(None, run_dir=run_dir, resume=True, progress=False)
+    assert (out["start_step"], out["step"]) == (8, 8) and out["weights_sha256"] == run[1]["weights_sha256"]
+    assert out["val_loss"] == pytest.approx(run[1]["val_loss"]) and out["loss"] == pytest.approx(run[1]["loss"])
+    assert f"{run_dir} is at step 8 of 8: nothing left to train; writing model.keras" in capsys.readouterr().err
+    import tfgpt
+
+    model, _ = tfgpt.load(run_dir)
+    assert [w.tolist() for w in model.get_weights()] == [w.tolist() for w in tfgpt.load(run[0])[0].get_weights()]
+    assert train_records(run_dir) == train_records(run[0])  # nothing re-logged
+    with pytest.raises(ConfigError, match="the run is at step 8, train.max_steps is 8; raise it"):
+        train(None, run_dir=run_dir, resume=True, progress=False)
+
+
 def _signal_after_first_record(run_dir, signum):
     """From a thread: wait until training logged a step, then send ``signum`` to this process."""
     import os

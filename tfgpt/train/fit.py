@@ -247,6 +247,8 @@ def train(
     if place.chief:
         _announce_resume(plan, built)
         _write_run_dir(plan, data, built.start_step)
+    if built.start_step >= plan.train.max_steps:  # killed after its last checkpoint, before model.keras
+        return _save_trained(plan, place, built, time.time() - t_start)
     with named_shard_errors(None if source is not None else plan.data.dir):
         monitor = _make_monitor(plan, place, data, built, progress)  # its first eval reads the shards
         with stop_on_signals(monitor):
@@ -365,12 +367,37 @@ def _build(plan: RunPlan, place: Placement) -> Built:
         checkpoints = Checkpoints(plan.run_dir / CHECKPOINTS, gpt, optimizer, tcfg.keep_checkpoints,
                                   chief=place.chief, info={"model": model_cfg.to_dict(), "strategy": place.name})
         start_step = checkpoints.restore().step if plan.resume else 0
-        if start_step >= tcfg.max_steps:
+        if start_step >= tcfg.max_steps and not _trained_but_unsaved(plan, start_step):
             raise ConfigError(f"--resume: the run is at step {start_step}, train.max_steps is {tcfg.max_steps}; "
                               "raise it")
         spe = 1 if place.multi_worker else _aligned_steps_per_execution(tcfg, start_step, tcfg.max_steps)
         trainer.compile(optimizer=optimizer, jit_compile=place.jit, steps_per_execution=spe)
     return Built(gpt, trainer, optimizer, checkpoints, start_step, spe)
+
+
+def _trained_but_unsaved(plan: RunPlan, start_step: int) -> bool:
+    """A resumed run whose last checkpoint is its last step but that has no model.keras: a kill (or crash)
+    came between the two. --resume then writes model.keras from that checkpoint instead of refusing."""
+    return plan.resume and start_step == plan.train.max_steps and not (plan.run_dir / MODEL_KERAS).exists()
+
+
+def _save_trained(plan: RunPlan, place: Placement, built: Built, wall_s: float) -> dict[str, Any]:
+    """Write model.keras from the restored last checkpoint; the summary's losses are the run's last logged."""
+    print(f"{plan.run_dir} is at step {built.start_step} of {plan.train.max_steps}: nothing left to train; "
+          f"writing {MODEL_KERAS} from its last checkpoint", file=sys.stderr)
+    if place.chief:
+        save_keras_atomic(built.gpt, plan.run_dir / MODEL_KERAS)
+    last: dict[str, dict[str, Any]] = {}
+    path = plan.run_dir / METRICS_JSONL
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        with contextlib.suppress(json.JSONDecodeError):
+            rec = json.loads(line)
+            last[rec.get("kind", "")] = rec
+    train_rec, eval_rec = last.get("train", {}), last.get("eval", {})
+    metrics = {"loss": train_rec.get("loss"), "train_loss": eval_rec.get("train_loss"),
+               "val_loss": eval_rec.get("val_loss"), "best_val_loss": built.checkpoints.best_val,
+               "tokens_per_sec": None, "mfu": train_rec.get("mfu"), "peak_flops": None, "peak_source": None}
+    return _summary(plan, place, built, "custom_loop" if place.multi_worker else "fit", metrics, wall_s)
 
 
 # -- 5. run dir and monitor ------------------------------------------------------------------------
