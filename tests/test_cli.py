@@ -111,6 +111,26 @@ def test_generate_and_stream_agree(run, capsys):
     assert main([*args, "--completion-only"]) == 0 and "To be" + capsys.readouterr().out == plain.stdout
 
 
+def test_generate_quantized_and_past_the_block(run, capsys):
+    """--quantize int8 generates from int8 weights; --context shift (default) and slide both run past the block."""
+    import tfgpt
+    from tfgpt.cli import main
+    from tfgpt.model.quantize import quantize_dense
+
+    args = ["generate", "--run", str(run), "--prompt", "To be", "--max-new-tokens", "12", "--temperature", "0",
+            "--completion-only"]
+    model, tok = tfgpt.load(run)
+    quantize_dense(model)
+    assert main([*args, "--quantize", "int8"]) == 0
+    assert capsys.readouterr().out == tfgpt.generate(model, tok, "To be", 12, temperature=0) + "\n"
+    long = [*args[:-3], "--max-new-tokens", str(2 * model.config.block_size), "--temperature", "0"]
+    for context in ("shift", "slide"):
+        assert main([*long, "--context", context]) == 0
+        expected = tfgpt.generate(tfgpt.load(run)[0], tok, "To be", 2 * model.config.block_size, temperature=0,
+                                  context=context)
+        assert capsys.readouterr().out == "To be" + expected + "\n"
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
@@ -119,6 +139,7 @@ def test_generate_and_stream_agree(run, capsys):
         (["--prompt", "Zebra"], "Z"),
         (["--prompt", "To be", "--tflite", "m.tflite"], "not both"),
         (["--prompt", "To be", "--tokenizer", "tok"], "--tokenizer goes with --tflite"),
+        (["--prompt", "To be", "--tflite", "m.tflite", "--quantize", "int8"], "not both"),
     ],
 )
 def test_bad_input_is_one_clear_line(run, args, message, capsys):

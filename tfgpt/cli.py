@@ -62,6 +62,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     head = "" if args.completion_only or not isinstance(prompt, str) else prompt
     if args.tflite and args.run:
         raise TfgptError("give --run RUN or --tflite FILE, not both")
+    if args.tflite and args.quantize:
+        raise TfgptError("--quantize goes with --run RUN (a .tflite file is quantized at export: "
+                         "tfgpt export --quantize int8)")
     if args.tokenizer and not args.tflite:
         raise TfgptError("--tokenizer goes with --tflite FILE (a run dir holds its own tokenizer)")
     if args.tflite:
@@ -74,6 +77,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import tfgpt
 
     model, tokenizer = tfgpt.load(args.run, checkpoint=args.checkpoint)
+    if args.quantize:
+        from tfgpt.model.quantize import quantize_dense
+
+        quantize_dense(model, args.quantize)
     sampling["context"] = args.context
     if not args.stream:
         print(head + tfgpt.generate(model, tokenizer, prompt, **sampling))
@@ -137,12 +144,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
                  if value is not None]
         if given:
             raise ConfigError(f"--text FILE scores that file; it takes no {', '.join(given)}")
-        _json_out(evaluate_text(args.run, args.text, stride=args.stride, checkpoint=args.checkpoint))
+        _json_out(evaluate_text(args.run, args.text, stride=args.stride, checkpoint=args.checkpoint,
+                                quantize=args.quantize))
         return 0
     if args.stride is not None:
         raise ConfigError("--stride applies to --text FILE only")
     result = evaluate_run(args.run, split=args.split, eval_iters=args.eval_iters, data_dir=args.data,
-                          checkpoint=args.checkpoint)
+                          checkpoint=args.checkpoint, quantize=args.quantize)
     _json_out(result)
     if "note" in result:
         print(f"tfgpt eval: note: {result['note']}", file=sys.stderr)
@@ -310,6 +318,8 @@ def _eval_parser(add: Adder) -> None:
     p.add_argument("--data", default=None, help="DATA_DIR (default: the run's)")
     p.add_argument("--stride", type=int, default=None,
                    help="with --text: tokens between window starts (default: the block size, no overlap)")
+    p.add_argument("--quantize", default=None, choices=["int8"],
+                   help="score with int8 attention/MLP weights, as generate --quantize int8 runs")
     p.add_argument("--checkpoint", default="final",
                    help="final (the newest weights, as generate uses), latest, best, a step dir name "
                         "(step-000500) or a checkpoint dir path")
@@ -364,6 +374,8 @@ def _generate_parser(add: Adder) -> None:
     p.add_argument("--tflite", default=None, help="run a TFLite export instead of a run dir")
     p.add_argument("--tokenizer", default=None, help="tokenizer dir for --tflite")
     p.add_argument("--completion-only", action="store_true", help="print only the generated text, not the prompt")
+    p.add_argument("--quantize", default=None, choices=["int8"],
+                   help="int8 attention/MLP weights (4x smaller; not faster on CPU: see benchmarks/bench_int8.py)")
     _sampling_args(p)
 
 

@@ -271,6 +271,29 @@ def test_eval_text_cli(text_run, tmp_path, capsys):
     assert "--stride applies to --text FILE only" in capsys.readouterr().err
 
 
+def test_eval_quantized_scores_int8_weights(text_run, tmp_path, capsys):
+    """--quantize int8: the int8 model's perplexity, recorded as such, near the float one (a random model)."""
+    import json
+
+    from tfgpt.cli import main
+    from tfgpt.model.quantize import quantize_dense
+    from tfgpt.train.evaluate import evaluate_text, score_ids
+
+    run, gpt, tokenizer = text_run
+    path = _write(tmp_path, TEXT * 3)
+    plain = evaluate_text(run, path)
+    assert main(["eval", "--run", str(run), "--text", str(path), "--quantize", "int8"]) == 0
+    q = json.loads(capsys.readouterr().out)
+    assert q["quantize"] == "int8" and "quantize" not in plain
+    model = GPT(gpt.config)
+    model.build((None, None))
+    model.set_weights(gpt.get_weights())
+    quantize_dense(model)
+    total, count, _ = score_ids(model, tokenizer.encode(TEXT * 3), 8, 4)
+    assert q["loss"] == pytest.approx(total / count, rel=1e-5) and q["loss"] != plain["loss"]
+    assert q["perplexity"] == pytest.approx(plain["perplexity"], rel=0.02)
+
+
 def test_eval_text_bad_files(text_run, tmp_path, capsys):
     from tfgpt.cli import main
     from tfgpt.errors import DataError

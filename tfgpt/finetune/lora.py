@@ -16,6 +16,7 @@ import numpy as np
 
 from tfgpt.errors import ConfigError
 from tfgpt.model.gpt import GPT
+from tfgpt.model.quantize import block_dense_layers, quantize_dense
 
 GROUPS = ("head", "last-block", "all", "lora")
 TARGETS = ("attn", "mlp")
@@ -36,14 +37,7 @@ def lora_dense_layers(model: keras.Model, targets: tuple[str, ...] = TARGETS) ->
     unknown = [t for t in targets if t not in TARGETS]
     if unknown or not targets:
         raise ConfigError(f"LoRA targets must be a non-empty subset of {TARGETS}, got {tuple(targets)}")
-    gpt = _gpt_of(model)
-    layers = []
-    for block in gpt.blocks:
-        if "attn" in targets:
-            layers += [block.attn.c_attn, block.attn.c_proj]
-        if "mlp" in targets:
-            layers += [block.mlp.c_fc, block.mlp.c_proj]
-    return layers
+    return [layer for block in _gpt_of(model).blocks for layer in block_dense_layers(block, tuple(targets))]
 
 
 def enable_lora_on(
@@ -173,8 +167,5 @@ def quantize_base(model: keras.Model, mode: str = "int8", targets: tuple[str, ..
     """
     if mode not in ("int8", "int4"):
         raise ConfigError(f"--quantize must be int8 or int4 (the modes LoRA runs on), got {mode!r}")
-    gpt = _gpt_of(model)
-    if not gpt.built:
-        gpt.build((None, None))
-    for layer in lora_dense_layers(model, targets):
-        layer.quantize(mode)
+    lora_dense_layers(model, targets)  # the targets checked
+    quantize_dense(_gpt_of(model), mode, tuple(targets), modes=("int8", "int4"))

@@ -24,6 +24,7 @@ from tfgpt.data.clean import clean_text
 from tfgpt.data.manifest import check_tokenizer
 from tfgpt.data.pipeline import named_shard_errors
 from tfgpt.errors import ConfigError, DataError, RunDirError, TokenizerError
+from tfgpt.model.quantize import quantize_dense
 from tfgpt.runs import CONFIG_YAML, TOKENIZER_DIR, check_run_dir, load_run_model
 from tfgpt.tokenizers import load_tokenizer
 from tfgpt.train.data import Source, check_data_dir, data_dir_source
@@ -92,13 +93,15 @@ def evaluate_run(
     batch_size: int | None = None,
     data_dir: str | os.PathLike | None = None,
     checkpoint: str = "final",
+    quantize: str | None = None,
 ) -> dict[str, Any]:
     """Loss and perplexity of a trained run on ``split`` of its data dir.
 
     ``checkpoint``: "final" (the weights :func:`tfgpt.load` uses: the newer of ``model.keras`` and
     the latest checkpoint), "latest", "best", a step dir name, or a checkpoint dir or weights file
     path. ``eval_iters``/``batch_size`` default to the run's ``train:`` settings; the data dir
-    defaults to the run's ``data.dir``.
+    defaults to the run's ``data.dir``. ``quantize="int8"`` scores the weights as
+    :func:`tfgpt.model.quantize.quantize_dense` leaves them (what ``--quantize int8`` generates with).
 
     Returns ``{"run_dir", "split", "step", "weights", "loss", "perplexity", "tokens", "batches",
     "split_tokens"}``; ``step`` is that of the weights scored (None if unknown), ``weights`` their
@@ -109,6 +112,8 @@ def evaluate_run(
         raise ConfigError(f"--eval-iters must be a positive number of batches, got {eval_iters}")
     run_dir = Path(run_dir)
     model, (_, tcfg, dcfg), step, weights = load_run_model(run_dir, checkpoint)
+    if quantize is not None:
+        quantize_dense(model, quantize)
     data_dir = data_dir if data_dir is not None else dcfg.dir
     if data_dir is None:
         raise RunDirError(f"{run_dir / CONFIG_YAML} names no data dir; pass data_dir")
@@ -128,7 +133,7 @@ def evaluate_run(
     result = {
         "run_dir": str(run_dir), "split": split, "step": step, "weights": str(weights), "loss": loss,
         "perplexity": perplexity(loss), "tokens": est.tokens_per_split, "batches": iters,
-        "split_tokens": manifest["splits"][split]["tokens"],
+        "split_tokens": manifest["splits"][split]["tokens"], **({"quantize": quantize} if quantize else {}),
     }
     return {**result, **reuse_note(result["tokens"], result["split_tokens"])}
 
@@ -246,7 +251,7 @@ def score_ids(
 
 def evaluate_text(
     run_dir: str | os.PathLike, path: str | os.PathLike, stride: int | None = None, batch_size: int = 4,
-    checkpoint: str = "final",
+    checkpoint: str = "final", quantize: str | None = None,
 ) -> dict[str, Any]:
     """Loss and perplexity of a run on a UTF-8 text file (``tfgpt eval --run RUN --text FILE``).
 
@@ -255,7 +260,8 @@ def evaluate_text(
     took scores as the model saw it, then tokenized whole with the run's tokenizer (no token is
     prepended, so the first token is context only) and scored in windows of the block size
     ``stride`` apart (default: the block size, non-overlapping windows; see :func:`text_windows`).
-    ``tokens`` counts the predictions scored: the file's tokens minus one.
+    ``tokens`` counts the predictions scored: the file's tokens minus one. ``quantize`` as
+    :func:`evaluate_run`.
 
     Returns ``{"run_dir", "file", "step", "weights", "loss", "perplexity", "tokens", "windows",
     "block_size", "stride"}``.
@@ -263,6 +269,8 @@ def evaluate_text(
     run = check_run_dir(run_dir)
     text, _ = clean_text(read_text_file(path).removeprefix("\ufeff"))
     model, (_, tcfg, _), step, weights = load_run_model(run, checkpoint)
+    if quantize is not None:
+        quantize_dense(model, quantize)
     tokenizer = load_tokenizer(run / TOKENIZER_DIR)
     if tokenizer.vocab_size > model.config.vocab_size:
         raise RunDirError(f"{run}: tokenizer has {tokenizer.vocab_size} tokens but the model only "
@@ -281,5 +289,5 @@ def evaluate_text(
     return {
         "run_dir": str(run), "file": str(path), "step": step, "weights": str(weights), "loss": loss,
         "perplexity": perplexity(loss), "tokens": count, "windows": windows,
-        "block_size": model.config.block_size, "stride": stride,
+        "block_size": model.config.block_size, "stride": stride, **({"quantize": quantize} if quantize else {}),
     }
