@@ -54,6 +54,9 @@ DEFAULT_MIN_CHARS = 1
 DEFAULT_SEED = 1337
 DEFAULT_BPE_VOCAB = 8192
 DEFAULT_SAMPLE_CHARS = 50_000_000
+#: Test-only: seconds prepare sleeps after moving the shards into place and before writing manifest.json, so
+#: that a crash test can kill it while the data dir holds finished-looking shards and no manifest yet.
+PAUSE_ENV = "TFGPT_TEST_PREPARE_PAUSE"
 
 
 @dataclasses.dataclass
@@ -149,6 +152,8 @@ def prepare(
         dtype = token_dtype(tok.vocab_size)
         streams = ensure_val(staging, streams, val_fraction, dtype, shard_tokens, record_tokens)
         splits = move_into_place(staging, out_dir, streams)
+        if os.environ.get(PAUSE_ENV):
+            time.sleep(float(os.environ[PAUSE_ENV]))
     _warn_if_val_small(splits, val_fraction)
     manifest = build_manifest(cfg.to_json(), tok, dtype_name(dtype), splits, streams.method, infos, stats,
                               time.perf_counter() - t_start, cfg.n_workers, command)
