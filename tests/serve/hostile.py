@@ -90,12 +90,16 @@ def raw_exchange(port: int, request: bytes, timeout: float = ANSWER_S) -> bytes:
         return b"".join(chunks)
 
 
-def dripped(port: int, head: bytes, drip: bytes, bound: float) -> tuple[str, float]:
+def dripped(port: int, head: bytes, drip: bytes, bound: float, answered_first: bool = False) -> tuple[str, float]:
     """Send ``head`` at once, then ``drip`` one byte a second: how the server ended it ("dropped" or the
-    status line it answered, or "held" if neither within ``bound`` s) and after how many seconds."""
+    status line it answered, or "held" if neither within ``bound`` s) and after how many seconds.
+    ``answered_first``: ``head`` is a whole request, whose answer is read first (a keep-alive connection)."""
     start = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=bound) as sock:
         sock.sendall(head)
+        if answered_first:
+            first = sock.recv(65536)
+            assert first.startswith(b"HTTP/1.1 200"), first[:200]
         sock.setblocking(False)
         for byte in drip:
             if time.monotonic() - start > bound:
@@ -116,13 +120,16 @@ def dripped(port: int, head: bytes, drip: bytes, bound: float) -> tuple[str, flo
 
 
 class SlowClients:
-    """Slow-loris clients (headers, or a body, one byte a second) and ``idle`` connections that send nothing,
-    started at once against ``port`` and left running while other requests go on; :meth:`finish` waits (up
-    to ``bound`` s from the start) for the server to end them all and says how each ended."""
+    """Slow-loris clients (headers, also after a first request on the connection, or a body, one byte a
+    second) and ``idle`` connections that send nothing, started at once against ``port`` and left running
+    while other requests go on; :meth:`finish` waits (up to ``bound`` s from the start) for the server to
+    end them all and says how each ended."""
 
     HEAD = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 64\r\n\r\n"
-    DRIPS = {"slow-loris headers": (b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 64),
-             "slow-loris body": (HEAD, b'{"prompt": "' + b"a" * 60)}
+    SLOW_GET = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 64
+    DRIPS = {"slow-loris headers": (b"", SLOW_GET),
+             "slow-loris body": (HEAD, b'{"prompt": "' + b"a" * 60),
+             "slow-loris headers after a keep-alive request": (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", SLOW_GET)}
 
     def __init__(self, port: int, idle: int, bound: float) -> None:
         self.port, self.bound, self.start = port, bound, time.monotonic()
@@ -136,7 +143,7 @@ class SlowClients:
 
     def _drip(self, kind: str) -> None:
         head, drip = self.DRIPS[kind]
-        self.ends[kind] = dripped(self.port, head, drip, self.bound)
+        self.ends[kind] = dripped(self.port, head, drip, self.bound, answered_first=head.startswith(b"GET"))
 
     def finish(self) -> tuple[dict[str, tuple[str, float]], int, float]:
         """How each slow client ended, how many idle connections the server closed, and by when (s)."""

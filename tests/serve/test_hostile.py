@@ -53,7 +53,7 @@ def hostile(bpe_export):
         yield served
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+@settings(max_examples=200, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(request=REQUESTS)
 def test_fuzzed_bodies_get_a_200_or_a_clear_4xx(hostile, request):
