@@ -19,7 +19,7 @@ import pytest
 import requests
 from safetensors.numpy import save_file
 
-from tests.serve.conftest import start_server
+from tests.serve.helpers import start_server
 from tfgpt.cli import main
 from tfgpt.export.tflite_runner import TFLiteGenerator
 from tfgpt.export.verify import saved_model_cli_ids, session_run
