@@ -228,6 +228,37 @@ def test_a_run_killed_after_its_last_checkpoint_is_finished_by_resume(run, tmp_p
         train(None, run_dir=run_dir, resume=True, progress=False)
 
 
+def test_the_run_dirs_tokenizer_is_staged_then_renamed(run, tmp_path):
+    """Each start copies the data dir's tokenizer/ into the run dir. It was copied in place (copytree), so a
+    kill mid-copy left half a tokenizer there, which every later --resume refused to load: the run was stuck.
+    Now it is staged in a hidden dir and renamed into place (watched here through audit events: nothing under
+    RUN/tokenizer/ is opened for writing), so RUN/tokenizer is whole or absent (the next start copies it)."""
+    import shutil
+    import sys
+
+    run_dir = tmp_path / "r"
+    shutil.copytree(run[0], run_dir)
+    (run_dir / "model.keras").unlink()  # the quickest start that writes the run dir: nothing to train
+    seen: list = []
+    recording = [True]
+
+    def hook(event, args):
+        if recording[0] and event in ("open", "os.rename"):
+            seen.append((event, args))
+
+    sys.addaudithook(hook)  # hooks cannot be removed: this one stops recording after the call below
+    try:
+        train(None, run_dir=run_dir, resume=True, progress=False)
+    finally:
+        recording[0] = False
+    tok = str(run_dir / "tokenizer")
+    written = [str(a[0]) for e, a in seen if e == "open" and isinstance(a[1], str) and set(a[1]) & set("wax+")]
+    assert not [p for p in written if p.startswith(tok + "/")], "RUN/tokenizer/ written in place"
+    assert any(e == "os.rename" and str(a[1]) == tok for e, a in seen), "no rename into RUN/tokenizer"
+    assert (run_dir / "tokenizer/tokenizer.json").read_text() == (run[0] / "tokenizer/tokenizer.json").read_text()
+    assert [p.name for p in run_dir.iterdir() if p.name.startswith(".")] == []  # no stage left
+
+
 def _signal_after_first_record(run_dir, signum):
     """From a thread: wait until training logged a step, then send ``signum`` to this process."""
     import os

@@ -38,7 +38,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tfgpt.atomic import write_text_atomic
+from tfgpt.atomic import staged_dir, write_text_atomic
 from tfgpt.config import GPTConfig, from_dict, read_yaml, save_model_config
 from tfgpt.data.manifest import check_tokenizer
 from tfgpt.data.pipeline import named_shard_errors
@@ -446,14 +446,19 @@ def _announce_resume(plan: RunPlan, built: Built) -> None:
 
 
 def _write_run_dir(plan: RunPlan, data: RunData, start_step: int) -> None:
-    """config.yaml, tokenizer/ and metrics.jsonl cut back to ``start_step`` (chief only)."""
+    """config.yaml, tokenizer/ (staged, then renamed: a kill leaves it whole or absent) and metrics.jsonl cut
+    back to ``start_step`` (chief only)."""
     run_dir = plan.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     save_model_config(run_dir / CONFIG_YAML, plan.model, train=plan.train.to_dict(), data=plan.data.to_dict())
-    if data.tokenizer_dir is not None:
-        shutil.copytree(data.tokenizer_dir, run_dir / TOKENIZER_DIR, dirs_exist_ok=True)
-    elif data.tokenizer is not None:
-        data.tokenizer.save(run_dir / TOKENIZER_DIR)
+    if data.tokenizer_dir is not None or data.tokenizer is not None:
+        for stale in run_dir.glob(f".{TOKENIZER_DIR}.*"):  # the stage of a start killed mid-copy
+            shutil.rmtree(stale, ignore_errors=True)
+        with staged_dir(run_dir / TOKENIZER_DIR) as stage:  # whole or absent, never half a copy
+            if data.tokenizer_dir is not None:
+                shutil.copytree(data.tokenizer_dir, stage, dirs_exist_ok=True)
+            else:
+                data.tokenizer.save(stage)
     rewrite_metrics(run_dir / METRICS_JSONL, start_step)
 
 
