@@ -77,11 +77,12 @@ class Trainer:
         self.pids.append(proc.pid)
         return proc
 
-    def stderr(self, i: int = -1) -> str:
-        return (self.logs / f"{len(self.pids) + i if i < 0 else i}.err").read_text(errors="replace")
+    def stderr(self) -> str:
+        """What the last start wrote to stderr."""
+        return (self.logs / f"{len(self.pids) - 1}.err").read_text(errors="replace")
 
-    def stdout(self, i: int = -1) -> str:
-        return (self.logs / f"{len(self.pids) + i if i < 0 else i}.out").read_text(errors="replace")
+    def stdout(self) -> str:
+        return (self.logs / f"{len(self.pids) - 1}.out").read_text(errors="replace")
 
     @property
     def ckpts(self) -> Path:
@@ -257,6 +258,12 @@ def interrupt(kind: str, run: Trainer, rng: random.Random, tally: dict) -> None:
     tally["temp dirs seen"] |= left
 
 
+def _final_model(run: Trainer) -> list[np.ndarray]:
+    import tfgpt
+
+    return tfgpt.load(run.run_dir, checkpoint=str(run.run_dir / "model.keras"))[0].get_weights()
+
+
 def compare_runs(ref: Trainer, run: Trainer, restorer: Restorer) -> tuple[float, float]:
     """The same losses at every step, each logged once, and the same final checkpoint; the max |diffs|."""
     lines = (run.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
@@ -274,14 +281,28 @@ def compare_runs(ref: Trainer, run: Trainer, restorer: Restorer) -> tuple[float,
     return loss_diff, weight_diff
 
 
+def kill_after_last_checkpoint(proc: subprocess.Popen, run: Trainer) -> bool:
+    """SIGKILL once latest.json names the last step, before model.keras is written (a ~50 ms window);
+    True if the kill landed there. Then --resume must write model.keras from that checkpoint."""
+    model = run.run_dir / "model.keras"
+    _wait_for(proc, lambda: run.latest_step() == MAX_STEPS or model.exists(), "the last checkpoint")
+    if model.exists():
+        _finish(proc, run)
+        return False
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(WAIT_S)
+    return not model.exists()
+
+
 def kill_until_done(run: Trainer, restorer: Restorer) -> tuple[dict, list[str]]:
-    """The seeded plan of interruptions, each followed by the checkpoint checks, then the last resume."""
+    """The seeded plan of interruptions, each followed by the checkpoint checks, then the last resume,
+    killed once more between its last checkpoint and model.keras, then the resume that finishes."""
     rng = random.Random(SEED)
     plan = ["write", "step", "write", "step", "step"]
     rng.shuffle(plan)
     plan.insert(rng.randint(1, len(plan) - 1), "ctrl-c")
-    tally = dict.fromkeys(["kills", "during a checkpoint write", "clean stops", "resumes", "fresh starts",
-                           "checkpoints checked"], 0)
+    tally = dict.fromkeys(["kills", "during a checkpoint write", "after the last checkpoint", "clean stops",
+                           "resumes", "fresh starts", "checkpoints checked"], 0)
     tally["temp dirs seen"] = set()
     for kind in plan:
         interrupt(kind, run, rng, tally)
@@ -289,8 +310,15 @@ def kill_until_done(run: Trainer, restorer: Restorer) -> tuple[dict, list[str]]:
     last = run.latest_step()
     assert last > 0, "no interrupted run got as far as a checkpoint"
     tally["resumes"] += 1
-    _finish(run.start(resume=True), run)
-    assert f"resuming {run.run_dir} from step {last}" in run.stderr()
+    if kill_after_last_checkpoint(run.start(resume=True), run):
+        tally["kills"] += 1
+        tally["after the last checkpoint"] += 1
+        assert f"resuming {run.run_dir} from step {last}" in run.stderr()
+        tally["checkpoints checked"] += check_checkpoints(run.ckpts, restorer)
+        tally["resumes"] += 1
+        _finish(run.start(resume=True), run)
+        assert f"is at step {MAX_STEPS} of {MAX_STEPS}: nothing left to train; writing model.keras" in run.stderr()
+    assert (run.run_dir / "model.keras").is_file()
     assert not run.temp_dirs(), "the last run left temp dirs"
     tally["temp dirs cleaned"] = len(tally.pop("temp dirs seen"))
     tally["checkpoints checked"] += check_checkpoints(run.ckpts, restorer)
@@ -311,11 +339,12 @@ def test_sigkills_at_random_moments_resume_to_the_uninterrupted_weights(tmp_path
     finally:
         reference.kill()
     loss_diff, weight_diff = compare_runs(ref, run, Restorer(cfg))
-    sha = [json.loads(t.stdout())["weights_sha256"] for t in (ref, run)]
+    same_model = [w.tobytes() for w in _final_model(ref)] == [w.tobytes() for w in _final_model(run)]
+    assert same_model, "model.keras differs"
     assert tally["kills"] >= 5 and tally["during a checkpoint write"] >= 1, tally
     figures("20-kills-train", title="Kills survived: tfgpt train",
-            columns=[*tally, "final weights max |diff|", "losses max |diff|", "same weights sha256"],
-            rows=[[*tally.values(), f"{weight_diff:.1e}", f"{loss_diff:.1e}", sha[0] == sha[1]]],
+            columns=[*tally, "final weights max |diff|", "losses max |diff|", "same model.keras weights"],
+            rows=[[*tally.values(), f"{weight_diff:.1e}", f"{loss_diff:.1e}", same_model]],
             test="tests/train/test_kills.py::test_sigkills_at_random_moments_resume_to_the_uninterrupted_weights",
             note=f"A {MAX_STEPS}-step char run (checkpoint every {CKPT_EVERY} steps, dropout 0.1), SIGKILLed at "
                  f"seeded random steps and inside checkpoint writes, stopped once by Ctrl-C, resumed each time; "
