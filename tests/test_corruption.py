@@ -1,21 +1,22 @@
-"""Corruption, systematically (issue 17 item 3): every file a user's data lives in, damaged three ways.
+"""Corruption, systematically (issue 17 item 3): every file a user's data lives in, damaged four ways.
 
-For each file type (a train shard and ``manifest.json``; a checkpoint's four files; a run's
-``model.keras`` and ``config.yaml``; each char and BPE tokenizer file; a SavedModel's graph and
-variables; a ``.tflite``; an imported safetensors file and its tokenizer files) the table below copies a
-built artifact, applies each corruption — three bytes flipped around the middle, truncation to half,
-truncation to zero bytes — and runs the real consumer: the CLI (``tfgpt.cli.main`` in-process) or the
-public loader a user calls. Each outcome must be *detected* (a :class:`tfgpt.errors.TfgptError`, one
-line naming the file; the CLI exits 2) or be listed in :data:`HARMLESS` with the reason, checked where
-it can be (the output equals the undamaged file's). Anything else — a traceback, garbage accepted, a
-message that does not name the file — is *missed* and fails the test. Two real subprocesses prove the
-CLI prints no traceback. Figures: ``30-corruption``.
+For each file type (train and val shards, ``manifest.json`` and the data tokenizer; a checkpoint's four
+files; a run's ``model.keras`` and ``config.yaml``; each char and BPE tokenizer file; a SavedModel's
+graph and variables, ``export.json``, a ``.tflite`` and the export's tokenizer; an imported safetensors
+file and its tokenizer files) the table below copies a built artifact, applies each corruption — three
+bytes flipped around the middle, one bit flipped (text stays ASCII: a digit or a letter changes),
+truncation to half, truncation to zero bytes — and runs the real consumer: the CLI (``tfgpt.cli.main``
+in-process) or the loader ``tfgpt serve`` runs. Each outcome must be *detected* (a
+:class:`tfgpt.errors.TfgptError`, one line naming the file; the CLI exits 2) or be listed in
+:data:`HARMLESS` with the reason, checked where it can be (the output equals the undamaged file's).
+Anything else (a traceback, garbage accepted, a message that does not name the file) is *missed* and
+fails the test. Two real subprocesses show the CLI prints one line, no traceback. Figures: ``30-corruption``.
 """
-
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -46,6 +47,13 @@ def flip(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def flip_bit(path: Path) -> None:
+    """XOR 0x01 the middle byte of ``path``: one bit, as bit rot does (text stays ASCII: '4' becomes '5')."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
 def halve(path: Path) -> None:
     """Truncate ``path`` to half its size."""
     with open(path, "r+b") as f:
@@ -57,7 +65,9 @@ def empty(path: Path) -> None:
     path.write_bytes(b"")
 
 
-CORRUPTIONS: dict[str, Callable[[Path], None]] = {"flip": flip, "half": halve, "empty": empty}
+CORRUPTIONS: dict[str, Callable[[Path], None]] = {
+    "flip": flip, "bit": flip_bit, "half": halve, "empty": empty,
+}
 
 
 # -- consumers: each returns an Outcome ------------------------------------------------------------------------
@@ -100,7 +110,10 @@ def api(fn: Callable[[], Any]) -> Outcome:
 
 
 def train_on(data: Path, config: Path, run: Path) -> Outcome:
-    return cli(["train", "--config", str(config), "--data", str(data), "--run-dir", str(run), "--quiet"])
+    """``tfgpt train`` on the data dir; its output is the trained weights' sha256 (deterministic on CPU)."""
+    out = cli(["train", "--config", str(config), "--data", str(data), "--run-dir", str(run), "--quiet"])
+    out.output = json.loads(out.output)["weights_sha256"] if out.rc == 0 else None
+    return out
 
 
 def resume(run: Path) -> Outcome:
@@ -114,9 +127,15 @@ def generate(run: Path) -> Outcome:
 
 
 def export(run: Path, out: Path) -> Outcome:
+    """``tfgpt export``; its output is what export.json says was exported (the model and tokenizer)."""
     res = cli(["export", "--run", str(run), "--out", str(out), "--format", "savedmodel"])
-    res.output = None if res.rc else "exported"
+    res.output = exported_source(out) if res.rc == 0 else None
     return res
+
+
+def exported_source(export_dir: Path) -> dict[str, Any]:
+    source = json.loads((export_dir / "export.json").read_text(encoding="utf-8"))["source"]
+    return {"model": source["model"], "tokenizer": source["tokenizer"]}
 
 
 def serve_loader(export_dir: Path) -> Outcome:
@@ -162,9 +181,7 @@ class Built:
     baseline: dict[str, Any]  # consumer name -> its output on the undamaged copy
 
 
-def _data_and_run(tmp: Path, shakespeare_file: Path) -> tuple[Path, Path, Path]:
-    import json
-
+def _data_and_run(tmp: Path, shakespeare_file: Path) -> tuple[Path, Path, dict[str, Any]]:
     from tests.train.helpers import tiny_config
     from tfgpt.data.prepare import prepare
     from tfgpt.train.fit import train
@@ -172,14 +189,14 @@ def _data_and_run(tmp: Path, shakespeare_file: Path) -> tuple[Path, Path, Path]:
     src = tmp / "src.txt"
     src.write_text(shakespeare_file.read_text(encoding="utf-8")[:20000], encoding="utf-8")
     data = tmp / "data"
-    prepare([str(src)], str(data), tokenizer="char", val_fraction=0.1, workers=0, progress=False)
+    prepare([str(src)], str(data), tokenizer="char", val_fraction=0.1, workers=0, progress=False,
+            command=["tfgpt", "prepare", "src.txt"])  # not pytest's argv: the manifest's middle stays put
     cfg = tiny_config(max_steps=4, checkpoint_interval=4, eval_interval=4, eval_iters=1, log_interval=4)
     cfg["model"]["vocab_size"] = json.loads((data / "manifest.json").read_text())["tokenizer"]["vocab_size"]
     cfg["data"] = {"tokenizer": "char"}
     config = tmp / "tiny.yaml"
     config.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    run = Path(train(str(config), data_dir=str(data), run_dir=str(tmp / "run"), progress=False)["run_dir"])
-    return data, config, run
+    return data, config, train(str(config), data_dir=str(data), run_dir=str(tmp / "run"), progress=False)
 
 
 def _hf_dir(tmp: Path, verdict_file: Path) -> Path:
@@ -204,7 +221,8 @@ def built(tmp_path_factory: pytest.TempPathFactory, shakespeare_file: Path, verd
     from tfgpt.export import export_run
 
     tmp = tmp_path_factory.mktemp("corruption")
-    data, config, run = _data_and_run(tmp, shakespeare_file)
+    data, config, summary = _data_and_run(tmp, shakespeare_file)
+    run = Path(summary["run_dir"])
     ckpt_run = tmp / "ckpt_run"
     shutil.copytree(run, ckpt_run)
     (ckpt_run / "model.keras").unlink()
@@ -213,7 +231,8 @@ def built(tmp_path_factory: pytest.TempPathFactory, shakespeare_file: Path, verd
     do_import(hf, tmp / "bpe_run")
     roots = {"data": data, "run": run, "ckpt_run": ckpt_run, "export": tmp / "export", "hf": hf,
              "bpe_run": tmp / "bpe_run"}
-    b = Built(roots=roots, config=config, baseline={})
+    b = Built(roots=roots, config=config, baseline={("train", "data"): summary["weights_sha256"],
+                                                    ("export", "run"): exported_source(roots["export"])})
     for consumer, root in (("generate", "run"), ("generate", "bpe_run"), ("generate", "ckpt_run"),
                            ("serve", "export"), ("tflite", "export"), ("import", "hf")):
         out = CONSUMERS[consumer](b, roots[root], tmp / f"clean-{consumer}-{root}")
@@ -241,6 +260,7 @@ CKPT = "checkpoints/step-000004"
 #: (file type, artifact, path inside it, consumers)
 TABLE: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("TFRecord train shard", "data", "train-00000-of-00001.tfrecord", ("train",)),
+    ("TFRecord val shard", "data", "val-00000-of-00001.tfrecord", ("train",)),
     ("data manifest.json", "data", "manifest.json", ("train",)),
     ("data tokenizer.json (char)", "data", "tokenizer/tokenizer.json", ("train",)),
     ("checkpoint model.weights.h5", "ckpt_run", f"{CKPT}/model.weights.h5", ("resume", "generate")),
@@ -256,7 +276,9 @@ TABLE: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("SavedModel saved_model.pb", "export", f"{SM}/saved_model.pb", ("serve",)),
     ("SavedModel variables.data", "export", f"{SM}/variables/variables.data-00000-of-00001", ("serve",)),
     ("SavedModel variables.index", "export", f"{SM}/variables/variables.index", ("serve",)),
+    ("export.json", "export", "export.json", ("serve", "tflite")),
     ("model.tflite", "export", "tflite/model.tflite", ("tflite",)),
+    ("export tokenizer.json (char)", "export", "tokenizer/tokenizer.json", ("tflite",)),
     ("imported model.safetensors", "hf", "model.safetensors", ("import",)),
     ("imported vocab.json", "hf", "vocab.json", ("import",)),
     ("imported merges.txt", "hf", "merges.txt", ("import",)),
@@ -267,28 +289,70 @@ TABLE: list[tuple[str, str, str, tuple[str, ...]]] = [
 _NPZ_UNREAD = ("unread: generate loads only model.weights.h5 (its sha256 checked against state.json); "
                "train_state.npz is optimizer and RNG state, which --resume checks and refuses by name")
 HARMLESS: dict[tuple[str, str, str], str] = {
-    **{("checkpoint train_state.npz", c, "generate"): _NPZ_UNREAD for c in CORRUPTIONS},
-    ("imported model.safetensors", "flip", "import"): (
+    **dict.fromkeys((("checkpoint train_state.npz", c, "generate") for c in CORRUPTIONS), _NPZ_UNREAD),
+    **dict.fromkeys((("imported model.safetensors", c, "import") for c in ("flip", "bit")), (
         "undetectable: a Hugging Face safetensors file carries no checksum and the flipped bytes are tensor "
         "data (the header, dtypes, shapes and offsets are checked); the run's source.json records the sha256 "
-        "that was read, to compare with the publisher's (the Hub's LFS sha256)"),
+        "that was read, to compare with the publisher's (the Hub's LFS sha256)")),
 }
 
 
-def verdict(out: Outcome, path: Path, key: tuple[str, str, str], baseline: Any) -> tuple[str, str]:
-    """("detected" | "harmless" | "missed", why) for one consumer's outcome on the damaged ``path``."""
+#: What each consumer's output is, when it proves an accepted change harmless by equalling the undamaged file's.
+PROOF = {"train": "the trained weights (sha256)", "generate": "the text generated", "export": "the model and "
+         "tokenizer exported", "serve": "the completion served", "tflite": "the text generated",
+         "import": "the imported weights and token ids"}
+
+
+def harmless_reason(key: tuple[str, str, str], rel: str) -> str | None:
+    """Why an accepted corruption is harmless: :data:`HARMLESS`'s entry, or, for one bit flipped in a JSON/YAML
+    file that still parses, the one field it changed, which the consumer does not read (checked: the output
+    equals the undamaged file's, bit for bit)."""
+    label, corruption, consumer = key
+    if key in HARMLESS:
+        return HARMLESS[key]
+    if corruption == "bit" and rel.endswith((".json", ".yaml")) and consumer in PROOF:
+        return (f"unread: the flipped bit leaves valid {rel.rsplit('.', 1)[1].upper()} and changes one field "
+                f"({{field}}), which {consumer} does not read; checked: {PROOF[consumer]} unchanged")
+    return None
+
+
+def changed_field(before: bytes, after: bytes) -> str:
+    """Where two JSON/YAML texts differ, as a dotted path ("?" if either does not parse)."""
+    try:
+        a, b = (yaml.safe_load(t.decode("utf-8")) for t in (before, after))  # YAML reads JSON too
+    except (UnicodeDecodeError, yaml.YAMLError):
+        return "?"
+    return _first_difference(a, b) or "?"
+
+
+def _first_difference(a: Any, b: Any, where: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            gone, new = (",".join(sorted(map(str, x))) for x in (a.keys() - b.keys(), b.keys() - a.keys()))
+            return f"{where}{gone} renamed {new}"
+        k = next(k for k in a if a[k] != b[k])
+        return _first_difference(a[k], b[k], f"{where}{k}.")
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        i = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
+        return _first_difference(a[i], b[i], f"{where}[{i}].")
+    return where.rstrip(".")
+
+
+def verdict(out: Outcome, rel: str, key: tuple[str, str, str], baseline: Any, field: str) -> tuple[str, str]:
+    """("detected" | "harmless" | "missed", why) for one consumer's outcome on the damaged file ``rel``."""
+    name = Path(rel).name
     if out.raw:
         return "missed", f"traceback: {out.raw}"
     if out.rc != 0:
-        named = path.name in out.message and "\n" not in out.message.strip()
-        return ("detected", out.message) if named else ("missed", f"message does not name {path.name}: {out.message}")
-    reason = HARMLESS.get(key)
+        named = name in out.message and "\n" not in out.message.strip()
+        return ("detected", out.message) if named else ("missed", f"message does not name {name}: {out.message}")
+    reason = harmless_reason(key, rel)
     if reason is None:
         same = "output unchanged" if out.output == baseline else "output CHANGED"
         return "missed", f"accepted ({same}), and not listed as harmless"
     if reason.startswith("unread:") and out.output != baseline:
         return "missed", f"listed as unread but the output changed: {reason}"
-    return "harmless", reason
+    return "harmless", reason.format(field=field)
 
 
 def run_trial(b: Built, row: tuple[str, str, str, tuple[str, ...]], corruption: str,
@@ -300,10 +364,12 @@ def run_trial(b: Built, row: tuple[str, str, str, tuple[str, ...]], corruption: 
         work = scratch / consumer
         root = work / artifact
         shutil.copytree(b.roots[artifact], root)
+        before = (root / rel).read_bytes()
         CORRUPTIONS[corruption](root / rel)
+        field = changed_field(before, (root / rel).read_bytes()) if rel.endswith((".json", ".yaml")) else "?"
         out = CONSUMERS[consumer](b, root, work)
         baseline = b.baseline.get((consumer, artifact), b.baseline.get((consumer, "run")))
-        results.append((consumer, *verdict(out, root / rel, (label, corruption, consumer), baseline)))
+        results.append((consumer, *verdict(out, rel, (label, corruption, consumer), baseline, field)))
     return results
 
 
@@ -332,7 +398,8 @@ def test_every_corruption_is_detected_or_harmless(built: Built, tmp_path: Path, 
             test="tests/test_corruption.py::test_every_corruption_is_detected_or_harmless",
             note=f"{tried} damaged copies, each run through its real consumer (in-process CLI or loader); "
                  f"{sum(r[2] for r in rows)} detected with one line naming the file. Corruptions: "
-                 f"3 bytes XOR 0xFF at the middle {FLIP_OFFSETS}, truncation to half, truncation to 0 bytes.")
+                 f"flip: 3 bytes XOR 0xFF around the middle (offsets {FLIP_OFFSETS}); bit: the middle byte XOR 0x01 "
+                 "(text stays text); half: truncated to half; empty: truncated to 0 bytes.")
     assert not missed, "\n".join(missed)
 
 

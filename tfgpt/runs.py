@@ -100,6 +100,14 @@ def weights_step(run_dir: str | os.PathLike, path: str | os.PathLike) -> int | N
 
 #: ``state.json``'s key for the sha256 of each file beside it, written with the checkpoint.
 DIGESTS_KEY = "sha256"
+#: ``state.json``'s key for the sha256 of its own content (:func:`state_digest`): a changed digit is caught too.
+SELF_DIGEST_KEY = "state_sha256"
+
+
+def state_digest(state: dict[str, Any]) -> str:
+    """The sha256 of a checkpoint state's canonical JSON (sorted keys, compact), its own digest left out."""
+    body = {k: v for k, v in state.items() if k != SELF_DIGEST_KEY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -122,6 +130,8 @@ def read_checkpoint_state(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
                           f"({type(e).__name__}: {detail})") from None
     if not isinstance(state, dict) or not isinstance(state.get("step"), int) or isinstance(state["step"], bool):
         raise RunDirError(f"{path}: not a checkpoint state (expected an object with an integer 'step')")
+    if SELF_DIGEST_KEY in state and state[SELF_DIGEST_KEY] != state_digest(state):
+        raise RunDirError(f"{path} is corrupt: its content does not match its {SELF_DIGEST_KEY} (edited or damaged)")
     return state
 
 

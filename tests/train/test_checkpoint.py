@@ -110,9 +110,22 @@ def test_restore_of_a_checkpoint_without_digests_still_names_a_truncated_file(tm
     Checkpoints(tmp_path / "ck", gpt, opt, keep=1).save(2, tokens=8)
     ckpt = tmp_path / "ck" / "step-000002"
     state = json.loads((ckpt / "state.json").read_text())
-    del state["sha256"]
+    del state["sha256"], state["state_sha256"]
     (ckpt / "state.json").write_text(json.dumps(state))
     (ckpt / "train_state.npz").write_bytes(b"")
     gpt2, opt2 = _model_and_optimizer(1)
     with pytest.raises(RunDirError, match=r"train_state\.npz: not a readable optimizer state"):
+        Checkpoints(tmp_path / "ck", gpt2, opt2, keep=1).restore()
+
+
+def test_restore_refuses_an_edited_state_json(tmp_path):
+    """One changed digit leaves valid JSON (a wrong tokens count or step went unnoticed): state.json's own
+    sha256 catches it."""
+    gpt, opt = _model_and_optimizer(0)
+    opt.iterations.assign(2)
+    Checkpoints(tmp_path / "ck", gpt, opt, keep=1).save(2, tokens=8)
+    path = tmp_path / "ck" / "step-000002" / "state.json"
+    path.write_text(path.read_text().replace('"tokens": 8', '"tokens": 9'))
+    gpt2, opt2 = _model_and_optimizer(1)
+    with pytest.raises(RunDirError, match=r"state\.json is corrupt: its content does not match its state_sha256"):
         Checkpoints(tmp_path / "ck", gpt2, opt2, keep=1).restore()

@@ -2,9 +2,9 @@
 
 ``RUN/checkpoints/step-000100/`` holds ``model.weights.h5`` (``GPT.save_weights``),
 ``train_state.npz`` (optimizer variables, dropout RNG states; ``allow_pickle=False``) and
-``state.json`` (step, tokens seen, val loss, the model shape, and the sha256 of the other two files,
-checked on restore so that a damaged checkpoint is refused by name, never trained on). A checkpoint is written into a
-hidden temp directory and renamed into place; only then is ``latest.json``
+``state.json`` (step, tokens seen, val loss, the model shape, the sha256 of the other two files and of
+its own content, checked on restore: a damaged checkpoint is refused by name, never trained on). A
+checkpoint is written into a hidden temp directory and renamed into place; only then is ``latest.json``
 (``{"step": N, "dir": "step-000100"}``) rewritten atomically, so ``latest.json`` always names a
 complete checkpoint. ``best.json`` names the checkpoint with the lowest val loss.
 
@@ -37,6 +37,7 @@ from tfgpt.atomic import write_text_atomic
 from tfgpt.errors import ConfigError, RunDirError, TfgptError
 from tfgpt.runs import (
     DIGESTS_KEY,
+    SELF_DIGEST_KEY,
     STATE_JSON,
     STATE_NPZ,
     WEIGHTS_H5,
@@ -45,6 +46,7 @@ from tfgpt.runs import (
     pointer_path,
     read_checkpoint_state,
     read_pointer,
+    state_digest,
 )
 
 __all__ = [
@@ -112,6 +114,7 @@ def save_checkpoint(
             np.savez(f, **arrays)
         digests = {name: file_digest(tmp / name) for name in (WEIGHTS_H5, STATE_NPZ)}  # checked on restore
         state = {"step": step, "time": time.time(), **info, DIGESTS_KEY: digests}
+        state[SELF_DIGEST_KEY] = state_digest(state)
         (tmp / STATE_JSON).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
         if final.exists():
             shutil.rmtree(final)
