@@ -266,13 +266,17 @@ def _final_model(run: Trainer) -> list[np.ndarray]:
 
 
 def compare_runs(ref: Trainer, run: Trainer, restorer: Restorer) -> tuple[float, float]:
-    """The same losses at every step, each logged once, and the same final checkpoint; the max |diffs|."""
+    """The same losses at every step, each logged once, the same checkpoints kept and named (latest, best), the
+    same final weights and optimizer state; returns the max abs differences of the losses and of the arrays."""
     lines = (run.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     assert sum('"kind": "train"' in line for line in lines) == MAX_STEPS  # no step logged twice or lost
     a, b = train_records(ref.run_dir), train_records(run.run_dir)
     assert sorted(a) == sorted(b) == list(range(1, MAX_STEPS + 1))
     loss_diff = max(abs(a[s]["loss"] - b[s]["loss"]) for s in a)
     assert loss_diff <= 1e-5, loss_diff
+    for pointer in ("latest.json", "best.json"):  # the same best checkpoint too, and the same ones kept
+        assert json.loads((run.ckpts / pointer).read_text()) == json.loads((ref.ckpts / pointer).read_text())
+    assert sorted(p.name for p in run.ckpts.iterdir()) == sorted(p.name for p in ref.ckpts.iterdir())
     final = f"step-{MAX_STEPS:06d}"
     want, got = restorer.arrays(ref.ckpts / final), restorer.arrays(run.ckpts / final)
     weight_diff = max(float(np.max(np.abs(x.astype(np.float64) - y), initial=0.0))
