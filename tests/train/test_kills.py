@@ -268,11 +268,12 @@ def _final_model(run: Trainer) -> list[np.ndarray]:
 def compare_runs(ref: Trainer, run: Trainer, restorer: Restorer) -> tuple[float, float]:
     """The same losses at every step, each logged once, the same checkpoints kept and named (latest, best), the
     same final weights and optimizer state; returns the max abs differences of the losses and of the arrays."""
-    lines = (run.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    assert sum('"kind": "train"' in line for line in lines) == MAX_STEPS  # no step logged twice or lost
-    a, b = train_records(ref.run_dir), train_records(run.run_dir)
-    assert sorted(a) == sorted(b) == list(range(1, MAX_STEPS + 1))
-    loss_diff = max(abs(a[s]["loss"] - b[s]["loss"]) for s in a)
+    records = [[json.loads(x) for x in (t.run_dir / "metrics.jsonl").read_text().splitlines()] for t in (ref, run)]
+    order = [[(r["kind"], r["step"]) for r in recs] for recs in records]
+    assert order[0] == order[1]  # the same records in the same order: none logged twice, none lost
+    assert sorted(train_records(ref.run_dir)) == list(range(1, MAX_STEPS + 1))
+    loss_diff = max(abs(x.get(k) - y.get(k)) for x, y in zip(*records, strict=True)
+                    for k in ("loss", "val_loss") if x.get(k) is not None)
     assert loss_diff <= 1e-5, loss_diff
     for pointer in ("latest.json", "best.json"):  # the same best checkpoint too, and the same ones kept
         assert json.loads((run.ckpts / pointer).read_text()) == json.loads((ref.ckpts / pointer).read_text())
@@ -287,15 +288,20 @@ def compare_runs(ref: Trainer, run: Trainer, restorer: Restorer) -> tuple[float,
 
 
 def kill_after_last_checkpoint(proc: subprocess.Popen, run: Trainer) -> bool:
-    """SIGKILL once latest.json names the last step, before model.keras is written (a ~50 ms window);
-    True if the kill landed there. Then --resume must write model.keras from that checkpoint."""
+    """SIGKILL while model.keras is being written (its temp file exists), after the last checkpoint (a ~50 ms
+    window); True if the kill landed there. Then --resume must write model.keras from that checkpoint."""
     model = run.run_dir / "model.keras"
-    _wait_for(proc, lambda: run.latest_step() == MAX_STEPS or model.exists(), "the last checkpoint")
+
+    def writing() -> bool:
+        return model.exists() or any(run.run_dir.glob(".model.keras.*.tmp*"))
+
+    _wait_for(proc, writing, "the model.keras write")
     if model.exists():
         _finish(proc, run)
         return False
     proc.send_signal(signal.SIGKILL)
     proc.wait(WAIT_S)
+    assert run.latest_step() == MAX_STEPS
     return not model.exists()
 
 
@@ -324,6 +330,7 @@ def kill_until_done(run: Trainer, restorer: Restorer) -> tuple[dict, list[str]]:
         _finish(run.start(resume=True), run)
         assert f"is at step {MAX_STEPS} of {MAX_STEPS}: nothing left to train; writing model.keras" in run.stderr()
     assert (run.run_dir / "model.keras").is_file()
+    assert not list(run.run_dir.glob(".*")), "a killed start's temp file is left in the run dir"
     assert not run.temp_dirs(), "the last run left temp dirs"
     tally["temp dirs cleaned"] = len(tally.pop("temp dirs seen"))
     tally["checkpoints checked"] += check_checkpoints(run.ckpts, restorer)

@@ -255,7 +255,7 @@ def train(
             path = _run(plan, place, data, built, monitor)
     metrics = monitor.finish()  # raises NonFiniteLossError before model.keras is written
     if place.chief:
-        save_keras_atomic(built.gpt, plan.run_dir / MODEL_KERAS)
+        _save_model(built.gpt, plan.run_dir)
     return _summary(plan, place, built, path, metrics, time.time() - t_start)
 
 
@@ -375,6 +375,13 @@ def _build(plan: RunPlan, place: Placement) -> Built:
     return Built(gpt, trainer, optimizer, checkpoints, start_step, spe)
 
 
+def _save_model(gpt: GPT, run_dir: Path) -> None:
+    """``RUN/model.keras``, atomically; first removes the temp file a start killed while writing it left."""
+    for stale in run_dir.glob(f".{MODEL_KERAS}.*.tmp*"):
+        stale.unlink(missing_ok=True)
+    save_keras_atomic(gpt, run_dir / MODEL_KERAS)
+
+
 def _trained_but_unsaved(plan: RunPlan, start_step: int) -> bool:
     """A resumed run whose last checkpoint is its last step but that has no model.keras: a kill (or crash)
     came between the two. --resume then writes model.keras from that checkpoint instead of refusing."""
@@ -386,7 +393,7 @@ def _save_trained(plan: RunPlan, place: Placement, built: Built, wall_s: float) 
     print(f"{plan.run_dir} is at step {built.start_step} of {plan.train.max_steps}: nothing left to train; "
           f"writing {MODEL_KERAS} from its last checkpoint", file=sys.stderr)
     if place.chief:
-        save_keras_atomic(built.gpt, plan.run_dir / MODEL_KERAS)
+        _save_model(built.gpt, plan.run_dir)
     last: dict[str, dict[str, Any]] = {}
     path = plan.run_dir / METRICS_JSONL
     for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
