@@ -286,7 +286,8 @@ def test_tokenizer_json_holds_expected_config(tmp_path: Path) -> None:
     }
     assert tok.to_config() == expected
     tok.save(tmp_path)
-    assert json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8")) == {"format_version": 1, **expected}
+    saved = json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8"))
+    assert saved == {"format_version": 1, **expected, "fingerprint": tok.fingerprint()}  # checked on load
     assert (tmp_path / "vocab.bpe").read_text(encoding="utf-8") == "#version: 0.2\nl o\nlo w\nĠ low\n"
     encoder = json.loads((tmp_path / "encoder.json").read_text(encoding="utf-8"))
     assert list(encoder.items())[-5:] == [("Ń", 255), ("lo", 256), ("low", 257), ("Ġlow", 258), ("<|endoftext|>", 259)]

@@ -153,7 +153,8 @@ def test_tokenizer_json_holds_expected_config(tmp_path: Path) -> None:
     }
     assert tok.to_config() == expected
     tok.save(tmp_path)
-    assert json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8")) == {"format_version": 1, **expected}
+    saved = json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8"))
+    assert saved == {"format_version": 1, **expected, "fingerprint": tok.fingerprint()}  # checked on load
     loaded = load_tokenizer(tmp_path)
     assert (loaded.vocab_size, loaded.eot_id, loaded.unk_id) == (10, 8, 9)
     assert loaded.encode("held!<|endoftext|>") == [3, 2, 4, 1, 9, 8]

@@ -56,3 +56,18 @@ def test_build_tokenizer(shakespeare: str) -> None:
 def test_build_gpt2(gpt2_dir: Path) -> None:
     tok = build_tokenizer("gpt2", gpt2_dir=gpt2_dir)
     assert (tok.kind, tok.vocab_size, tok.eot_id) == ("gpt2", 50257, 50256)
+
+
+def test_a_changed_character_is_refused_by_fingerprint(tmp_path: Path) -> None:
+    """One bit flipped in a char vocabulary ('a' -> '`') leaves valid JSON and a working tokenizer that
+    encodes differently; it loaded silently. tokenizer.json's fingerprint now catches it."""
+    tok = CharTokenizer.train(["abc"])
+    tok.save(tmp_path)
+    path = tmp_path / "tokenizer.json"
+    path.write_text(path.read_text(encoding="utf-8").replace('"a"', '"`"'), encoding="utf-8")
+    with pytest.raises(TokenizerError, match=r"tokenizer\.json: its content does not match its fingerprint"):
+        load_tokenizer(tmp_path)
+    config = json.loads(path.read_text(encoding="utf-8"))
+    del config["fingerprint"]  # a tokenizer dir saved before fingerprints were recorded loads unchecked
+    path.write_text(json.dumps(config), encoding="utf-8")
+    assert load_tokenizer(tmp_path).encode("`bc") == [0, 1, 2]

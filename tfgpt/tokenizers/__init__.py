@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from tfgpt.errors import TokenizerError
-from tfgpt.tokenizers.base import END_OF_TEXT, FORMAT_VERSION, TOKENIZER_JSON, Tokenizer
+from tfgpt.tokenizers.base import END_OF_TEXT, FINGERPRINT_KEY, FORMAT_VERSION, TOKENIZER_JSON, Tokenizer
 from tfgpt.tokenizers.bpe import BPETokenizer
 from tfgpt.tokenizers.build import KINDS, build_tokenizer
 from tfgpt.tokenizers.char import CharTokenizer
@@ -54,8 +54,14 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
         raise TokenizerError(f"{path}: unsupported format_version {version!r} (this tfgpt reads {FORMAT_VERSION})")
     kind = config.get("type")
     if kind == "char":
-        return CharTokenizer.from_config(config, where=str(path))
-    if kind in ("bpe", "gpt2"):
-        return BPETokenizer.from_config(config, directory)
-    raise TokenizerError(f"{path}: unknown tokenizer type {kind!r}; expected one of {', '.join(KINDS)}")
+        tok: Tokenizer = CharTokenizer.from_config(config, where=str(path))
+    elif kind in ("bpe", "gpt2"):
+        tok = BPETokenizer.from_config(config, directory)
+    else:
+        raise TokenizerError(f"{path}: unknown tokenizer type {kind!r}; expected one of {', '.join(KINDS)}")
+    want = config.get(FINGERPRINT_KEY)  # absent from tokenizer dirs saved before it was recorded
+    if want is not None and tok.fingerprint() != want:
+        raise TokenizerError(f"{path}: its content does not match its {FINGERPRINT_KEY} (the file was edited or "
+                             "damaged): this is not the tokenizer that was saved")
+    return tok
 

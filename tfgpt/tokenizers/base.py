@@ -43,6 +43,11 @@ def require_str(text: object, what: str = "text") -> str:
     raise TokenizerError(f"{what} must be str, got {type(text).__name__}")
 
 
+#: tokenizer.json's key for the tokenizer's :meth:`Tokenizer.fingerprint`, checked on load (a changed character
+#: in a char vocabulary leaves valid JSON and a working tokenizer, a different one).
+FINGERPRINT_KEY = "fingerprint"
+
+
 def write_tokenizer_json(directory: str | os.PathLike, config: dict[str, Any]) -> Path:
     """Atomically write ``{"format_version": 1, **config}`` to ``directory/tokenizer.json``."""
     directory = Path(directory)

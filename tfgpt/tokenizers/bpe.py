@@ -38,7 +38,14 @@ from typing import Any
 from tfgpt.assets_path import gpt2_vocab_dir
 from tfgpt.atomic import write_text_atomic
 from tfgpt.errors import TokenizerError
-from tfgpt.tokenizers.base import END_OF_TEXT, TOKENIZER_JSON, Tokenizer, require_str, write_tokenizer_json
+from tfgpt.tokenizers.base import (
+    END_OF_TEXT,
+    FINGERPRINT_KEY,
+    TOKENIZER_JSON,
+    Tokenizer,
+    require_str,
+    write_tokenizer_json,
+)
 
 ENCODER_JSON = "encoder.json"
 VOCAB_BPE = "vocab.bpe"
@@ -432,7 +439,7 @@ class BPETokenizer(Tokenizer):
         lines = ["#version: 0.2", *(f"{a} {b}" for a, b in self._merges)]
         write_text_atomic(directory / VOCAB_BPE, "\n".join(lines) + "\n")
         # tokenizer.json last: its presence means the directory is complete.
-        return write_tokenizer_json(directory, self.to_config())
+        return write_tokenizer_json(directory, {**self.to_config(), FINGERPRINT_KEY: self.fingerprint()})
 
     def graph_tokenizer(self) -> Any:
         from tfgpt.tokenizers.graph import GraphBPETokenizer

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tfgpt.errors import TokenizerError
-from tfgpt.tokenizers.base import Tokenizer, require_str, write_tokenizer_json
+from tfgpt.tokenizers.base import FINGERPRINT_KEY, Tokenizer, require_str, write_tokenizer_json
 
 _MAX_REPORTED = 5
 
@@ -196,7 +196,7 @@ class CharTokenizer(Tokenizer):
         }
 
     def save(self, directory: str | os.PathLike) -> Path:
-        return write_tokenizer_json(directory, self.to_config())
+        return write_tokenizer_json(directory, {**self.to_config(), FINGERPRINT_KEY: self.fingerprint()})
 
     def graph_tokenizer(self) -> Any:
         from tfgpt.tokenizers.graph import GraphCharTokenizer
