@@ -11,7 +11,13 @@ import pytest
 import tensorflow as tf
 
 from tfgpt.data.manifest import load_manifest, verify_shards
-from tfgpt.data.pipeline import lm_dataset, load_data_tokenizer, random_stream_layout, read_split_tokens
+from tfgpt.data.pipeline import (
+    lm_dataset,
+    load_data_tokenizer,
+    named_shard_errors,
+    random_stream_layout,
+    read_split_tokens,
+)
 from tfgpt.errors import DataError
 
 
@@ -186,6 +192,11 @@ def test_manifest_counts_must_match_shards(char_dir: Path, tmp_path: Path) -> No
     path.write_text(json.dumps(m))
     with pytest.raises(tf.errors.InvalidArgumentError, match="train-00000-of-00004.tfrecord"):
         _batches(lm_dataset(d, "train", 64, 4, shards_in_memory=4), 3)
+    # what train and eval see (they read under named_shard_errors): one line naming the shard and the manifest,
+    # not the assertion's TensorFlow traceback
+    with pytest.raises(DataError, match=r"train-00000-of-00004\.tfrecord does not hold the tokens .*manifest\.json"):
+        with named_shard_errors(d):
+            _batches(lm_dataset(d, "train", 64, 4, shards_in_memory=4), 3)
 
 
 def test_split_too_small_or_missing(char_dir: Path) -> None:

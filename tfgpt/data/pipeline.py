@@ -35,13 +35,15 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from tfgpt.data.manifest import check_tokenizer, load_manifest, split_shards, tokenizer_dir, verify_shards
+from tfgpt.data.manifest import MANIFEST, check_tokenizer, load_manifest, split_shards, tokenizer_dir, verify_shards
 from tfgpt.data.shards import FEATURE_TOKENS, dtype_from_name, read_shard_tokens
 from tfgpt.errors import DataError
 
@@ -59,6 +61,11 @@ def _select(shards: list[dict[str, Any]], num_shards: int | None, shard_index: i
         raise DataError(f"{data_dir}: split {split!r} has {len(shards)} shard file(s), fewer than "
                         f"num_shards={num_shards}; prepare with a smaller --shard-tokens")
     return shards[shard_index::num_shards]
+
+
+#: What the failed byte count assertion of :meth:`_Rounds.read_shard` says, as TensorFlow prints it.
+_COUNT_FAILED = re.compile(r"\[token shard\] \[(?P<path>[^\]]+)\] \[does not hold the tokens its manifest lists "
+                           r"\(bytes:\] \[(?P<got>\d+)\] \[expected:\] \[(?P<want>\d+)\]")
 
 
 def _parse_tokens(record: tf.Tensor) -> tf.Tensor:
@@ -312,6 +319,13 @@ def named_shard_errors(data_dir: str | os.PathLike | None) -> Iterator[None]:
     """
     try:
         yield
+    except tf.errors.InvalidArgumentError as e:  # the in-graph byte count check of _Rounds.read_shard
+        found = _COUNT_FAILED.search(e.message or "")
+        if data_dir is None or found is None:
+            raise
+        raise DataError(f"shard {found['path']} does not hold the tokens {Path(data_dir) / MANIFEST} lists for it "
+                        f"({found['got']} bytes of tokens, the manifest says {found['want']}): the manifest or the "
+                        "shard changed after `tfgpt prepare`; prepare the data again") from None
     except tf.errors.DataLossError as e:
         if data_dir is None:
             raise
