@@ -210,15 +210,17 @@ def test_a_run_killed_after_its_last_checkpoint_is_finished_by_resume(run, tmp_p
     """A SIGKILL between the last checkpoint and model.keras (a ~50 ms window, tests/train/test_kills.py)
     left a run that --resume refused ("the run is at step 8, train.max_steps is 8; raise it"), and the temp
     file of the model.keras write: now --resume writes model.keras from that checkpoint, removes the temp
-    file and trains nothing. A finished run still refuses."""
+    files killed starts left in the run dir, and trains nothing. A finished run still refuses."""
     import shutil
 
     run_dir = tmp_path / "killed"
     shutil.copytree(run[0], run_dir)
     (run_dir / "model.keras").unlink()  # what the kill leaves: latest.json at max_steps, no model.keras ...
     (run_dir / ".model.keras.0123456789ab.tmp.keras").write_bytes(b"PK\x03\x04 half a zip")  # ... but its temp
+    (run_dir / ".metrics.jsonl.0123456789ab.tmp").write_text('{"kind": "tr')  # and other starts' temps
+    (run_dir / ".tokenizer.0123456789ab").mkdir()
     out = train(None, run_dir=run_dir, resume=True, progress=False)
-    assert not list(run_dir.glob(".*")), "the dead start's temp file is left"
+    assert not list(run_dir.glob(".*")), "the dead starts' temp files are left"
     assert (out["start_step"], out["step"]) == (8, 8) and out["weights_sha256"] == run[1]["weights_sha256"]
     assert out["val_loss"] == pytest.approx(run[1]["val_loss"]) and out["loss"] == pytest.approx(run[1]["loss"])
     assert f"{run_dir} is at step 8 of 8: nothing left to train; writing model.keras" in capsys.readouterr().err

@@ -255,7 +255,7 @@ def train(
             path = _run(plan, place, data, built, monitor)
     metrics = monitor.finish()  # raises NonFiniteLossError before model.keras is written
     if place.chief:
-        _save_model(built.gpt, plan.run_dir)
+        save_keras_atomic(built.gpt, plan.run_dir / MODEL_KERAS)
     return _summary(plan, place, built, path, metrics, time.time() - t_start)
 
 
@@ -375,13 +375,6 @@ def _build(plan: RunPlan, place: Placement) -> Built:
     return Built(gpt, trainer, optimizer, checkpoints, start_step, spe)
 
 
-def _save_model(gpt: GPT, run_dir: Path) -> None:
-    """``RUN/model.keras``, atomically; first removes the temp file a start killed while writing it left."""
-    for stale in run_dir.glob(f".{MODEL_KERAS}.*.tmp*"):
-        stale.unlink(missing_ok=True)
-    save_keras_atomic(gpt, run_dir / MODEL_KERAS)
-
-
 def _trained_but_unsaved(plan: RunPlan, start_step: int) -> bool:
     """A resumed run whose last checkpoint is its last step but that has no model.keras: a kill (or crash)
     came between the two. --resume then writes model.keras from that checkpoint instead of refusing."""
@@ -393,7 +386,7 @@ def _save_trained(plan: RunPlan, place: Placement, built: Built, wall_s: float) 
     print(f"{plan.run_dir} is at step {built.start_step} of {plan.train.max_steps}: nothing left to train; "
           f"writing {MODEL_KERAS} from its last checkpoint", file=sys.stderr)
     if place.chief:
-        _save_model(built.gpt, plan.run_dir)
+        save_keras_atomic(built.gpt, plan.run_dir / MODEL_KERAS)
     last: dict[str, dict[str, Any]] = {}
     path = plan.run_dir / METRICS_JSONL
     for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
@@ -454,19 +447,28 @@ def _announce_resume(plan: RunPlan, built: Built) -> None:
 
 def _write_run_dir(plan: RunPlan, data: RunData, start_step: int) -> None:
     """config.yaml, tokenizer/ (staged, then renamed: a kill leaves it whole or absent) and metrics.jsonl cut
-    back to ``start_step`` (chief only)."""
+    back to ``start_step``, after removing what killed starts left half-written (chief only)."""
     run_dir = plan.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     save_model_config(run_dir / CONFIG_YAML, plan.model, train=plan.train.to_dict(), data=plan.data.to_dict())
+    _remove_stale_temps(run_dir)
     if data.tokenizer_dir is not None or data.tokenizer is not None:
-        for stale in run_dir.glob(f".{TOKENIZER_DIR}.*"):  # the stage of a start killed mid-copy
-            shutil.rmtree(stale, ignore_errors=True)
         with staged_dir(run_dir / TOKENIZER_DIR) as stage:  # whole or absent, never half a copy
             if data.tokenizer_dir is not None:
                 shutil.copytree(data.tokenizer_dir, stage, dirs_exist_ok=True)
             else:
                 data.tokenizer.save(stage)
     rewrite_metrics(run_dir / METRICS_JSONL, start_step)
+
+
+def _remove_stale_temps(run_dir: Path) -> None:
+    """What starts killed mid-write left in the run dir: the temp files of atomic writes (``.NAME.<hex>.tmp*``,
+    see :mod:`tfgpt.atomic`) of config.yaml, metrics.jsonl and model.keras, and tokenizer stages."""
+    for name in (CONFIG_YAML, METRICS_JSONL, MODEL_KERAS):
+        for stale in run_dir.glob(f".{name}.*.tmp*"):
+            stale.unlink(missing_ok=True)
+    for stale in run_dir.glob(f".{TOKENIZER_DIR}.*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _make_monitor(plan: RunPlan, place: Placement, data: RunData, built: Built, progress: bool) -> TrainMonitor:
