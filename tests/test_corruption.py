@@ -178,7 +178,7 @@ class Built:
 
     roots: dict[str, Path]  # "data", "run", "ckpt_run" (no model.keras: generate reads the checkpoint), ...
     config: Path  # the train config that made "run"
-    baseline: dict[str, Any]  # consumer name -> its output on the undamaged copy
+    baseline: dict[tuple[str, str], Any]  # (consumer, artifact) -> the consumer's output on the undamaged copy
 
 
 def _data_and_run(tmp: Path, shakespeare_file: Path) -> tuple[Path, Path, dict[str, Any]]:
