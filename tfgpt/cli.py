@@ -70,7 +70,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.tflite:
         from tfgpt.export.tflite_runner import generate_tflite
 
-        print(head + generate_tflite(args.tflite, args.tokenizer, prompt, **sampling))
+        print(head + generate_tflite(args.tflite, args.tokenizer, prompt, context=args.context, **sampling))
         return 0
     if not args.run:
         raise TfgptError("give --run RUN (or --tflite FILE --tokenizer DIR)")

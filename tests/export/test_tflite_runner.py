@@ -40,7 +40,34 @@ def test_runner_never_produces_padded_vocabulary_ids(padded_exported):
         gen.generate_ids([1], 2, vocab_limit=0)
 
 
-def test_runner_slides_past_block_size_and_samples(exported, loaded):
+@pytest.fixture(scope="module")
+def varied_tflite(tmp_path_factory):
+    """A float TFLite export of a tiny run whose greedy text past the block varies (seed 3; seed 0's repeats one
+    character, which would make shift and slide agree trivially)."""
+    from export_tiny_run import make_tiny_run
+
+    from tfgpt.export import export_run
+
+    root = tmp_path_factory.mktemp("varied")
+    run = make_tiny_run(root / "run", seed=3)
+    export_run(run, root / "export", formats="tflite", verify=False, name="varied")
+    return root / "export" / "tflite" / "model.tflite", tfgpt.load(run)
+
+
+@pytest.mark.slow
+def test_runner_goes_past_block_size_as_keras_does(varied_tflite):
+    path, (model, tok) = varied_tflite
+    texts = {}
+    for context in ("shift", "slide"):  # 6 + 70 > block_size 32: two shifts
+        texts[context] = generate_tflite(path, None, "ROMEO:", 70, temperature=0, context=context)
+        assert texts[context] == tfgpt.generate(model, tok, "ROMEO:", 70, temperature=0, context=context), context
+    assert texts["shift"] != texts["slide"] and len(set(texts["shift"])) > 2
+    assert texts["shift"] == generate_tflite(path, None, "ROMEO:", 70, temperature=0)  # the default
+    with pytest.raises(tfgpt.errors.GenerationError, match="context must be one of shift, slide"):
+        generate_tflite(path, None, "ROMEO:", 3, context="crop")
+
+
+def test_runner_slides_past_block_size_and_samples(exported):
     out, _ = exported
     path = out / "tflite" / "model.tflite"
     text = generate_tflite(path, None, "ROMEO:", 40, temperature=0)  # 6 + 40 > block_size 32

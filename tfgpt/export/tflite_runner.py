@@ -107,21 +107,27 @@ class TFLiteGenerator:
         seed: int = 0,
         eot_id: int | None = None,
         vocab_limit: int | None = None,
+        context: str = "shift",
     ) -> list[int]:
         """New token ids after ``ids`` (stops after ``eot_id``, which is included).
 
         ``vocab_limit``: ids ≥ it are never produced (pass the tokenizer's size when the model's
-        vocabulary is padded past it, as :func:`tfgpt.generate` does).
+        vocabulary is padded past it, as :func:`tfgpt.generate` does). ``context``: past block_size,
+        "shift" re-prefills the last half block and the new token, "slide" the last block_size tokens
+        for every token (the semantics of :func:`tfgpt.generate_ids`, greedy ids equal to it).
         """
-        context, limit = self._check_request(ids, max_new_tokens, vocab_limit)
+        if context not in ("shift", "slide"):
+            raise GenerationError(f"context must be one of shift, slide, got {context!r}")
+        keep = self.block_size // 2 + 1 if context == "shift" and self.block_size >= 2 else self.block_size
+        window, limit = self._check_request(ids, max_new_tokens, vocab_limit)
         rng = np.random.default_rng(seed)
         out: list[int] = []
         if max_new_tokens == 0:
             return out
-        cache_len = self.cache_length(len(context), max_new_tokens)
-        result = self.prefill(ids=np.asarray([context], np.int32))
+        cache_len = self.cache_length(len(window), max_new_tokens)
+        result = self.prefill(ids=np.asarray([window], np.int32))
         logits, cache = result["logits"][0], _crop_cache(result["cache"], cache_len)
-        position = len(context)
+        position = len(window)
         while len(out) < max_new_tokens:
             logits = logits[:limit]  # the ids past the tokenizer's vocabulary are never picked
             if temperature is None or temperature <= 0:
@@ -129,13 +135,14 @@ class TFLiteGenerator:
             else:
                 token = _softmax_sample(logits, temperature, top_k, top_p, rng)
             out.append(token)
-            context.append(token)
+            window.append(token)
             if (eot_id is not None and token == eot_id) or len(out) == max_new_tokens:
                 break
-            if position >= self.block_size:  # cache full: slide the window (re-prefill the last block)
-                context = context[-self.block_size:]
-                result = self.prefill(ids=np.asarray([context], np.int32))
+            if position >= self.block_size:  # cache full: re-prefill the last half block + the new token, or block
+                window = window[-keep:]
+                result = self.prefill(ids=np.asarray([window], np.int32))
                 result["cache"] = _crop_cache(result["cache"], cache_len)
+                position = len(window)
             else:
                 result = self.decode(token=np.asarray([[token]], np.int32), index=np.asarray(position, np.int32),
                                      cache=cache)
@@ -189,9 +196,10 @@ def generate_tflite(
     top_p: float | None = None,
     seed: int = 0,
     stop: Sequence[str] | str | None = None,
+    context: str = "shift",
 ) -> str:
     """Continue ``prompt`` with a ``.tflite`` export; returns the new text (what ``tfgpt generate
-    --tflite FILE --tokenizer DIR`` prints).
+    --tflite FILE --tokenizer DIR`` prints). ``context`` as in :meth:`TFLiteGenerator.generate_ids`.
 
     ``tokenizer_dir`` defaults to ``tokenizer/`` next to the ``tflite/`` folder of an export.
     Sampling uses NumPy's generator seeded with ``seed`` (greedy when ``temperature`` ≤ 0).
@@ -214,7 +222,7 @@ def generate_tflite(
     if not ids:
         raise GenerationError("the prompt encodes to no tokens")
     new = gen.generate_ids(ids, max_new_tokens, temperature, top_k, top_p, seed, tokenizer.eot_id,
-                           vocab_limit=min(tokenizer.vocab_size, gen.vocab_size))
+                           vocab_limit=min(tokenizer.vocab_size, gen.vocab_size), context=context)
     if tokenizer.eot_id is not None and new and new[-1] == tokenizer.eot_id:
         new = new[:-1]
     text = tokenizer.decode_bytes(new).decode("utf-8", errors="replace")
