@@ -51,11 +51,12 @@ def _monitor(tmp_path, estimator=None, max_steps=4, progress=False, rates=None, 
     return monitor, ckpts, trained
 
 
-def _steps(monitor, trained, losses):
+def _steps(monitor, trained, losses, grad_norms=None):
     monitor.on_train_begin()
     for step, loss in enumerate(losses, start=1):
         trained.optimizer.iterations.assign(step)
-        monitor.on_train_batch_end(step - 1, {"loss": loss, "lr": 1e-3, "grad_norm": 0.5})
+        grad_norm = 0.5 if grad_norms is None else grad_norms[step - 1]
+        monitor.on_train_batch_end(step - 1, {"loss": loss, "lr": 1e-3, "grad_norm": grad_norm})
         if trained.stop_training:
             break
     monitor.on_train_end()
@@ -87,6 +88,17 @@ def test_progress_bar_ends_once_and_eval_lines_go_to_stderr(tmp_path, capsys):
     frames = [f.strip() for f in err.replace("\r", "\n").splitlines() if f.strip()]
     assert sum(f.startswith("100%") for f in frames) == 1, frames  # the final bar line is drawn once
     assert frames[-1] == "step 4: train loss 1.8000, val loss 1.6000" and frames[-2].startswith("100%")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_monitor_stops_on_non_finite_gradients_with_a_finite_loss(tmp_path, bad):
+    """The update of a step whose gradient norm is NaN/Inf made the weights NaN: stop before saving that step."""
+    monitor, ckpts, trained = _monitor(tmp_path, max_steps=8)
+    _steps(monitor, trained, [2.0] * 8, grad_norms=[0.5] * 5 + [bad, 0.5, 0.5])
+    assert trained.stop_training is True and int(trained.optimizer.iterations.numpy()) == 6
+    with pytest.raises(NonFiniteLossError, match=r"step 6: the gradient norm is not finite.*step-000004"):
+        monitor.finish()
+    assert sorted(p.name for p in (tmp_path / CHECKPOINTS).glob("step-*")) == ["step-000004"]
 
 
 def test_monitor_stops_on_nan_and_names_the_last_good_checkpoint(tmp_path):

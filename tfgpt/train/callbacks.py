@@ -119,6 +119,7 @@ class TrainMonitor(keras.callbacks.Callback):
         self.chief = chief
         self.progress = progress
         self._nan_step: int | None = None
+        self._nan_what = "loss"
         self._best_loss = math.inf
         self._mfu_warned = False
         self._diverged: str | None = None  # the message, once the loss diverged
@@ -150,7 +151,7 @@ class TrainMonitor(keras.callbacks.Callback):
             raise DivergedError(f"training stopped: {self._diverged}; {self.checkpoints.where()}")
         if self._nan_step is not None:
             raise NonFiniteLossError(
-                f"training stopped at step {self._nan_step}: the loss is not finite (NaN/Inf); "
+                f"training stopped at step {self._nan_step}: the {self._nan_what} is not finite (NaN/Inf); "
                 f"{self.checkpoints.where()}. Lower train.learning_rate, keep train.grad_clip > 0 or use float32"
             )
         tput = self._throughput[1:] or self._throughput
@@ -208,8 +209,9 @@ class TrainMonitor(keras.callbacks.Callback):
                 self._bar.close()
             else:
                 self._bar.update(step - self._bar.n)
-        if not math.isfinite(loss):
-            self._nan_step = step
+        if not math.isfinite(loss) or self._bad_gradients(logs):
+            # A finite loss with NaN/Inf gradients: this step's update made the weights NaN; not saved.
+            self._nan_step, self._nan_what = step, "loss" if not math.isfinite(loss) else "gradient norm"
             self.model.stop_training = True
             return
         if self._diverging(step, loss):
@@ -226,6 +228,12 @@ class TrainMonitor(keras.callbacks.Callback):
             self._stopped_at = step
             self.model.stop_training = True
         self._t_last, self._s_last = time.perf_counter(), step
+
+    def _bad_gradients(self, logs: dict[str, Any]) -> bool:
+        """A non-finite gradient norm that was applied (a loss-scale optimizer skips such a step instead)."""
+        grad_norm = float(logs.get("grad_norm", 0.0))
+        loss_scaled = isinstance(getattr(self.model, "optimizer", None), keras.optimizers.LossScaleOptimizer)
+        return not math.isfinite(grad_norm) and not loss_scaled
 
     def _diverging(self, step: int, loss: float) -> bool:
         """Whether to stop now: the loss passed ``divergence_factor`` × its best after the warmup (the first
