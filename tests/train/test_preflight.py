@@ -61,3 +61,14 @@ def test_resume_problems(tmp_path):
         preflight(None, run_dir=tmp_path, resume=True)
     with pytest.raises(ConfigError, match="a config is required"):
         preflight(None)
+
+
+@pytest.mark.parametrize("text,message", [("", "empty file"), ("model: [1, 2\n", "config.yaml")])
+def test_resume_names_an_empty_or_damaged_run_config(tmp_path, text, message):
+    """A run whose config.yaml was emptied or cut: --resume names that file, not a missing data dir alone."""
+    (tmp_path / "config.yaml").write_text(text, encoding="utf-8")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "latest.json").write_text(json.dumps({"step": 5, "dir": "step-000005"}))
+    with pytest.raises(ConfigError) as e:
+        preflight(None, run_dir=tmp_path, resume=True)
+    assert any(str(tmp_path / "config.yaml") in p and message in p for p in e.value.problems), e.value.problems

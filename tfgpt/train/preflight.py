@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tfgpt.config import load_model_config
 from tfgpt.data.manifest import check_data_dir, load_manifest
 from tfgpt.errors import ConfigError, TfgptError, all_problems
 from tfgpt.layout import CHECKPOINTS, CONFIG_YAML, pointer_path, read_pointer
@@ -74,6 +75,7 @@ def run_dir_problems(run_dir: Path, resume: bool) -> list[str]:
     if not (run_dir / CONFIG_YAML).is_file():
         return [f"--resume: {run_dir} is not a run dir (no {CONFIG_YAML})"]
     try:
+        load_model_config(run_dir / CONFIG_YAML)  # the run's own shape: an empty or damaged file is named
         if read_pointer(ckpt_dir, "latest") is None:
             return [f"--resume: {pointer_path(ckpt_dir, 'latest')} not found (no checkpoint yet)"]
     except TfgptError as e:
