@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tfgpt
-from tfgpt.errors import RunDirError
+from tfgpt.errors import ExportError, RunDirError
 from tfgpt.serve.errors import BadRequest
 from tfgpt.serve.model import ExportedModel
 
@@ -116,3 +116,17 @@ def test_only_the_graph_tfgpt_export_wrote_is_loaded(tiny_export, tmp_path):
         with pytest.raises(RunDirError, match=message):
             ExportedModel(copy)
     assert len(info["savedmodel"]["saved_model_sha256"]) == 64  # what tfgpt export recorded
+
+
+def test_damaged_variables_without_a_recorded_digest_are_one_line(tiny_export, tmp_path):
+    """An export made before variables digests were recorded, with a damaged variables file: an ExportError
+    naming the SavedModel, not TensorFlow's traceback."""
+    copy = tmp_path / "export"
+    shutil.copytree(tiny_export, copy)
+    info = json.loads((copy / "export.json").read_text())
+    info["savedmodel"].pop("files_sha256")
+    (copy / "export.json").write_text(json.dumps(info))
+    data = next((copy / "savedmodel" / "tiny" / "1" / "variables").glob("variables.data-*"))
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    with pytest.raises(ExportError, match=r"savedmodel/tiny/1: the SavedModel could not be loaded \(.+\); re-export"):
+        ExportedModel(copy)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from tfgpt.errors import ExportError
 from tfgpt.serve.errors import BadRequest
 from tfgpt.serve.jsonio import MAX_BATCH
 from tfgpt.serve.rest import json_to_array
@@ -53,7 +54,12 @@ class ExportedModel:
         self.block_size = int(self.info["source"]["model"]["block_size"])
         self.max_new_tokens_cap = min(int(max_new_tokens_cap), self.block_size - 1)
         self.specs = signature_specs(self.sm_dir)
-        self._loaded = tf.saved_model.load(str(self.sm_dir))
+        try:
+            self._loaded = tf.saved_model.load(str(self.sm_dir))
+        except (tf.errors.OpError, ValueError, OSError, IndexError, KeyError) as e:  # e.g. an older export's
+            # damaged variables, which no recorded digest caught: one line, not TensorFlow's traceback
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise ExportError(f"{self.sm_dir}: the SavedModel could not be loaded ({first}); re-export it") from None
         self._tf = tf
 
     def feeds(self, signature: str, inputs: dict[str, Any]) -> dict[str, Any]:
