@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 import keras
 import numpy as np
@@ -16,6 +20,7 @@ from tfgpt.train.checkpoint import (
     Resumed,
     prune_checkpoints,
     rng_variables,
+    save_checkpoint,
     step_dir_name,
     step_of_dir,
     write_pointer,
@@ -129,3 +134,108 @@ def test_restore_refuses_an_edited_state_json(tmp_path):
     gpt2, opt2 = _model_and_optimizer(1)
     with pytest.raises(RunDirError, match=r"state\.json is corrupt: its content does not match its state_sha256"):
         Checkpoints(tmp_path / "ck", gpt2, opt2, keep=1).restore()
+
+
+@pytest.mark.reliability
+def test_restore_repairs_a_best_json_a_kill_left_stale(tmp_path):
+    """offer_best writes the checkpoint (and latest.json), then best.json: a kill between the two left best.json
+    naming an older, worse checkpoint, and the resumed run took that worse loss as its best (a later, worse eval
+    became "best" and the true best was pruned). Now restore points best.json at the restored checkpoint."""
+    gpt, opt = _model_and_optimizer(0)
+    opt.iterations.assign(2)
+    Checkpoints(tmp_path / "ck", gpt, opt, keep=1).offer_best(2, 8, 2.0)
+    opt.iterations.assign(4)  # the kill: step 4's best checkpoint and latest.json written, best.json not
+    save_checkpoint(tmp_path / "ck", 4, gpt, opt, {"tokens": 16, "best_val_loss": 1.5, "val_loss": 1.5})
+    assert json.loads((tmp_path / "ck/best.json").read_text())["dir"] == "step-000002"
+    fresh, fresh_opt = _model_and_optimizer(1)
+    worker = Checkpoints(tmp_path / "ck", fresh, fresh_opt, keep=1, chief=False)
+    assert worker.restore() == Resumed(step=4, best_val=1.5)  # tracked, not written off the chief
+    assert json.loads((tmp_path / "ck/best.json").read_text())["dir"] == "step-000002"
+    ckpts = Checkpoints(tmp_path / "ck", fresh, fresh_opt, keep=1)
+    assert ckpts.restore() == Resumed(step=4, best_val=1.5)
+    assert ckpts.best() == {"step": 4, "dir": "step-000004", "val_loss": 1.5}
+    assert ckpts.offer_best(5, 20, 1.8) is False  # worse than the true best
+    fresh_opt.iterations.assign(6)
+    ckpts.save(6, tokens=24)
+    assert sorted(p.name for p in (tmp_path / "ck").glob("step-*")) == ["step-000004", "step-000006"]
+
+
+_PRUNE_CHILD = """
+import sys
+from tfgpt.train.checkpoint import prune_checkpoints
+print("ready", flush=True)
+sys.stdin.readline()
+prune_checkpoints(sys.argv[1], keep=1)
+"""
+
+
+def _kill_mid_delete(ckpt_dir, n_files: int) -> None:
+    """Run prune_checkpoints in a child and SIGKILL it once the deletion of step-000001 has begun (bounded)."""
+    proc = subprocess.Popen([sys.executable, "-c", _PRUNE_CHILD, str(ckpt_dir)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            doomed = [p for p in ckpt_dir.glob("*step-000001*") if p.is_dir()]
+            if doomed and len(os.listdir(doomed[0])) < n_files:
+                break
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.reliability
+def test_a_kill_mid_delete_leaves_no_visible_incomplete_step_dir(tmp_path):
+    """prune deleted step dirs in place: a kill mid-delete left a visible step-000001 with part of its files.
+    Now it is renamed to a hidden .step-000001.del-PID first, and the next prune removes such leftovers."""
+    ck = tmp_path / "ck"
+    n_files = 20_000
+    for step in (1, 2):
+        (ck / step_dir_name(step)).mkdir(parents=True)
+    for i in range(n_files):
+        (ck / "step-000001" / f"f{i}").write_bytes(b"x")
+    write_pointer(ck, "latest", {"step": 2, "dir": "step-000002"})
+    _kill_mid_delete(ck, n_files)
+    left = ck / "step-000001"
+    assert not left.exists() or len(os.listdir(left)) == n_files, "a kill left a visible, incomplete step dir"
+    (ck / ".step-000001.del-999").mkdir(exist_ok=True)  # another pid's leftover, whatever the kill hit
+    (ck / ".step-000001.del-999" / "weights").write_bytes(b"x")
+    prune_checkpoints(ck, keep=1)
+    assert sorted(p.name for p in ck.iterdir()) == ["latest.json", "step-000002"]
+
+
+@pytest.mark.reliability
+def test_prune_and_resume_remove_pointer_temps_of_killed_writes(tmp_path):
+    """A kill inside write_pointer left .latest.json.<hex>.tmp / .best.json.<hex>.tmp that nothing removed. Their
+    names hold no pid: prune removes those older than a minute, a resume on the chief removes them all."""
+    gpt, opt = _model_and_optimizer(0)
+    opt.iterations.assign(2)
+    ckpts = Checkpoints(tmp_path / "ck", gpt, opt, keep=1)
+    ckpts.save(2, tokens=8)
+    old, new = tmp_path / "ck/.latest.json.0123456789ab.tmp", tmp_path / "ck/.best.json.ba9876543210.tmp"
+    for path in (old, new):
+        path.write_text('{"step": 1')
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    prune_checkpoints(tmp_path / "ck", keep=1)
+    assert not old.exists() and new.exists()  # a young one may be a live write's
+    Checkpoints(tmp_path / "ck", gpt, opt, keep=1, chief=False).restore()
+    assert new.exists()  # workers do not write
+    ckpts.restore()
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["latest.json", "step-000002"]
+
+
+@pytest.mark.reliability
+def test_resaving_a_step_replaces_its_dir_through_a_hidden_one(tmp_path):
+    """save_checkpoint removed an existing step dir in place before renaming the new one in: now it is moved
+    aside (hidden) first, then removed, and the new checkpoint restores."""
+    gpt, opt = _model_and_optimizer(0)
+    opt.iterations.assign(3)
+    save_checkpoint(tmp_path / "ck", 3, gpt, opt, {"tokens": 1})
+    save_checkpoint(tmp_path / "ck", 3, gpt, opt, {"tokens": 2})
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["latest.json", "step-000003"]
+    fresh, fresh_opt = _model_and_optimizer(1)
+    assert Checkpoints(tmp_path / "ck", fresh, fresh_opt, keep=1).restore().step == 3
+    assert json.loads((tmp_path / "ck/step-000003/state.json").read_text())["tokens"] == 2

@@ -51,13 +51,15 @@ from tfgpt.runs import (
 
 __all__ = [
     "Checkpoints", "Resumed", "prune_checkpoints", "read_pointer", "restore_checkpoint", "rng_variables",
-    "save_checkpoint", "step_dir_name", "step_of_dir", "write_pointer",
+    "remove_stale_pointer_temps", "save_checkpoint", "step_dir_name", "step_of_dir", "write_pointer",
 ]
 
 STEP_PREFIX = "step-"
 #: Test-only: seconds each checkpoint write sleeps after its weights file and before the rest, so that a
 #: crash test can kill a run in the middle of a write (the hidden temp dir holds only the weights then).
 PAUSE_ENV = "TFGPT_TEST_CHECKPOINT_PAUSE"
+#: Pointer temp files older than this are a killed write's (a live write renames its temp within milliseconds).
+POINTER_TEMP_AGE_S = 60.0
 
 
 def step_dir_name(step: int) -> str:
@@ -116,12 +118,13 @@ def save_checkpoint(
         state = {"step": step, "time": time.time(), **info, DIGESTS_KEY: digests}
         state[SELF_DIGEST_KEY] = state_digest(state)
         (tmp / STATE_JSON).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
+        doomed = _hide(final) if final.exists() else None  # never a visible, half-deleted step dir
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if doomed is not None:
+        shutil.rmtree(doomed, ignore_errors=True)
     write_pointer(ckpt_dir, "latest", {"step": step, "dir": name})
     return final
 
@@ -183,18 +186,46 @@ def _restore_arrays(ckpt_path: Path, data: Any, model: keras.Model, optimizer: k
             v.assign(data[f"rng_{i}"])
 
 
+def _hide(path: Path) -> Path:
+    """Rename a step dir to a hidden ``.step-N.del-PID`` (atomic), so that a kill while it is being deleted
+    leaves no visible, incomplete ``step-N``; returns the new path, for ``shutil.rmtree``."""
+    doomed = path.parent / f".{path.name}.del-{os.getpid()}"
+    shutil.rmtree(doomed, ignore_errors=True)  # a leftover of an earlier process with this pid
+    os.rename(path, doomed)
+    return doomed
+
+
+def remove_stale_pointer_temps(ckpt_dir: str | os.PathLike, min_age_s: float = POINTER_TEMP_AGE_S) -> None:
+    """Remove the temp files of ``latest.json``/``best.json`` writes a kill cut off (``.latest.json.<hex>.tmp``,
+    see :mod:`tfgpt.atomic`; their names hold no pid) older than ``min_age_s``."""
+    now = time.time()
+    for name in ("latest", "best"):
+        pointer = pointer_path(ckpt_dir, name)
+        for stale in pointer.parent.glob(f".{pointer.name}.*.tmp*"):
+            try:
+                if now - stale.stat().st_mtime >= min_age_s:
+                    stale.unlink()
+            except FileNotFoundError:
+                pass
+
+
 def prune_checkpoints(ckpt_dir: str | os.PathLike, keep: int) -> None:
-    """Delete all but the newest ``keep`` step dirs, never the ones latest/best point at."""
+    """Delete all but the newest ``keep`` step dirs, never the ones latest/best point at, and what killed
+    writes and deletes left: other pids' temp dirs, hidden ``.step-N.del-PID`` dirs, old pointer temps."""
     ckpt_dir = Path(ckpt_dir)
     protected = {p["dir"] for p in (read_pointer(ckpt_dir, "latest"), read_pointer(ckpt_dir, "best")) if p}
     numbered = ((step_of_dir(p.name), p) for p in ckpt_dir.glob(f"{STEP_PREFIX}*") if p.is_dir())
     steps = [p for _, p in sorted((s, p) for s, p in numbered if s is not None)]
     for path in steps[:-keep] if keep > 0 else steps:
         if path.name not in protected:
-            shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(_hide(path), ignore_errors=True)
     for tmp in ckpt_dir.glob(f".{STEP_PREFIX}*.tmp-*"):
         if tmp.is_dir() and not tmp.name.endswith(f"-{os.getpid()}"):
             shutil.rmtree(tmp, ignore_errors=True)
+    for doomed in ckpt_dir.glob(f".{STEP_PREFIX}*.del-*"):
+        if doomed.is_dir():
+            shutil.rmtree(doomed, ignore_errors=True)
+    remove_stale_pointer_temps(ckpt_dir)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,9 +273,24 @@ class Checkpoints:
         step = int(keras.ops.convert_to_numpy(self.optimizer.iterations))
         if step != int(state["step"]):
             raise RunDirError(f"checkpoint {latest['dir']}: optimizer step {step} != {state['step']}")
-        best = self.best()
+        best = self._best_after_restore(latest, state)
         self.best_val = best.get("val_loss") if best else state.get("best_val_loss")
+        if self.chief:
+            remove_stale_pointer_temps(self.dir, min_age_s=0.0)  # the only writer, and it is not writing now
         return Resumed(step, self.best_val)
+
+    def _best_after_restore(self, latest: dict[str, Any], state: dict[str, Any]) -> dict[str, Any] | None:
+        """``best.json``, first pointed at the restored checkpoint if that holds a lower val loss: a kill between
+        :meth:`offer_best`'s checkpoint (and ``latest.json``) and its ``best.json`` left best.json stale."""
+        best = self.best()
+        val = state.get("val_loss")
+        if not isinstance(val, (int, float)) or not math.isfinite(val):
+            return best
+        if best is None or not isinstance(best.get("val_loss"), (int, float)) or val < best["val_loss"]:
+            best = {"step": int(state["step"]), "dir": latest["dir"], "val_loss": float(val)}
+            if self.chief:
+                write_pointer(self.dir, "best", best)
+        return best
 
     def save(self, step: int, tokens: int) -> None:
         """Checkpoint at ``step`` (once per step), then prune to the last ``keep`` plus the best."""
