@@ -26,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from timing import best_of_interleaved  # noqa: E402  (benchmarks/timing.py)
 
 from tfgpt.config import GPTConfig  # noqa: E402
 from tfgpt.generate import generate, generate_ids  # noqa: E402
@@ -41,19 +42,6 @@ def best_of(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return min(times)
-
-
-def best_of_interleaved(fns: dict, repeats: int) -> dict:
-    """Best time of each function, timed in turns (a, b, c, a, b, c, ...) so that load swings hit all alike."""
-    for fn in fns.values():
-        fn()  # compile / warm up
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - t)
-    return best
 
 
 def memory_bandwidth_gbs(nbytes: int = 1 << 30, repeats: int = 5) -> float:

@@ -7,7 +7,7 @@ Three parts, all timed in turns in this process (JSON out):
    weight-only int8 as a fused multiply-reduce (reads 1 byte per weight); int8 × int8 → int32 ``dot``
    (Keras's int8 Dense path) under XLA and under plain TensorFlow.
 2. ``decode``: greedy ``generate_ids`` on the gpt2 shape (random weights), float32 against the
-   attention/MLP Dense layers quantized with Keras (``quantize_base``, as ``--quantize int8`` does).
+   attention/MLP Dense layers quantized with Keras (``quantize_dense``, as ``--quantize int8`` does).
 3. ``perplexity`` (with ``--run RUN``): the run's perplexity on its held-out val split (or on
    ``--text FILE``), float32 and int8.
 
@@ -21,31 +21,18 @@ import argparse
 import json
 import os
 import platform
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from timing import best_of_interleaved  # noqa: E402  (benchmarks/timing.py)
 
 from tfgpt.config import GPTConfig  # noqa: E402
-from tfgpt.finetune.lora import quantize_base  # noqa: E402
 from tfgpt.generate import generate_ids  # noqa: E402
 from tfgpt.model import GPT  # noqa: E402
-
-
-def best_of_interleaved(fns: dict, repeats: int) -> dict:
-    """Best seconds of each function, timed in turns so that load swings hit all alike."""
-    for fn in fns.values():
-        fn()
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - t)
-    return best
+from tfgpt.model.quantize import quantize_dense  # noqa: E402
 
 
 def matvec(repeats: int) -> dict:
@@ -83,7 +70,7 @@ def decode(new_tokens: int, repeats: int) -> dict:
         models[name] = GPT(cfg)
         models[name].build((None, None))
         if name == "int8":
-            quantize_base(models[name], "int8")
+            quantize_dense(models[name])
     times = best_of_interleaved(
         {k: (lambda m=m: generate_ids(m, prompt, new_tokens, temperature=0)) for k, m in models.items()}, repeats)
     same = (generate_ids(models["float32"], prompt, 16, temperature=0)

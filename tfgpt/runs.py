@@ -27,6 +27,7 @@ import keras
 
 from tfgpt.atomic import replacing
 from tfgpt.config import GPTConfig, load_model_config, save_model_config
+from tfgpt.data.shards import file_sha256 as file_digest  # noqa: F401  (also tfgpt.runs.file_digest)
 from tfgpt.errors import ConfigError, RunDirError, TfgptError
 from tfgpt.layout import (  # noqa: F401  (the run-dir names live in layout.py; importers use tfgpt.runs)
     BEST_JSON,
@@ -108,15 +109,6 @@ def state_digest(state: dict[str, Any]) -> str:
     """The sha256 of a checkpoint state's canonical JSON (sorted keys, compact), its own digest left out."""
     body = {k: v for k, v in state.items() if k != SELF_DIGEST_KEY}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """The sha256 hex digest of a file, read in 4 MiB pieces."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_checkpoint_state(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
