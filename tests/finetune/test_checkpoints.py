@@ -161,3 +161,45 @@ def test_int8_lora_run_exports_a_savedmodel_equal_to_classify(int8_runs, tmp_pat
     np.testing.assert_allclose(out["probability"], [p for _, p in want], atol=1e-5)
     assert info["verification"]["savedmodel"]["probabilities_max_abs_diff"] < 1e-5
     assert info["source"]["classifier"]["quantize"] == "int8"
+
+
+def _tiny_compiled(seed: int) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    return model
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize(("name", "damage"), [
+    ("state.npz", "half"), ("state.npz", "flip"), ("state.npz", "empty"), ("state.json", "half"),
+    ("state.json", "flip"),
+])
+def test_restore_epoch_names_a_damaged_checkpoint_file(tmp_path, name, damage):
+    """restore_epoch's np.load and json.loads were unguarded: a truncated or byte-flipped state.npz/state.json
+    gave a BadZipFile/ValueError/JSONDecodeError/UnicodeDecodeError traceback. Now one RunDirError names it."""
+    from tfgpt.errors import RunDirError
+    from tfgpt.finetune.checkpoints import restore_epoch, save_epoch
+
+    model = _tiny_compiled(0)
+    model.optimizer.build(model.trainable_variables)
+    save_epoch(tmp_path, model, 1, {"loss": 0.5})
+    fresh = _tiny_compiled(1)
+    assert restore_epoch(tmp_path, fresh) == (1, {"loss": 0.5})  # undamaged: restores
+    path = tmp_path / "checkpoints" / "epoch-0001" / name
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data[: {"flip": len(data), "half": len(data) // 2, "empty": 0}[damage]]))
+    with pytest.raises(RunDirError, match=rf"epoch-0001/{name.replace('.', '[.]')}: not (a )?readable"):
+        restore_epoch(tmp_path, _tiny_compiled(2))
+
+
+@pytest.mark.reliability
+def test_a_damaged_manifest_is_named(tmp_path):
+    from tfgpt.errors import RunDirError
+    from tfgpt.finetune.checkpoints import check_manifest
+
+    (tmp_path / "manifest.json").write_bytes(b'{"lr": 0.0\xff')
+    with pytest.raises(RunDirError, match=r"manifest[.]json: not readable JSON"):
+        check_manifest(tmp_path, {"lr": 0.001})

@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import sys
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,7 +73,9 @@ def check_manifest(work: Path, args: dict[str, Any]) -> None:
     path = work / MANIFEST_JSON
     if not path.is_file():
         raise RunDirError(f"--resume: {path} is missing (not an interrupted fine-tune); delete {work} to start over")
-    saved = json.loads(path.read_text(encoding="utf-8"))
+    saved = _read_json(path)
+    if not isinstance(saved, dict):
+        raise RunDirError(f"{path}: not a fine-tune manifest (a JSON object); delete {work} to start over")
     for key in sorted(set(saved) | set(args)):
         if saved.get(key) != args.get(key):
             flag = "--data (its contents)" if key == "data_sha256" else f"--{key.replace('_', '-')}"
@@ -129,15 +132,37 @@ def restore_epoch(work: Path, model: keras.Model, optimizer: Any = None) -> tupl
     if epoch is None:
         return 0, {}
     path = work / CHECKPOINTS_DIR / f"epoch-{epoch:04d}"
+    state = _read_json(path / "state.json")
+    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int) or "logs" not in state:
+        raise RunDirError(f"{path / 'state.json'}: not a checkpoint state (no epoch and logs); {_DELETE_HINT}")
     (optimizer or model.optimizer).build(model.trainable_variables)
     variables = _variables(model, optimizer)
-    with np.load(path / "state.npz", allow_pickle=False) as data:
-        if [str(k) for k in data["keys"]] != [_shape_key(v) for v in variables]:
-            raise ConfigError(f"{path}: the checkpoint's variables do not match this model (changed code or flags?)")
-        for i, v in enumerate(variables):
-            v.assign(data[f"v{i}"])
-    state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-    return int(state["epoch"]), state["logs"]
+    try:
+        with np.load(path / "state.npz", allow_pickle=False) as data:
+            if [str(k) for k in data["keys"]] != [_shape_key(v) for v in variables]:
+                raise ConfigError(f"{path}: the checkpoint's variables do not match this model "
+                                  "(changed code or flags?)")
+            for i, v in enumerate(variables):
+                v.assign(data[f"v{i}"])
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        if isinstance(e, ConfigError):
+            raise
+        detail = f"{type(e).__name__}: {str(e).strip().splitlines()[0]}" if str(e).strip() else type(e).__name__
+        raise RunDirError(f"{path / 'state.npz'}: not a readable checkpoint, the file is empty, truncated or "
+                          f"corrupt ({detail}); {_DELETE_HINT}") from None
+    return state["epoch"], state["logs"]
+
+
+_DELETE_HINT = "delete that checkpoint dir to resume from the one before, or the .partial dir to start over"
+
+
+def _read_json(path: Path) -> Any:
+    """``json.loads`` of a work-dir file; a damaged one raises RunDirError naming it, not a traceback."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise RunDirError(f"{path}: not readable JSON, the file is empty, truncated or corrupt "
+                          f"({type(e).__name__})") from None
 
 
 def clear_work(work: Path) -> None:
@@ -215,7 +240,7 @@ def remembered(work: Path, name: str, compute: Callable[[], dict[str, Any]]) -> 
     model's scores, measured once before training); removed with the checkpoints."""
     path = work / CHECKPOINTS_DIR / f"{name}.json"
     if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
+        return _read_json(path)
     value = compute()
     path.parent.mkdir(exist_ok=True)
     write_text_atomic(path, json.dumps(value) + "\n")
