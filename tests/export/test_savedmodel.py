@@ -11,14 +11,18 @@ import tensorflow as tf
 from export_tiny_run import graph_ops, sm_dir
 
 import tfgpt
-from tfgpt.export.savedmodel import sample_tf
+from tfgpt.config import GPTConfig
+from tfgpt.export.savedmodel import ServingModule, decode_step, fast_step_supported, sample_tf
 from tfgpt.export.verify import saved_model_cli_ids, session_run
+from tfgpt.model import GPT
+from tfgpt.tokenizers import CharTokenizer
 
 
 def test_graph_has_no_xla_or_python_ops(exported):
     ops = graph_ops(sm_dir(exported))
     assert not [o for o in ops if o.startswith("Xla") or "PyFunc" in o], ops
     assert "TensorScatterUpdate" in ops  # the non-XLA KV-cache write
+    assert "BatchMatMulV3" in ops  # decode_step's products (left alone by the oneDNN rewrite)
 
 
 def test_logits_signature_matches_keras(exported, loaded):
@@ -131,3 +135,38 @@ def test_sample_tf_treats_a_vanishing_temperature_as_greedy():
     # over [inf, inf, 0] would pick index 0, not the greedy 1
     token = sample_tf(logits, tf.constant(1e-37), tf.constant(0), tf.constant(3), tf.constant(0))
     assert token.numpy().tolist() == [1]
+
+
+@pytest.mark.parametrize("fields", [{}, {"norm": "post"}, {"bias": False, "tie_embeddings": False}])
+def test_decode_step_matches_the_models_cached_call(fields):
+    model = GPT(GPTConfig(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=16, **fields))
+    model.build((None, None))
+    assert fast_step_supported(model)
+    _, cache = model(np.array([[1, 2, 3], [4, 5, 6]], np.int32), cache=model.init_cache(2, 8), cache_index=0)
+    token = np.array([7, 9], np.int32)
+    expected, expected_cache = model(token[:, None], cache=cache, cache_index=3)
+    split = [t for layer in cache for t in (layer[:, 0], layer[:, 1])]  # [k_0, v_0, k_1, v_1]
+    got, got_cache = tf.function(lambda t, c, i: decode_step(model, t, c, i))(token, split, tf.constant(3))
+    np.testing.assert_allclose(got.numpy(), np.asarray(expected)[:, -1], atol=1e-5)
+    for i, layer in enumerate(expected_cache):
+        np.testing.assert_allclose(got_cache[2 * i].numpy(), np.asarray(layer)[:, 0], atol=1e-6)
+        np.testing.assert_allclose(got_cache[2 * i + 1].numpy(), np.asarray(layer)[:, 1], atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:Layer .* does not have a `quantize` method")
+def test_quantized_model_decodes_through_the_models_own_call():
+    model = GPT(GPTConfig(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=16))
+    model.build((None, None))
+    tok = CharTokenizer.train(["".join(chr(48 + i) for i in range(40))])
+    ids = np.array([[1, 2, 3]], np.int32)
+
+    def decode(module: ServingModule) -> list[int]:  # in process, all inputs given
+        greedy = (tf.constant(6), tf.constant(0.0), tf.constant(0), tf.constant(0))
+        return module.generate_ids(tf.constant(ids), *greedy)["ids"].numpy()[0].tolist()
+
+    float_ids = decode(ServingModule(model, tok))
+    assert float_ids == tfgpt.generate_ids(model, ids, max_new_tokens=6, temperature=0)[0].tolist()
+    model.quantize("int8")
+    assert not fast_step_supported(model)  # int8 kernels: decode_step does not read them
+    expected = tfgpt.generate_ids(model, ids, max_new_tokens=6, temperature=0, jit_compile=False)
+    assert decode(ServingModule(model, tok)) == expected[0].tolist()

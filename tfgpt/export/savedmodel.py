@@ -34,12 +34,15 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import tensorflow as tf
 from tensorflow.python.trackable.data_structures import NoDependency
 
 from tfgpt.generate.sampling import MIN_TEMPERATURE, NEG_INF, stateless_uniform
+from tfgpt.model.attention import MASK_VALUE
+from tfgpt.model.block import gelu_tanh
 
 DEFAULT_MAX_NEW_TOKENS = 32
 SIGNATURES = ("serving_default", "logits", "generate_ids")
@@ -86,6 +89,90 @@ def sample_tf(
     return tf.cond(temperature >= MIN_TEMPERATURE, sampled, greedy)
 
 
+def fast_step_supported(model: Any) -> bool:
+    """Whether :func:`decode_step` can run ``model``: float32 weights and compute, no quantized layer.
+
+    Other models (mixed precision, ``quantize("int8")``) decode through the model's own cached call.
+    """
+    if model.dtype_policy.name != "float32":
+        return False
+    return all(getattr(layer, "quantization_mode", None) is None for layer in model._flatten_layers())
+
+
+def _matmul(x: tf.Tensor, y: tf.Tensor, adj_y: bool = False) -> tf.Tensor:
+    """``x @ y`` (``y`` transposed with ``adj_y``) as ``BatchMatMulV3``: a plain TF kernel that the oneDNN
+    graph rewrite leaves alone. With one query row per step its ``_MklMatMul``/``_MklBatchMatMulV2``
+    rewrites of MatMul/BatchMatMulV2 cost more in call overhead than the product itself (measured:
+    benchmarks/README.md, "SavedModel serving_default without XLA")."""
+    return tf.raw_ops.BatchMatMulV3(x=x, y=y, Tout=x.dtype, adj_y=adj_y)
+
+
+def _dense(layer: Any, x: tf.Tensor) -> tf.Tensor:
+    """A Keras ``Dense`` (no activation) on ``[batch, in]``."""
+    y = _matmul(x, layer.kernel)
+    return y if layer.bias is None else y + layer.bias
+
+
+def _attend_step(attn: Any, x: tf.Tensor, k_cache: tf.Tensor, v_cache: tf.Tensor, rows: tf.Tensor, bias: tf.Tensor):
+    """One position of :class:`~tfgpt.model.attention.CausalSelfAttention`: ``x`` ``[b, width]`` →
+    ``(y [b, width], k_cache, v_cache)``; caches ``[b, heads, T, head_dim]``, written at ``rows``
+    (``[b·heads, 3]`` scatter indices); ``bias`` ``[T]`` is 0 for positions ≤ this one, else -1e9."""
+    batch, heads, head_dim = tf.shape(x)[0], attn.num_heads, attn.head_dim
+    q, k, v = tf.split(_dense(attn.c_attn, x), 3, axis=-1)  # 3 × [b, width]
+    k_cache = tf.tensor_scatter_nd_update(k_cache, rows, tf.reshape(k, [-1, head_dim]))
+    v_cache = tf.tensor_scatter_nd_update(v_cache, rows, tf.reshape(v, [-1, head_dim]))
+    q = tf.reshape(q, [batch, heads, 1, head_dim]) * (1.0 / math.sqrt(head_dim))
+    scores = _matmul(q, k_cache, adj_y=True) + bias  # [b, heads, 1, T]
+    # softmax as plain ops (oneDNN's _MklSoftmax has the same per-call overhead as its small products)
+    e = tf.exp(scores - tf.reduce_max(scores, axis=-1, keepdims=True))
+    probs = e / tf.reduce_sum(e, axis=-1, keepdims=True)
+    y = tf.reshape(_matmul(probs, v_cache), [batch, heads * head_dim])  # heads side by side
+    return _dense(attn.c_proj, y), k_cache, v_cache
+
+
+def _block_step(block: Any, x: tf.Tensor, k_cache: tf.Tensor, v_cache: tf.Tensor, rows: tf.Tensor, bias: tf.Tensor):
+    """One position of a :class:`~tfgpt.model.block.TransformerBlock` (pre- or post-LN), as its ``call``."""
+    def mlp(h: tf.Tensor) -> tf.Tensor:
+        return _dense(block.mlp.c_proj, gelu_tanh(_dense(block.mlp.c_fc, h)))
+
+    if block.norm == "pre":
+        a, k_cache, v_cache = _attend_step(block.attn, block.ln_1(x), k_cache, v_cache, rows, bias)
+        x = x + a
+        x = x + mlp(block.ln_2(x))
+    else:
+        a, k_cache, v_cache = _attend_step(block.attn, x, k_cache, v_cache, rows, bias)
+        x = block.ln_1(x + a)
+        x = block.ln_2(x + mlp(x))
+    return x, k_cache, v_cache
+
+
+def decode_step(model: Any, token: tf.Tensor, caches: list[tf.Tensor], index: tf.Tensor):
+    """Logits ``[b, vocab]`` after ``token`` ``[b]`` at position ``index``, and the written caches.
+
+    The model's cached single-token call in plain TF ops for a graph run without XLA: ``caches``
+    holds keys and values apart (``[k_0, v_0, k_1, v_1, ...]``, each ``[b, heads, T, head_dim]``), so
+    no step slices a copy out of a joint cache; the products are ``BatchMatMulV3`` (see :func:`_matmul`),
+    keys are read transposed by the product (no transpose op), rows are ``[b, width]`` throughout.
+    Same weights and arithmetic as ``model(token[:, None], cache=..., cache_index=index)``.
+    """
+    batch, heads = tf.shape(token)[0], model.config.n_head
+    x = model.wte(token) + model.wpe(index)[None, :]  # [b, width]
+    grid = tf.reshape(tf.range(batch * heads), [batch * heads, 1])
+    rows = tf.concat([grid // heads, grid % heads, tf.fill([batch * heads, 1], index)], axis=1)  # [b·h, 3]
+    positions = tf.range(tf.shape(caches[0])[2])
+    bias = tf.cast(positions > index, x.dtype) * MASK_VALUE  # [T]: keys after this position masked
+    new_caches = []
+    for block, k_cache, v_cache in zip(model.blocks, caches[0::2], caches[1::2], strict=True):
+        x, k_cache, v_cache = _block_step(block, x, k_cache, v_cache, rows, bias)
+        new_caches += [k_cache, v_cache]
+    x = model.ln_f(x)
+    if model.lm_head is not None:
+        logits = _dense(model.lm_head, x)
+    else:
+        logits = _matmul(x, model.wte.embeddings, adj_y=True)  # tied head: [b, width] · [vocab, width]ᵀ
+    return tf.cast(logits, tf.float32), new_caches
+
+
 class ServingModule(tf.Module):
     """The exported ``tf.Module``: model variables, the in-graph tokenizer, three signatures.
 
@@ -115,7 +202,7 @@ class ServingModule(tf.Module):
         self.vocab_limit = min(int(tokenizer.vocab_size), self.vocab_size)
         self.cache_dtype = model.dtype_policy.compute_dtype
 
-    # -- the decode loop (plain TF control flow; cache writes with cache_update="scatter") -----
+    # -- the decode loop (plain TF control flow; cache writes with tensor_scatter_nd_update) -----
 
     def _decode(
         self, ids: tf.Tensor, max_new: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor, seed: tf.Tensor
@@ -123,10 +210,10 @@ class ServingModule(tf.Module):
         """``ids`` ``[b, p]`` (equal lengths, p + max_new ≤ block_size) → new ids ``[b, max_new]``
         (-1 past the end), counts ``[b]``.
 
-        The KV cache is the model's own layout, one ``[b, 2, n_head, p + max_new, head_dim]`` tensor
-        per layer (sized to this request, not to block_size), so each step's
-        ``tensor_scatter_nd_update`` (``cache_update="scatter"``: no XLA ops) touches one layer's
-        buffer rather than the whole model's; prefill projects only the last position to logits.
+        Prefill is the model's own cached call (``cache_update="scatter"``, caches sized to this
+        request, only the last position projected to logits). The steps after it run
+        :func:`decode_step` on separate keys and values per layer when :func:`fast_step_supported`,
+        else the model's cached call.
         """
         model = self.model
         batch, length = tf.shape(ids)[0], tf.shape(ids)[1]
@@ -136,6 +223,9 @@ class ServingModule(tf.Module):
             ids, cache=caches, cache_index=tf.constant(0, tf.int32), cache_update="scatter"
         )
         logits = model.logits_from_hidden(hidden[:, -1:, :])[:, -1, :]
+        fast = fast_step_supported(model)
+        if fast:  # keys and values apart: no slice copies of the cache per step
+            caches = [t for c in caches for t in (c[:, 0], c[:, 1])]
         out = tf.TensorArray(tf.int32, size=max_new, element_shape=tf.TensorShape([None]))
         done = tf.zeros([batch], tf.bool)
         eot = tf.constant(self.eot_id, tf.int32)
@@ -147,16 +237,23 @@ class ServingModule(tf.Module):
             token = sample_tf(logits, temperature, top_k, seed, step, self.vocab_limit)
             done = tf.logical_or(done, tf.equal(token, eot))
             out = out.write(step, tf.where(done, -1, token))
-            new_logits, caches = model(
-                tf.maximum(token, 0)[:, None], cache=list(caches), cache_index=length + step, cache_update="scatter"
-            )
-            return step + 1, new_logits[:, -1, :], caches, out, done
+            token = tf.maximum(token, 0)
+            if fast:
+                new_logits, caches = decode_step(model, token, list(caches), length + step)
+            else:
+                new_logits, caches = model(token[:, None], cache=list(caches), cache_index=length + step,
+                                           cache_update="scatter")
+                new_logits = new_logits[:, -1, :]
+            return step + 1, new_logits, caches, out, done
 
-        layer_invariant = tf.TensorShape([None, 2, self.n_head, None, self.head_dim])
+        layer_invariant = (
+            [tf.TensorShape([None, self.n_head, None, self.head_dim])] * (2 * self.n_layer) if fast
+            else [tf.TensorShape([None, 2, self.n_head, None, self.head_dim])] * self.n_layer
+        )
         step, _, _, out, _ = tf.while_loop(
             cond, body, (tf.constant(0, tf.int32), logits, caches, out, done),
             shape_invariants=(
-                tf.TensorShape([]), tf.TensorShape([None, self.vocab_size]), [layer_invariant] * self.n_layer,
+                tf.TensorShape([]), tf.TensorShape([None, self.vocab_size]), layer_invariant,
                 tf.TensorShape(None), tf.TensorShape([None]),
             ),
         )
