@@ -4,15 +4,25 @@ import json
 import subprocess
 import sys
 
+import pytest
 
-def test_demo_prepares_trains_samples_and_exports(tmp_path, capsys):
-    out = tmp_path / "demo"
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory):
+    """A 10-step demo run by the CLI in a subprocess: prepared data, a trained run, an export."""
+    out = tmp_path_factory.mktemp("demo") / "demo"
     proc = subprocess.run(
         [sys.executable, "-m", "tfgpt", "demo", "--out", str(out), "--steps", "10"],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "ROMEO:" in proc.stdout and "tensorboard" in proc.stdout.lower()
+    return out, proc.stdout
+
+
+@pytest.mark.slow
+def test_demo_prepares_trains_samples_and_exports(demo_out, capsys):
+    out, stdout = demo_out
+    assert "ROMEO:" in stdout and "tensorboard" in stdout.lower()
     manifest = json.loads((out / "data" / "manifest.json").read_text())
     assert manifest["tokenizer"]["vocab_size"] == 65
     assert (out / "run" / "model.keras").is_file() and list((out / "run" / "logs").rglob("events.out.*"))
@@ -25,3 +35,21 @@ def test_demo_prepares_trains_samples_and_exports(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--steps", "10"]) == 0
     again = capsys.readouterr().out
     assert "reusing" in again and "keeping it" in again and "ROMEO:" in again
+
+
+@pytest.mark.reliability
+@pytest.mark.slow  # the demo_out fixture: ~60 s
+def test_a_killed_demo_resumes_on_rerun(demo_out, capsys):
+    """A demo killed after a checkpoint failed on re-run with "already holds a run; pass --resume": it called
+    train() without resume. Now it resumes. The kill here: after the last checkpoint, before model.keras (~4 s;
+    rolling back to an earlier checkpoint costs ~25 s more, for the compile of the train step)."""
+    from tfgpt.cli import main
+
+    out, _ = demo_out
+    (out / "run" / "model.keras").unlink()
+    capsys.readouterr()
+    assert main(["demo", "--out", str(out), "--steps", "10", "--no-export"]) == 0
+    again = capsys.readouterr().out
+    assert "resuming the interrupted training of char-small" in again and "ROMEO:" in again
+    assert (out / "run" / "model.keras").is_file()
+    assert json.loads((out / "run" / "checkpoints" / "latest.json").read_text()) == {"step": 10, "dir": "step-000010"}

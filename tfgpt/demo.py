@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tfgpt.layout import CHECKPOINTS, MODEL_KERAS
+
 CORPUS = "assets/corpus/tinyshakespeare.txt"
 
 
@@ -44,7 +46,7 @@ def demo_config(steps: int) -> dict[str, Any]:
 
 
 def run_demo(out: str | Path = "demo-out", steps: int = 2000, export: bool = True, prompt: str = "ROMEO:") -> dict:
-    """Run the demo into ``out`` (re-running reuses prepared data and a finished run)."""
+    """Run the demo into ``out`` (re-running reuses prepared data and a finished run, and resumes a killed one)."""
     import tfgpt
     from tfgpt.data.prepare import prepare
     from tfgpt.train.fit import train
@@ -54,11 +56,13 @@ def run_demo(out: str | Path = "demo-out", steps: int = 2000, export: bool = Tru
     print(f"[1/4] preparing {bundled_corpus().name} (bundled) into {data_dir}", flush=True)
     prepare([str(bundled_corpus())], str(data_dir), "char", val_fraction=0.1)
     summary: dict[str, Any] = {}
-    if (run_dir / "model.keras").is_file():
+    if (run_dir / MODEL_KERAS).is_file():
         print(f"[2/4] {run_dir} is already trained; reusing it (delete it to train again)", flush=True)
     else:
-        print(f"[2/4] training char-small for {steps} steps into {run_dir}", flush=True)
-        summary = train(demo_config(steps), data_dir=data_dir, run_dir=run_dir)
+        resume = (run_dir / CHECKPOINTS / "latest.json").is_file()  # a demo killed after its first checkpoint
+        what = "resuming the interrupted training of" if resume else "training"
+        print(f"[2/4] {what} char-small for {steps} steps into {run_dir}", flush=True)
+        summary = train(demo_config(steps), data_dir=data_dir, run_dir=run_dir, resume=resume)
     model, tokenizer = tfgpt.load(run_dir)
     print(f"[3/4] a sample from {prompt!r}:\n", flush=True)
     sys.stdout.write(prompt)
