@@ -368,5 +368,5 @@ def test_sigkills_at_random_moments_resume_to_the_uninterrupted_weights(tmp_path
                  f"compared with the same run uninterrupted (plan: {', '.join(plan)}; then the last resume is killed "
                  f"between its last checkpoint and model.keras when the ~50 ms window is caught). The kills during "
                  f"a write count every kill that left the run's hidden temp dir behind, planned or not. Pointer "
-                 f"temp files left: hidden temps of latest.json/best.json writes a kill cut off, which nothing "
-                 f"removes yet (harmless: only the pointers are read).")
+                 f"temp files left: hidden temps of latest.json/best.json writes a kill cut off, still there at the "
+                 f"end (a resume removes them).")
