@@ -12,7 +12,7 @@ from export_tiny_run import graph_ops, sm_dir
 
 import tfgpt
 from tfgpt.config import GPTConfig
-from tfgpt.export.savedmodel import ServingModule, decode_step, fast_step_supported, sample_tf
+from tfgpt.export.savedmodel import ServingModule, decode_step, fast_step_supported, sample_tf, write_chunk
 from tfgpt.export.verify import saved_model_cli_ids, session_run
 from tfgpt.model import GPT
 from tfgpt.tokenizers import CharTokenizer
@@ -138,19 +138,22 @@ def test_sample_tf_treats_a_vanishing_temperature_as_greedy():
 
 
 @pytest.mark.parametrize("fields", [{}, {"norm": "post"}, {"bias": False, "tie_embeddings": False}])
-def test_decode_step_matches_the_models_cached_call(fields):
+def test_decode_step_and_write_chunk_match_the_models_cached_calls(fields):
     model = GPT(GPTConfig(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=16, **fields))
     model.build((None, None))
     assert fast_step_supported(model)
     _, cache = model(np.array([[1, 2, 3], [4, 5, 6]], np.int32), cache=model.init_cache(2, 8), cache_index=0)
-    token = np.array([7, 9], np.int32)
-    expected, expected_cache = model(token[:, None], cache=cache, cache_index=3)
     split = [t for layer in cache for t in (layer[:, 0], layer[:, 1])]  # [k_0, v_0, k_1, v_1]
-    got, got_cache = tf.function(lambda t, c, i: decode_step(model, t, c, i))(token, split, tf.constant(3))
-    np.testing.assert_allclose(got.numpy(), np.asarray(expected)[:, -1], atol=1e-5)
-    for i, layer in enumerate(expected_cache):
-        np.testing.assert_allclose(got_cache[2 * i].numpy(), np.asarray(layer)[:, 0], atol=1e-6)
-        np.testing.assert_allclose(got_cache[2 * i + 1].numpy(), np.asarray(layer)[:, 1], atol=1e-6)
+    buffers = [tf.zeros([2, 2, 4, 8])] * 4  # a chunk of 4 positions from 3
+    step = tf.function(lambda t, c, b, j: decode_step(model, t, c, tf.constant(3), b, j))
+    for j, token in enumerate([np.array([7, 9], np.int32), np.array([11, 0], np.int32)]):  # positions 3, 4
+        expected, cache = model(token[:, None], cache=cache, cache_index=3 + j)
+        got, buffers = step(token, split, buffers, tf.constant(j))
+        np.testing.assert_allclose(got.numpy(), np.asarray(expected)[:, -1], atol=1e-5)
+    for i, layer in enumerate(cache):  # the chunk written back: the model's cache, positions 3..6
+        for kv in (0, 1):
+            written = write_chunk(split[2 * i + kv], buffers[2 * i + kv], tf.constant(3))
+            np.testing.assert_allclose(written.numpy(), np.asarray(layer)[:, kv], atol=1e-6)
 
 
 @pytest.mark.filterwarnings("ignore:Layer .* does not have a `quantize` method")

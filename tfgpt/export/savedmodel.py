@@ -45,6 +45,8 @@ from tfgpt.model.attention import MASK_VALUE
 from tfgpt.model.block import gelu_tanh
 
 DEFAULT_MAX_NEW_TOKENS = 32
+#: Tokens per outer iteration of the SavedModel's decode loop: the big KV caches take one write per chunk.
+DECODE_CHUNK = 16
 SIGNATURES = ("serving_default", "logits", "generate_ids")
 #: The optional scalar inputs shared by ``serving_default`` and ``generate_ids``.
 SAMPLING_SPECS = (
@@ -113,64 +115,82 @@ def _dense(layer: Any, x: tf.Tensor) -> tf.Tensor:
     return y if layer.bias is None else y + layer.bias
 
 
-def _attend_step(attn: Any, x: tf.Tensor, k_cache: tf.Tensor, v_cache: tf.Tensor, rows: tf.Tensor, bias: tf.Tensor):
+def _attend_step(attn: Any, x: tf.Tensor, caches: tuple, buffers: tuple, at: tf.Tensor, biases: tuple) -> tuple:
     """One position of :class:`~tfgpt.model.attention.CausalSelfAttention`: ``x`` ``[b, width]`` →
-    ``(y [b, width], k_cache, v_cache)``; caches ``[b, heads, T, head_dim]``, written at ``rows``
-    (``[b·heads, 3]`` scatter indices); ``bias`` ``[T]`` is 0 for positions ≤ this one, else -1e9."""
+    ``(y [b, width], k_buffer, v_buffer)``.
+
+    ``caches``: this layer's earlier keys and values ``[b, heads, T, head_dim]`` (read only);
+    ``buffers``: the chunk's ``[b, heads, chunk, head_dim]``, written at ``at`` (``[b·heads, 3]``
+    scatter rows); ``biases``: ``([T], [chunk])``, 0 where a key is visible, else -1e9. One softmax
+    over both parts, as over one cache.
+    """
     batch, heads, head_dim = tf.shape(x)[0], attn.num_heads, attn.head_dim
     q, k, v = tf.split(_dense(attn.c_attn, x), 3, axis=-1)  # 3 × [b, width]
-    k_cache = tf.tensor_scatter_nd_update(k_cache, rows, tf.reshape(k, [-1, head_dim]))
-    v_cache = tf.tensor_scatter_nd_update(v_cache, rows, tf.reshape(v, [-1, head_dim]))
+    k_buf = tf.tensor_scatter_nd_update(buffers[0], at, tf.reshape(k, [-1, head_dim]))
+    v_buf = tf.tensor_scatter_nd_update(buffers[1], at, tf.reshape(v, [-1, head_dim]))
     q = tf.reshape(q, [batch, heads, 1, head_dim]) * (1.0 / math.sqrt(head_dim))
-    scores = _matmul(q, k_cache, adj_y=True) + bias  # [b, heads, 1, T]
+    old = _matmul(q, caches[0], adj_y=True) + biases[0]  # [b, heads, 1, T]
+    new = _matmul(q, k_buf, adj_y=True) + biases[1]  # [b, heads, 1, chunk]
     # softmax as plain ops (oneDNN's _MklSoftmax has the same per-call overhead as its small products)
-    e = tf.exp(scores - tf.reduce_max(scores, axis=-1, keepdims=True))
-    probs = e / tf.reduce_sum(e, axis=-1, keepdims=True)
-    y = tf.reshape(_matmul(probs, v_cache), [batch, heads * head_dim])  # heads side by side
-    return _dense(attn.c_proj, y), k_cache, v_cache
+    top = tf.maximum(tf.reduce_max(old, axis=-1, keepdims=True), tf.reduce_max(new, axis=-1, keepdims=True))
+    e_old, e_new = tf.exp(old - top), tf.exp(new - top)
+    total = tf.reduce_sum(e_old, axis=-1, keepdims=True) + tf.reduce_sum(e_new, axis=-1, keepdims=True)
+    y = (_matmul(e_old / total, caches[1]) + _matmul(e_new / total, v_buf))  # [b, heads, 1, head_dim]
+    return _dense(attn.c_proj, tf.reshape(y, [batch, heads * head_dim])), k_buf, v_buf  # heads side by side
 
 
-def _block_step(block: Any, x: tf.Tensor, k_cache: tf.Tensor, v_cache: tf.Tensor, rows: tf.Tensor, bias: tf.Tensor):
+def _block_step(block: Any, x: tf.Tensor, caches: tuple, buffers: tuple, at: tf.Tensor, biases: tuple) -> tuple:
     """One position of a :class:`~tfgpt.model.block.TransformerBlock` (pre- or post-LN), as its ``call``."""
     def mlp(h: tf.Tensor) -> tf.Tensor:
         return _dense(block.mlp.c_proj, gelu_tanh(_dense(block.mlp.c_fc, h)))
 
     if block.norm == "pre":
-        a, k_cache, v_cache = _attend_step(block.attn, block.ln_1(x), k_cache, v_cache, rows, bias)
+        a, k_buf, v_buf = _attend_step(block.attn, block.ln_1(x), caches, buffers, at, biases)
         x = x + a
         x = x + mlp(block.ln_2(x))
     else:
-        a, k_cache, v_cache = _attend_step(block.attn, x, k_cache, v_cache, rows, bias)
+        a, k_buf, v_buf = _attend_step(block.attn, x, caches, buffers, at, biases)
         x = block.ln_1(x + a)
         x = block.ln_2(x + mlp(x))
-    return x, k_cache, v_cache
+    return x, k_buf, v_buf
 
 
-def decode_step(model: Any, token: tf.Tensor, caches: list[tf.Tensor], index: tf.Tensor):
-    """Logits ``[b, vocab]`` after ``token`` ``[b]`` at position ``index``, and the written caches.
+def decode_step(
+    model: Any, token: tf.Tensor, caches: list[tf.Tensor], start: tf.Tensor, buffers: list[tf.Tensor], j: tf.Tensor
+) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    """Logits ``[b, vocab]`` after ``token`` ``[b]`` at position ``start + j``, and the written buffers.
 
-    The model's cached single-token call in plain TF ops for a graph run without XLA: ``caches``
-    holds keys and values apart (``[k_0, v_0, k_1, v_1, ...]``, each ``[b, heads, T, head_dim]``), so
-    no step slices a copy out of a joint cache; the products are ``BatchMatMulV3`` (see :func:`_matmul`),
-    keys are read transposed by the product (no transpose op), rows are ``[b, width]`` throughout.
-    Same weights and arithmetic as ``model(token[:, None], cache=..., cache_index=index)``.
+    The model's cached single-token call in plain TF ops, for a graph run without XLA. ``caches``:
+    keys and values apart, ``[k_0, v_0, k_1, v_1, ...]``, each ``[b, heads, T, head_dim]``, holding
+    positions ``< start`` (read, never written). ``buffers``: the same for positions ``start, start + 1,
+    ...`` (``[b, heads, chunk, head_dim]``); this token's keys/values go to index ``j``. The products
+    are ``BatchMatMulV3`` (see :func:`_matmul`), keys read transposed by the product (no transpose op).
+    Same weights and arithmetic as ``model(token[:, None], cache=..., cache_index=start + j)``.
     """
     batch, heads = tf.shape(token)[0], model.config.n_head
-    x = model.wte(token) + model.wpe(index)[None, :]  # [b, width]
+    x = model.wte(token) + model.wpe(start + j)[None, :]  # [b, width]
     grid = tf.reshape(tf.range(batch * heads), [batch * heads, 1])
-    rows = tf.concat([grid // heads, grid % heads, tf.fill([batch * heads, 1], index)], axis=1)  # [b·h, 3]
-    positions = tf.range(tf.shape(caches[0])[2])
-    bias = tf.cast(positions > index, x.dtype) * MASK_VALUE  # [T]: keys after this position masked
-    new_caches = []
-    for block, k_cache, v_cache in zip(model.blocks, caches[0::2], caches[1::2], strict=True):
-        x, k_cache, v_cache = _block_step(block, x, k_cache, v_cache, rows, bias)
-        new_caches += [k_cache, v_cache]
+    at = tf.concat([grid // heads, grid % heads, tf.fill([batch * heads, 1], j)], axis=1)  # [b·h, 3]
+    hidden = (tf.range(tf.shape(caches[0])[2]) >= start, tf.range(tf.shape(buffers[0])[2]) > j)
+    biases = tuple(tf.cast(h, x.dtype) * MASK_VALUE for h in hidden)  # ([T], [chunk]): later keys masked
+    new_buffers = []
+    for i, block in enumerate(model.blocks):
+        x, k_buf, v_buf = _block_step(block, x, caches[2 * i : 2 * i + 2], buffers[2 * i : 2 * i + 2], at, biases)
+        new_buffers += [k_buf, v_buf]
     x = model.ln_f(x)
     if model.lm_head is not None:
         logits = _dense(model.lm_head, x)
     else:
         logits = _matmul(x, model.wte.embeddings, adj_y=True)  # tied head: [b, width] · [vocab, width]ᵀ
-    return tf.cast(logits, tf.float32), new_caches
+    return tf.cast(logits, tf.float32), new_buffers
+
+
+def write_chunk(cache: tf.Tensor, buffer: tf.Tensor, start: tf.Tensor) -> tf.Tensor:
+    """``cache[:, :, start : start + chunk] = buffer`` (``[b, heads, T, d]`` ← ``[b, heads, chunk, d]``)."""
+    shape = tf.shape(buffer)
+    b, h, t = tf.meshgrid(tf.range(shape[0]), tf.range(shape[1]), tf.range(shape[2]) + start, indexing="ij")
+    rows = tf.reshape(tf.stack([b, h, t], axis=-1), [-1, 3])  # [b·heads·chunk, 3]
+    return tf.tensor_scatter_nd_update(cache, rows, tf.reshape(buffer, [-1, shape[3]]))
 
 
 class ServingModule(tf.Module):
@@ -210,10 +230,10 @@ class ServingModule(tf.Module):
         """``ids`` ``[b, p]`` (equal lengths, p + max_new ≤ block_size) → new ids ``[b, max_new]``
         (-1 past the end), counts ``[b]``.
 
-        Prefill is the model's own cached call (``cache_update="scatter"``, caches sized to this
-        request, only the last position projected to logits). The steps after it run
-        :func:`decode_step` on separate keys and values per layer when :func:`fast_step_supported`,
-        else the model's cached call.
+        Prefill is the model's own cached call (``cache_update="scatter"``, one
+        ``[b, 2, n_head, p + max_new, head_dim]`` cache per layer, sized to this request; only the
+        last position projected to logits). The steps after it run :meth:`_steps_chunked` when
+        :func:`fast_step_supported`, else :meth:`_steps_model_call`.
         """
         model = self.model
         batch, length = tf.shape(ids)[0], tf.shape(ids)[1]
@@ -223,46 +243,88 @@ class ServingModule(tf.Module):
             ids, cache=caches, cache_index=tf.constant(0, tf.int32), cache_update="scatter"
         )
         logits = model.logits_from_hidden(hidden[:, -1:, :])[:, -1, :]
-        fast = fast_step_supported(model)
-        if fast:  # keys and values apart: no slice copies of the cache per step
-            caches = [t for c in caches for t in (c[:, 0], c[:, 1])]
-        out = tf.TensorArray(tf.int32, size=max_new, element_shape=tf.TensorShape([None]))
-        done = tf.zeros([batch], tf.bool)
-        eot = tf.constant(self.eot_id, tf.int32)
-
-        def cond(step, logits, caches, out, done):
-            return tf.logical_and(step < max_new, tf.logical_not(tf.reduce_all(done)))
-
-        def body(step, logits, caches, out, done):
-            token = sample_tf(logits, temperature, top_k, seed, step, self.vocab_limit)
-            done = tf.logical_or(done, tf.equal(token, eot))
-            out = out.write(step, tf.where(done, -1, token))
-            token = tf.maximum(token, 0)
-            if fast:
-                new_logits, caches = decode_step(model, token, list(caches), length + step)
-            else:
-                new_logits, caches = model(token[:, None], cache=list(caches), cache_index=length + step,
-                                           cache_update="scatter")
-                new_logits = new_logits[:, -1, :]
-            return step + 1, new_logits, caches, out, done
-
-        layer_invariant = (
-            [tf.TensorShape([None, self.n_head, None, self.head_dim])] * (2 * self.n_layer) if fast
-            else [tf.TensorShape([None, 2, self.n_head, None, self.head_dim])] * self.n_layer
-        )
-        step, _, _, out, _ = tf.while_loop(
-            cond, body, (tf.constant(0, tf.int32), logits, caches, out, done),
-            shape_invariants=(
-                tf.TensorShape([]), tf.TensorShape([None, self.vocab_size]), layer_invariant,
-                tf.TensorShape(None), tf.TensorShape([None]),
-            ),
-        )
+        sampling = (temperature, top_k, seed)
+        steps = self._steps_chunked if fast_step_supported(model) else self._steps_model_call
+        step, out = steps(logits, caches, length, max_new, sampling)
         produced = tf.cond(
             step > 0, lambda: tf.transpose(out.gather(tf.range(step))), lambda: tf.zeros([batch, 0], tf.int32)
         )
         new_ids = tf.pad(produced, [[0, 0], [0, max_new - step]], constant_values=-1)
         counts = tf.reduce_sum(tf.cast(new_ids >= 0, tf.int32), axis=1)
         return new_ids, counts
+
+    def _emit(self, step: tf.Tensor, logits: tf.Tensor, out: Any, done: tf.Tensor, sampling: tuple) -> tuple:
+        """Sample this step's token, record it (-1 once a row is done); ``(token ≥ 0, out, done)``."""
+        token = sample_tf(logits, *sampling, step, self.vocab_limit)
+        done = tf.logical_or(done, tf.equal(token, tf.constant(self.eot_id, tf.int32)))
+        return tf.maximum(token, 0), out.write(step, tf.where(done, -1, token)), done
+
+    def _start(self, logits: tf.Tensor, max_new: tf.Tensor) -> tuple:
+        """The loops' first state: step 0, the ids' TensorArray, no row done."""
+        out = tf.TensorArray(tf.int32, size=max_new, element_shape=tf.TensorShape([None]))
+        return tf.constant(0, tf.int32), out, tf.zeros([tf.shape(logits)[0]], tf.bool)
+
+    def _steps_model_call(self, logits, caches, length, max_new, sampling) -> tuple[tf.Tensor, Any]:
+        """One step per token through the model's own cached call (quantized or mixed-precision models)."""
+        step, out, done = self._start(logits, max_new)
+
+        def cond(step, logits, caches, out, done):
+            return tf.logical_and(step < max_new, tf.logical_not(tf.reduce_all(done)))
+
+        def body(step, logits, caches, out, done):
+            token, out, done = self._emit(step, logits, out, done, sampling)
+            new_logits, caches = self.model(
+                token[:, None], cache=list(caches), cache_index=length + step, cache_update="scatter"
+            )
+            return step + 1, new_logits[:, -1, :], caches, out, done
+
+        layer = tf.TensorShape([None, 2, self.n_head, None, self.head_dim])
+        step, _, _, out, _ = tf.while_loop(
+            cond, body, (step, logits, caches, out, done),
+            shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, self.vocab_size]), [layer] * self.n_layer,
+                              tf.TensorShape(None), tf.TensorShape([None])),
+        )
+        return step, out
+
+    def _steps_chunked(self, logits, caches, length, max_new, sampling) -> tuple[tf.Tensor, Any]:
+        """:func:`decode_step` per token, :data:`DECODE_CHUNK` tokens per outer iteration.
+
+        Keys and values are kept apart per layer (no slice copies). A write into a tensor inside a
+        ``while_loop`` copies it (plain TF kernels cannot update a loop variable in place), so each step
+        writes only a chunk-sized buffer and the big caches, read-only inside the inner loop, take the
+        chunk in one write per :data:`DECODE_CHUNK` tokens. They are padded to a whole number of chunks.
+        """
+        batch, chunk = tf.shape(logits)[0], DECODE_CHUNK
+        pad = [[0, 0], [0, 0], [0, (-max_new) % chunk], [0, 0]]
+        caches = [tf.pad(t, pad) for c in caches for t in (c[:, 0], c[:, 1])]  # [k_0, v_0, ...] [b, h, T, d]
+        step, out, done = self._start(logits, max_new)
+        kv = tf.TensorShape([None, self.n_head, None, self.head_dim])
+        state_shapes = (tf.TensorShape([]), tf.TensorShape([None, self.vocab_size]), [kv] * (2 * self.n_layer),
+                        tf.TensorShape(None), tf.TensorShape([None]))
+
+        def running(step, done, stop):
+            return tf.logical_and(step < stop, tf.logical_not(tf.reduce_all(done)))
+
+        def chunk_body(start, logits, caches, out, done):
+            buffers = [tf.zeros([batch, self.n_head, chunk, self.head_dim], self.cache_dtype)] * (2 * self.n_layer)
+
+            def body(step, logits, buffers, out, done):
+                token, out, done = self._emit(step, logits, out, done, sampling)
+                new_logits, buffers = decode_step(self.model, token, caches, length + start, buffers, step - start)
+                return step + 1, new_logits, buffers, out, done
+
+            step, logits, buffers, out, done = tf.while_loop(
+                lambda step, _l, _b, _o, done: running(step, done, tf.minimum(start + chunk, max_new)),
+                body, (start, logits, buffers, out, done), shape_invariants=state_shapes,
+            )
+            caches = [write_chunk(c, b, length + start) for c, b in zip(caches, buffers, strict=True)]
+            return step, logits, caches, out, done
+
+        step, _, _, out, _ = tf.while_loop(
+            lambda step, _l, _c, _o, done: running(step, done, max_new),
+            chunk_body, (step, logits, caches, out, done), shape_invariants=state_shapes,
+        )
+        return step, out
 
     def _clip_new(self, max_new_tokens: tf.Tensor) -> tf.Tensor:
         return tf.clip_by_value(tf.cast(max_new_tokens, tf.int32), 0, self.block_size - 1)
