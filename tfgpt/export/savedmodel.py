@@ -135,7 +135,7 @@ def _attend_step(attn: Any, x: tf.Tensor, caches: tuple, buffers: tuple, at: tf.
     top = tf.maximum(tf.reduce_max(old, axis=-1, keepdims=True), tf.reduce_max(new, axis=-1, keepdims=True))
     e_old, e_new = tf.exp(old - top), tf.exp(new - top)
     total = tf.reduce_sum(e_old, axis=-1, keepdims=True) + tf.reduce_sum(e_new, axis=-1, keepdims=True)
-    y = (_matmul(e_old / total, caches[1]) + _matmul(e_new / total, v_buf))  # [b, heads, 1, head_dim]
+    y = (_matmul(e_old, caches[1]) + _matmul(e_new, v_buf)) / total  # [b, heads, 1, head_dim]
     return _dense(attn.c_proj, tf.reshape(y, [batch, heads * head_dim])), k_buf, v_buf  # heads side by side
 
 
