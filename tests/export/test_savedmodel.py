@@ -173,3 +173,32 @@ def test_quantized_model_decodes_through_the_models_own_call():
     assert not fast_step_supported(model)  # int8 kernels: decode_step does not read them
     expected = tfgpt.generate_ids(model, ids, max_new_tokens=6, temperature=0, jit_compile=False)
     assert decode(ServingModule(model, tok)) == expected[0].tolist()
+
+
+class _EotTokenizer:
+    """``tok`` with ``eot_id`` set: what ServingModule reads from a tokenizer."""
+
+    def __init__(self, tok, eot_id: int) -> None:
+        self.vocab_size, self.eot_id, self._tok = tok.vocab_size, eot_id, tok
+
+    def graph_tokenizer(self):
+        return self._tok.graph_tokenizer()
+
+
+def test_end_of_text_inside_a_later_chunk_stops_each_row_where_it_first_appears(loaded):
+    model, tok = loaded
+    ids = tf.constant([tok.encode("ROMEO:"), tok.encode("JULIET")], tf.int32)
+    sampled = (tf.constant(40), tf.constant(1.0), tf.constant(0), tf.constant(3))  # seeded: reproducible
+    plain = ServingModule(model, tok)  # held: a tf.function method keeps only a weak reference to its module
+    free = plain.generate_ids(ids, *sampled)["ids"].numpy()
+    first = {}
+    for i, t in enumerate(free[0].tolist()):
+        first.setdefault(t, i)
+    eot = max(first, key=first.get)  # the id row 0 makes last for the first time
+    assert first[eot] > 16  # past the first chunk of DECODE_CHUNK = 16 steps
+    stopping = ServingModule(model, _EotTokenizer(tok, eot))
+    got = stopping.generate_ids(ids, *sampled)
+    for row, want, count in zip(got["ids"].numpy(), free, got["num_tokens"].numpy(), strict=True):
+        stop = want.tolist().index(eot) if eot in want else len(want)
+        assert row[:stop].tolist() == want[:stop].tolist() and count == stop
+        assert (row[stop:] == -1).all()
