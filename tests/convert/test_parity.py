@@ -22,7 +22,7 @@ transformers = pytest.importorskip(
 import keras  # noqa: E402
 
 import tfgpt  # noqa: E402
-from tests.tokenizers.conftest import ADVERSARIAL  # noqa: E402
+from tests.tokenizers.helpers import ADVERSARIAL  # noqa: E402
 from tfgpt.cli import main  # noqa: E402
 from tfgpt.convert import import_gpt2  # noqa: E402
 
