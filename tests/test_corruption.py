@@ -322,6 +322,8 @@ def changed_field(before: bytes, after: bytes) -> str:
         a, b = (yaml.safe_load(t.decode("utf-8")) for t in (before, after))  # YAML reads JSON too
     except (UnicodeDecodeError, yaml.YAMLError):
         return "?"
+    if a == b:  # e.g. a float's 17th digit: another text of the same number
+        return "none: the text still parses to the same values"
     return _first_difference(a, b) or "?"
 
 
@@ -330,11 +332,11 @@ def _first_difference(a: Any, b: Any, where: str = "") -> str:
         if a.keys() != b.keys():
             gone, new = (",".join(sorted(map(str, x))) for x in (a.keys() - b.keys(), b.keys() - a.keys()))
             return f"{where}{gone} renamed {new}"
-        k = next(k for k in a if a[k] != b[k])
-        return _first_difference(a[k], b[k], f"{where}{k}.")
+        k = next((k for k in a if a[k] != b[k]), None)
+        return where.rstrip(".") if k is None else _first_difference(a[k], b[k], f"{where}{k}.")
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        i = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
-        return _first_difference(a[i], b[i], f"{where}[{i}].")
+        i = next((i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y), None)
+        return where.rstrip(".") if i is None else _first_difference(a[i], b[i], f"{where}[{i}].")
     return where.rstrip(".")
 
 

@@ -54,7 +54,7 @@ def test_greedy_slide_equals_naive_crop_including_past_block_size(model, n):
                                   naive_greedy(model, prompt, n))
 
 
-@pytest.mark.parametrize("n", [19, 20, 40, 70])
+@pytest.mark.parametrize("n", [20, 70])  # the first shift, and two
 def test_greedy_shift_equals_its_naive_definition_past_block_size(model, n):
     prompt = np.array([[3, 1, 4, 1, 5]], np.int32)
     np.testing.assert_array_equal(generate_ids(model, prompt, n, temperature=0), naive_shift_greedy(model, prompt, n))
