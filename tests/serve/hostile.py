@@ -90,6 +90,25 @@ def raw_exchange(port: int, request: bytes, timeout: float = ANSWER_S) -> bytes:
         return b"".join(chunks)
 
 
+def _whole_response(sock: socket.socket) -> bytes:
+    """One whole response (headers, then Content-Length bytes of body): TCP may split it into several reads."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return data
+
+
 def dripped(port: int, head: bytes, drip: bytes, bound: float, answered_first: bool = False) -> tuple[str, float]:
     """Send ``head`` at once, then ``drip`` one byte a second: how the server ended it ("dropped" or the
     status line it answered, or "held" if neither within ``bound`` s) and after how many seconds.
@@ -98,7 +117,7 @@ def dripped(port: int, head: bytes, drip: bytes, bound: float, answered_first: b
     with socket.create_connection(("127.0.0.1", port), timeout=bound) as sock:
         sock.sendall(head)
         if answered_first:
-            first = sock.recv(65536)
+            first = _whole_response(sock)
             assert first.startswith(b"HTTP/1.1 200"), first[:200]
         sock.setblocking(False)
         for byte in drip:
