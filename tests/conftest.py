@@ -13,7 +13,6 @@ This file uses only the standard library and pytest (``tests/test_conftest.py`` 
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import sys
@@ -159,7 +158,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     RELIABILITY_DOC.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, RELIABILITY_DOC)
-    (RELIABILITY_DOC.with_suffix(".json")).write_text(json.dumps(FIGURES, indent=1) + "\n", encoding="utf-8")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

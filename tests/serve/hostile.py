@@ -72,33 +72,32 @@ def send_and_judge(tally: Tally, kind: str, base: str, path: str, body: Any, raw
     return r
 
 
+def _recv_head(sock: socket.socket, deadline: float) -> bytes:
+    """What the server sends until its headers are complete (body bytes that came along included), it closes,
+    or ``deadline``."""
+    data = b""
+    while b"\r\n\r\n" not in data and time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except (TimeoutError, ConnectionResetError):
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def raw_exchange(port: int, request: bytes, timeout: float = ANSWER_S) -> bytes:
     """Send raw ``request`` bytes on a fresh connection; what the server answers before closing or ``timeout``."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(request)
-        chunks, deadline = [], time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except (TimeoutError, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-            if b"\r\n\r\n" in b"".join(chunks):
-                break
-        return b"".join(chunks)
+        return _recv_head(sock, time.monotonic() + timeout)
 
 
-def _whole_response(sock: socket.socket) -> bytes:
+def _whole_response(sock: socket.socket, timeout: float = ANSWER_S) -> bytes:
     """One whole response (headers, then Content-Length bytes of body): TCP may split it into several reads."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-    head, body = data.split(b"\r\n\r\n", 1)
+    data = _recv_head(sock, time.monotonic() + timeout)
+    head, _, body = data.partition(b"\r\n\r\n")
     length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
                    if line.lower().startswith(b"content-length:")), 0)
     while len(body) < length:
@@ -106,7 +105,7 @@ def _whole_response(sock: socket.socket) -> bytes:
         if not chunk:
             break
         body += chunk
-    return data
+    return head + b"\r\n\r\n" + body
 
 
 def dripped(port: int, head: bytes, drip: bytes, bound: float, answered_first: bool = False) -> tuple[str, float]:

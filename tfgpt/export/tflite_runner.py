@@ -118,7 +118,7 @@ class TFLiteGenerator:
         """
         if context not in ("shift", "slide"):
             raise GenerationError(f"context must be one of shift, slide, got {context!r}")
-        keep = self.block_size // 2 + 1 if context == "shift" and self.block_size >= 2 else self.block_size
+        refill = self.block_size // 2 + 1 if context == "shift" and self.block_size >= 2 else self.block_size
         window, limit = self._check_request(ids, max_new_tokens, vocab_limit)
         rng = np.random.default_rng(seed)
         out: list[int] = []
@@ -139,7 +139,7 @@ class TFLiteGenerator:
             if (eot_id is not None and token == eot_id) or len(out) == max_new_tokens:
                 break
             if position >= self.block_size:  # cache full: re-prefill the last half block + the new token, or block
-                window = window[-keep:]
+                window = window[-refill:]  # shift: the last half block and the new token; slide: the block
                 result = self.prefill(ids=np.asarray([window], np.int32))
                 result["cache"] = _crop_cache(result["cache"], cache_len)
                 position = len(window)

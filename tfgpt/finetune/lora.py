@@ -16,7 +16,7 @@ import numpy as np
 
 from tfgpt.errors import ConfigError
 from tfgpt.model.gpt import GPT
-from tfgpt.model.quantize import block_dense_layers, quantize_dense
+from tfgpt.model.quantize import block_dense_layers
 
 GROUPS = ("head", "last-block", "all", "lora")
 TARGETS = ("attn", "mlp")
@@ -167,5 +167,8 @@ def quantize_base(model: keras.Model, mode: str = "int8", targets: tuple[str, ..
     """
     if mode not in ("int8", "int4"):
         raise ConfigError(f"--quantize must be int8 or int4 (the modes LoRA runs on), got {mode!r}")
-    lora_dense_layers(model, targets)  # the targets checked
-    quantize_dense(_gpt_of(model), mode, tuple(targets), modes=("int8", "int4"))
+    gpt = _gpt_of(model)
+    if not gpt.built:
+        gpt.build((None, None))
+    for layer in lora_dense_layers(model, targets):
+        layer.quantize(mode)

@@ -117,6 +117,18 @@ class _Decoding:
         self.produced += block_ids.shape[1]
         self.stopped = bool(self.on_tokens(block_ids)) if self.on_tokens is not None else False
 
+    def tail(self, ids: np.ndarray, n: int) -> np.ndarray:
+        """The last ``n`` ids of prompt + output, ``[batch, n]``, from only as many pieces as it takes."""
+        parts, have = [], 0
+        for piece in reversed(self.pieces):
+            if have >= n:
+                break
+            parts.append(piece)
+            have += piece.shape[1]
+        if have < n:
+            parts.append(ids)
+        return np.concatenate(parts[::-1], axis=1)[:, -n:]
+
     def new_ids(self) -> np.ndarray:
         """Everything produced, ``[batch, produced]`` int32."""
         return np.concatenate(self.pieces, axis=1) if self.pieces else np.zeros((len(self.done), 0), np.int32)
@@ -246,7 +258,7 @@ def _decode_shifting(run: _Decoding, ids: np.ndarray, max_new_tokens: int, block
     keep = block // 2
     model, width = run.decoder.model, run.chunk(block - keep)  # one compiled width for every half block
     while run.running(max_new_tokens):
-        tail = np.concatenate([ids, *run.pieces], axis=1)[:, -keep:]  # [batch, keep]
+        tail = run.tail(ids, keep)  # [batch, keep]
         _, run.cache = run.decoder.prefill()(tail, model.init_cache(len(tail), block), np.int32(keep - 1))
         _decode_in_cache(run, keep, min(block - keep, max_new_tokens - run.produced), width)
 
@@ -255,7 +267,7 @@ def _decode_sliding(run: _Decoding, ids: np.ndarray, max_new_tokens: int, block:
     """Past block_size, ``context="slide"``: nanoGPT's exact window of the last block_size tokens."""
     if not run.running(max_new_tokens):
         return
-    ctx = np.concatenate([ids, *run.pieces], axis=1)[:, -block:]  # [batch, block_size]
+    ctx = run.tail(ids, block)  # [batch, block_size]
     slide = run.decoder.slide(run.mode, run.chunk(max_new_tokens - run.produced))
     while run.running(max_new_tokens):
         n = run.next_steps(max_new_tokens - run.produced)

@@ -19,7 +19,7 @@ from typing import Any
 
 from tfgpt.errors import ConfigError
 
-#: What each ``--quantize`` mode of inference accepts (LoRA's base also runs on int4).
+#: The ``--quantize`` modes of inference (LoRA's base, :func:`tfgpt.finetune.lora.quantize_base`, also takes int4).
 QUANTIZE_MODES = ("int8",)
 DENSE_GROUPS = ("attn", "mlp")
 
@@ -34,11 +34,10 @@ def block_dense_layers(block: Any, groups: tuple[str, ...] = DENSE_GROUPS) -> li
     return layers
 
 
-def quantize_dense(gpt: Any, mode: str = "int8", groups: tuple[str, ...] = DENSE_GROUPS,
-                   modes: tuple[str, ...] = QUANTIZE_MODES) -> None:
+def quantize_dense(gpt: Any, mode: str = "int8", groups: tuple[str, ...] = DENSE_GROUPS) -> None:
     """Quantize ``gpt``'s attention/MLP Dense layers in place (``layer.quantize(mode)``), building it first."""
-    if mode not in modes:
-        raise ConfigError(f"--quantize must be one of {', '.join(modes)}, got {mode!r}")
+    if mode not in QUANTIZE_MODES:
+        raise ConfigError(f"--quantize must be one of {', '.join(QUANTIZE_MODES)}, got {mode!r}")
     if not gpt.built:
         gpt.build((None, None))
     for block in gpt.blocks:
