@@ -38,7 +38,7 @@ def test_export_json_records_source_formats_and_figures(exported, tiny_run):
     assert 0 < lite["int8_size_ratio"] < 1
     assert info["savedmodel"]["path"] == "savedmodel/tiny/1"
     sigs = info["savedmodel"]["signatures"]
-    assert set(sigs) == {"serving_default", "logits", "generate_ids"}
+    assert set(sigs) == {"serving_default", "complete", "logits", "generate_ids"}
     assert sigs["serving_default"]["inputs"]["prompts"] == {"dtype": "string", "shape": [-1]}
     assert sigs["serving_default"]["defaults"] == {"max_new_tokens": 32, "seed": 0, "temperature": 0.0, "top_k": 0}
     assert set(sigs["serving_default"]["outputs"]) == {"completions", "ids", "num_tokens"}

@@ -12,7 +12,8 @@ from export_tiny_run import graph_ops, sm_dir
 
 import tfgpt
 from tfgpt.config import GPTConfig
-from tfgpt.export.savedmodel import ServingModule, decode_step, fast_step_supported, sample_tf, write_chunk
+from tfgpt.export.graph_decode import fast_step_supported
+from tfgpt.export.savedmodel import ServingModule
 from tfgpt.export.verify import saved_model_cli_ids, session_run
 from tfgpt.model import GPT
 from tfgpt.tokenizers import CharTokenizer
@@ -65,6 +66,44 @@ def test_sampling_is_reproducible_for_a_seed_and_respects_top_k(sm_session, load
     assert a == sm_session.run("serving_default", feeds)["completions"][0].decode()
     feeds["seed"] = 8
     assert a != sm_session.run("serving_default", feeds)["completions"][0].decode()
+
+
+def _complete(session, prompts, max_new, temperature, top_k, seed) -> dict:
+    feeds = {"prompts": np.array(prompts, object), "max_new_tokens": np.array(max_new, np.int32),
+             "temperature": np.array(temperature, np.float32), "top_k": np.array(top_k, np.int32),
+             "seed": np.array(seed, np.int32)}
+    return session.run("complete", feeds)
+
+
+def test_complete_gives_each_row_what_it_gets_alone(sm_session):
+    rows = [("ROMEO:", 12, 1.5, 0, 11), ("The quick brown", 5, 0.0, 0, 0), ("w", 20, 1.0, 4, 3),
+            ("hello world", 0, 1.0, 0, 5), ("JULIET: what light", 9, 2.0, 0, 11)]
+    together = _complete(sm_session, *map(list, zip(*rows, strict=True)))
+    assert together["ids"].shape == (5, 20)
+    sampled = 0
+    for i, row in enumerate(rows):
+        alone = _complete(sm_session, *([v] for v in row))
+        n = row[1]
+        assert alone["ids"].shape == (1, n)
+        assert together["ids"][i, :n].tolist() == alone["ids"][0].tolist()
+        assert (together["ids"][i, n:] == -1).all() and together["num_tokens"][i] == alone["num_tokens"][0]
+        assert together["completions"][i] == alone["completions"][0]
+        sampled += len(set(alone["ids"][0].tolist())) > 1 and row[2] > 0
+    assert sampled >= 2  # the sampled rows are not a repeated character: the comparison can fail
+
+
+def test_serving_default_rows_are_complete_rows_seeded_seed_plus_row(sm_session):
+    prompts = ["ROMEO:", "w", "hello"]
+    feeds = {"prompts": np.array(prompts, object), "max_new_tokens": 10, "temperature": 1.5, "top_k": 0, "seed": 40}
+    got = sm_session.run("serving_default", feeds)
+    rows = _complete(sm_session, prompts, [10] * 3, [1.5] * 3, [0] * 3, [40, 41, 42])
+    assert got["ids"].tolist() == rows["ids"].tolist()
+    assert len({tuple(r) for r in got["ids"].tolist()}) == 3
+
+
+def test_complete_needs_one_setting_per_prompt(sm_session):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one max_new_tokens, temperature, top_k and seed"):
+        _complete(sm_session, ["a", "b"], [4], [0.0, 0.0], [0, 0], [0, 0])
 
 
 def test_generate_ids_signature_and_saved_model_cli(exported, sm_session, loaded):
@@ -129,33 +168,6 @@ def test_variables_are_saved_once(exported, loaded):
     assert len(keys) == len(model.variables), keys
 
 
-def test_sample_tf_treats_a_vanishing_temperature_as_greedy():
-    logits = tf.constant([[50.0, 100.0, 0.0]])
-    # 1e-37 is a normal float32 > 0, but logits / 1e-37 overflow to +inf in two places, and argmax
-    # over [inf, inf, 0] would pick index 0, not the greedy 1
-    token = sample_tf(logits, tf.constant(1e-37), tf.constant(0), tf.constant(3), tf.constant(0))
-    assert token.numpy().tolist() == [1]
-
-
-@pytest.mark.parametrize("fields", [{}, {"norm": "post"}, {"bias": False, "tie_embeddings": False}])
-def test_decode_step_and_write_chunk_match_the_models_cached_calls(fields):
-    model = GPT(GPTConfig(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=16, **fields))
-    model.build((None, None))
-    assert fast_step_supported(model)
-    _, cache = model(np.array([[1, 2, 3], [4, 5, 6]], np.int32), cache=model.init_cache(2, 8), cache_index=0)
-    split = [t for layer in cache for t in (layer[:, 0], layer[:, 1])]  # [k_0, v_0, k_1, v_1]
-    buffers = [tf.zeros([2, 2, 4, 8])] * 4  # a chunk of 4 positions from 3
-    step = tf.function(lambda t, c, b, j: decode_step(model, t, c, tf.constant(3), b, j))
-    for j, token in enumerate([np.array([7, 9], np.int32), np.array([11, 0], np.int32)]):  # positions 3, 4
-        expected, cache = model(token[:, None], cache=cache, cache_index=3 + j)
-        got, buffers = step(token, split, buffers, tf.constant(j))
-        np.testing.assert_allclose(got.numpy(), np.asarray(expected)[:, -1], atol=1e-5)
-    for i, layer in enumerate(cache):  # the chunk written back: the model's cache, positions 3..6
-        for kv in (0, 1):
-            written = write_chunk(split[2 * i + kv], buffers[2 * i + kv], tf.constant(3))
-            np.testing.assert_allclose(written.numpy(), np.asarray(layer)[:, kv], atol=1e-6)
-
-
 @pytest.mark.filterwarnings("ignore:Layer .* does not have a `quantize` method")
 def test_quantized_model_decodes_through_the_models_own_call():
     model = GPT(GPTConfig(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=16))
@@ -172,7 +184,14 @@ def test_quantized_model_decodes_through_the_models_own_call():
     model.quantize("int8")
     assert not fast_step_supported(model)  # int8 kernels: decode_step does not read them
     expected = tfgpt.generate_ids(model, ids, max_new_tokens=6, temperature=0, jit_compile=False)
-    assert decode(ServingModule(model, tok)) == expected[0].tolist()
+    module = ServingModule(model, tok)
+    assert decode(module) == expected[0].tolist()
+    rows = (tf.constant(["123", "45678"]), tf.constant([6, 3]), tf.constant([0.0, 1.0]), tf.constant([0, 0]),
+            tf.constant([0, 5]))  # rows of different lengths: decoded one by one through the model's call
+    together = module.complete(*rows)["ids"].numpy()
+    assert together[0].tolist() == expected[0].tolist()
+    alone = module.complete(*(t[1:] for t in rows))["ids"].numpy()
+    assert together[1].tolist() == alone[0].tolist() + [-1] * 3
 
 
 class _EotTokenizer:

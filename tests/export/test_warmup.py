@@ -16,7 +16,7 @@ def test_warmup_requests_parse_as_prediction_logs(exported, sm_session):
     assert exported[1]["savedmodel"]["warmup"] == "assets.extra/tf_serving_warmup_requests"
     records = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(path))]
     assert [r.predict_log.request.model_spec.signature_name for r in records] == [
-        "serving_default", "logits", "generate_ids"
+        "serving_default", "complete", "logits", "generate_ids"
     ]
     for r in records:  # each warmup request runs as is through the session loader (one load, as TF Serving)
         req = r.predict_log.request

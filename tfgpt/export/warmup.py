@@ -57,6 +57,8 @@ def write_warmup(sm_dir: Path, name: str, prompts: list[str], max_new_tokens: in
     }
     requests = [
         ("serving_default", {"prompts": tf.make_tensor_proto(prompts[:1], tf.string), **params}),
+        ("complete", {"prompts": tf.make_tensor_proto(prompts[:1], tf.string),
+                      **{k: tf.make_tensor_proto([tf.make_ndarray(v).item()]) for k, v in params.items()}}),
         ("logits", {"ids": tf.make_tensor_proto([[0, 0]], tf.int32)}),
         ("generate_ids", {"ids": tf.make_tensor_proto([[0]], tf.int32), **params}),
     ]
