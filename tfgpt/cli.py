@@ -209,7 +209,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     serve(args.export, host=args.host, port=args.port, max_new_tokens_cap=args.max_new_tokens_cap,
           max_body_bytes=args.max_body_bytes, workers=args.workers, moderation=args.moderation,
           moderation_action=args.moderation_action or "label", moderation_flags=args.moderation_flag,
-          api_key_file=args.api_key_file)
+          api_key_file=args.api_key_file, batch_rows=args.batch_rows, batch_window_ms=args.batch_window_ms)
     return 0
 
 
@@ -350,6 +350,10 @@ def _serve_parser(add: Adder) -> None:
     p.add_argument("--max-new-tokens-cap", type=int, default=256)
     p.add_argument("--max-body-bytes", type=int, default=1 << 20)
     p.add_argument("--workers", type=int, default=2, help="threads running the model")
+    p.add_argument("--batch-rows", type=int, default=16,
+                   help="concurrent prompts that share one decode step (default 16; 1: one model call per request)")
+    p.add_argument("--batch-window-ms", type=float, default=2.0,
+                   help="how long a request waits for others to join its batch (default 2 ms)")
     p.add_argument("--moderation", default=None, metavar="RUN2",
                    help="a classifier run (tfgpt finetune classify) or its export: screens prompts and completions")
     p.add_argument("--moderation-action", default=None, choices=["label", "block"],

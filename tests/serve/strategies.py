@@ -67,7 +67,7 @@ PROMPTS_INPUT = _maybe_wrong(st.lists(TEXT, min_size=0, max_size=4))
 IDS_INPUT = _maybe_wrong(st.lists(st.lists(st.integers(-2, 450), min_size=0, max_size=6), min_size=0, max_size=3))
 SCALARS = {"max_new_tokens": _maybe_wrong(SMALL_INT), "temperature": _maybe_wrong(NUMBER),
            "top_k": _maybe_wrong(SMALL_INT), "seed": _maybe_wrong(SMALL_INT)}
-SIGNATURE = _maybe_wrong(st.sampled_from(["serving_default", "logits", "generate_ids", "nope"]))
+SIGNATURE = _maybe_wrong(st.sampled_from(["serving_default", "complete", "logits", "generate_ids", "nope"]))
 
 
 @st.composite

@@ -21,7 +21,7 @@ def test_health_and_status(server):
     assert status["model_version_status"][0]["state"] == "AVAILABLE"
     assert requests.get(f"{server}/v1/models/other").status_code == 404
     meta = requests.get(f"{server}/v1/models/tiny/metadata").json()
-    assert set(meta["signatures"]) == {"serving_default", "logits", "generate_ids"}
+    assert set(meta["signatures"]) == {"serving_default", "complete", "logits", "generate_ids"}
 
 
 def test_predict_row_and_columnar_match_keras(server, keras_model):

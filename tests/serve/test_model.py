@@ -20,7 +20,7 @@ def test_reads_the_export(exported_model, tiny_export):
     m = exported_model
     assert (m.name, m.version, m.block_size, m.max_new_tokens_cap) == ("tiny", 1, 32, 31)  # 256 clipped to 32 - 1
     assert m.sm_dir == tiny_export / "savedmodel" / "tiny" / "1"
-    assert sorted(m.specs) == ["generate_ids", "logits", "serving_default"]
+    assert sorted(m.specs) == ["complete", "generate_ids", "logits", "serving_default"]
     assert m.specs["serving_default"]["inputs"] == {
         "max_new_tokens": I32, "prompts": {"dtype": "string", "shape": [-1]}, "seed": I32,
         "temperature": {"dtype": "float32", "shape": []}, "top_k": I32}
@@ -37,7 +37,7 @@ def test_feeds_fill_in_defaults_with_max_new_tokens_held_to_the_cap(exported_mod
 
 
 @pytest.mark.parametrize(("signature", "inputs", "message"), [
-    ("nope", {}, "unknown signature_name 'nope'; have generate_ids, logits, serving_default"),
+    ("nope", {}, "unknown signature_name 'nope'; have complete, generate_ids, logits, serving_default"),
     ("serving_default", {"prompts": ["a"], "colour": 1, "size": 2},
      "unknown input(s) colour, size for signature 'serving_default'; "
      "expected max_new_tokens, prompts, seed, temperature, top_k"),

@@ -50,6 +50,7 @@ from starlette.exceptions import HTTPException
 from tfgpt.errors import ConfigError
 from tfgpt.serve import openai_api
 from tfgpt.serve.auth import BearerAuth, read_api_key
+from tfgpt.serve.batching import DEFAULT_MAX_ROWS, DEFAULT_WINDOW_MS, Batcher
 from tfgpt.serve.chat_prompt import export_template
 from tfgpt.serve.errors import BadRequest, utf8_safe
 from tfgpt.serve.jsonio import read_json
@@ -63,15 +64,20 @@ DEFAULT_WORKERS = 2
 
 
 class Server:
-    """What the routes share (``app.state.tfgpt``): the model, the pool that runs it, the body limit, the
-    moderator, the chat template (``template``, read from ``template_source``) and the export's time."""
+    """What the routes share (``app.state.tfgpt``): the model, the pool that runs it, the batcher that
+    merges concurrent completions (None with ``batch_rows`` 1, or for an export without ``complete``),
+    the body limit, the moderator, the chat template (``template``, read from ``template_source``) and
+    the export's time."""
 
     def __init__(self, model: ExportedModel, workers: int, max_body_bytes: int,
-                 moderator: Moderator | None = None) -> None:
+                 moderator: Moderator | None = None, batch_rows: int = DEFAULT_MAX_ROWS,
+                 batch_window_ms: float = DEFAULT_WINDOW_MS) -> None:
         self.model = model
         self.moderator = moderator
         self.max_body_bytes = max_body_bytes
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tfgpt-serve")
+        batched = batch_rows > 1 and "complete" in model.specs
+        self.batcher = Batcher(model, batch_rows, batch_window_ms / 1000) if batched else None
         self.template, self.template_source = export_template(model.info, model.export_dir)
         self.created = _created(model.info)
         if model.python_tokenizer is None:  # the OpenAI routes count usage and build chat prompts with it
@@ -82,7 +88,10 @@ class Server:
         return f"chat template: {self.template or 'transcript'} ({self.template_source})"
 
     async def predict(self, signature: str, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
-        """:meth:`ExportedModel.predict` in the worker pool, so the event loop keeps serving."""
+        """:meth:`ExportedModel.predict` off the event loop: ``serving_default`` through the batcher, the
+        other signatures in the worker pool."""
+        if self.batcher is not None and signature == "serving_default":
+            return await self.batcher.predict(self.model.feeds(signature, inputs))
         return await asyncio.get_running_loop().run_in_executor(self.pool, self.model.predict, signature, inputs)
 
     def check_name(self, name: str, version: str | None = None) -> None:
@@ -190,10 +199,14 @@ def create_app(
     moderation_action: str = "label",
     moderation_flags: Sequence[str] | None = None,
     api_key: str | None = None,
+    batch_rows: int = DEFAULT_MAX_ROWS,
+    batch_window_ms: float = DEFAULT_WINDOW_MS,
 ) -> FastAPI:
     """The FastAPI app serving ``export_dir`` (loads the SavedModel now, and the ``moderation`` classifier
     run or export first, if given: :class:`~tfgpt.serve.moderation.Moderator`). With ``api_key``, every
-    route but ``/healthz`` needs ``Authorization: Bearer API_KEY`` (:mod:`tfgpt.serve.auth`).
+    route but ``/healthz`` needs ``Authorization: Bearer API_KEY`` (:mod:`tfgpt.serve.auth`). Concurrent
+    completions share decode steps, up to ``batch_rows`` prompts per step, joining within
+    ``batch_window_ms`` (:mod:`tfgpt.serve.batching`; ``batch_rows`` 1: one call per request).
 
     Example:
         >>> app = create_app("export/shakespeare", max_new_tokens_cap=128)  # doctest: +SKIP
@@ -202,7 +215,7 @@ def create_app(
     moderator = None if moderation is None else Moderator(moderation, moderation_action, moderation_flags, workers)
     model = ExportedModel(export_dir, max_new_tokens_cap=max_new_tokens_cap)
     app = FastAPI(title="tfgpt serve", version="1")
-    app.state.tfgpt = Server(model, workers, max_body_bytes, moderator)
+    app.state.tfgpt = Server(model, workers, max_body_bytes, moderator, batch_rows, batch_window_ms)
     app.add_exception_handler(BadRequest, bad_request)
     app.add_exception_handler(Flagged, flagged_reply)
     app.add_exception_handler(HTTPException, http_error)
@@ -221,7 +234,8 @@ def create_app(
     return app
 
 
-def check_options(port: int, workers: int, max_new_tokens_cap: int, max_body_bytes: int) -> None:
+def check_options(port: int, workers: int, max_new_tokens_cap: int, max_body_bytes: int, batch_rows: int = 1,
+                  batch_window_ms: float = 0.0) -> None:
     """A one-line ConfigError naming the flag if a number :func:`serve` takes is out of its range.
 
     Example:
@@ -234,9 +248,13 @@ def check_options(port: int, workers: int, max_new_tokens_cap: int, max_body_byt
         raise ConfigError(f"--port {port}: must be in [0, 65535]")
     for flag, value, what in (("--workers", workers, "threads running the model"),
                               ("--max-new-tokens-cap", max_new_tokens_cap, "tokens a request may ask for"),
-                              ("--max-body-bytes", max_body_bytes, "bytes of a request body")):
+                              ("--max-body-bytes", max_body_bytes, "bytes of a request body"),
+                              ("--batch-rows", batch_rows, "prompts per shared decode step")):
         if value < 1:
             raise ConfigError(f"{flag} {value}: must be at least 1 ({what})")
+    if not 0 <= batch_window_ms <= 1000:
+        raise ConfigError(f"--batch-window-ms {batch_window_ms}: must be in [0, 1000] (how long a request "
+                          "waits for others to batch with)")
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -283,6 +301,8 @@ def serve(
     moderation_action: str = "label",
     moderation_flags: Sequence[str] | None = None,
     api_key_file: str | os.PathLike | None = None,
+    batch_rows: int = DEFAULT_MAX_ROWS,
+    batch_window_ms: float = DEFAULT_WINDOW_MS,
 ) -> None:
     """Serve ``export_dir`` with uvicorn until interrupted (what ``tfgpt serve`` runs).
 
@@ -296,13 +316,14 @@ def serve(
 
     from tfgpt.serve.timeouts import TimedH11Protocol
 
-    check_options(port, workers, max_new_tokens_cap, max_body_bytes)
+    check_options(port, workers, max_new_tokens_cap, max_body_bytes, batch_rows, batch_window_ms)
     check_port_free(host, port)  # before the model load, which takes seconds
     api_key = None if api_key_file is None else read_api_key(api_key_file)
     warn_if_exposed(host, port, api_key is not None)
     app = create_app(export_dir, max_new_tokens_cap=max_new_tokens_cap, max_body_bytes=max_body_bytes,
                      workers=workers, moderation=moderation, moderation_action=moderation_action,
-                     moderation_flags=moderation_flags, api_key=api_key)
+                     moderation_flags=moderation_flags, api_key=api_key, batch_rows=batch_rows,
+                     batch_window_ms=batch_window_ms)
     print(app.state.tfgpt.describe(), file=sys.stderr, flush=True)
     if app.state.tfgpt.moderator is not None:
         print(app.state.tfgpt.moderator.describe(), file=sys.stderr, flush=True)

@@ -104,12 +104,18 @@ class ExportedModel:
                 raise BadRequest(f"ids must be in [0, {vocab})")
             if signature == "logits" and ids.shape[1] > self.block_size:
                 raise BadRequest(f"ids has {ids.shape[1]} positions, more than block_size {self.block_size}")
+        return self.run(signature, feeds)
+
+    def run(self, signature: str, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Run ``signature`` on checked ``feeds`` (:meth:`feeds`' tensors or numpy arrays); the in-graph
+        tokenizer's errors become a :class:`BadRequest` naming the characters the vocabulary lacks."""
         try:
             out = self._loaded.signatures[signature](**feeds)
         except self._tf.errors.InvalidArgumentError as e:
             message = next((v for k, v in _TOKENIZER_ERRORS.items() if k in e.message), e.message.split("\n")[0])
-            if "not in the char vocabulary" in e.message:
-                message = self._which_characters(inputs.get("prompts")) or message
+            if "not in the char vocabulary" in e.message and "prompts" in feeds:
+                prompts = [p.decode("utf-8", "replace") for p in np.asarray(feeds["prompts"]).reshape(-1)]
+                message = self._which_characters(prompts) or message
             raise BadRequest(message) from None
         return {k: v.numpy() for k, v in out.items()}
 

@@ -192,12 +192,13 @@ class Moderator:
 
     async def predict(self, predict: Callable[[str, dict[str, Any]], Awaitable[dict[str, np.ndarray]]],
                       model: Any, signature: str, inputs: dict[str, Any], row_format: bool) -> dict[str, Any]:
-        """A ``:predict`` reply: ``serving_default`` moderated, ``generate_ids`` refused, others as they are."""
+        """A ``:predict`` reply: ``serving_default`` and ``complete`` moderated, ``generate_ids`` refused,
+        others as they are."""
         if signature == "generate_ids":
             raise BadRequest("moderation is on: the generate_ids signature (ids out, no text to screen) is "
                              "disabled; use serving_default or /v1/completions", status=403)
         feeds = model.feeds(signature, inputs)  # the usual 400s for a malformed request, before moderation
-        if signature != "serving_default" or "prompts" not in feeds:
+        if signature not in ("serving_default", "complete") or "prompts" not in feeds:
             return predict_reply(await predict(signature, inputs), row_format)
         prompts = await self.screen_prompts([p.decode("utf-8") for p in feeds["prompts"].numpy()])
         out = {k: np.array(v) for k, v in (await predict(signature, inputs)).items()}  # writable copies

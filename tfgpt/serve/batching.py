@@ -1,0 +1,154 @@
+"""Dynamic batching for ``tfgpt serve``: concurrent completions merged into one ``complete`` call.
+
+A decoder reading its weights once per step serves many rows for little more than the price of
+one. :class:`Batcher` queues each ``serving_default`` request as rows (its prompts, each with its
+``max_new_tokens``, ``temperature``, ``top_k`` and a seed of its own) and one thread runs them: it
+takes the oldest request, adds those that arrive within ``window_s`` of it or queued while the last
+batch ran, up to ``max_rows`` rows, and runs the export's ``complete`` signature once for all of
+them. Rows decode independently in that signature, so a request gets the same tokens whether it
+ran alone or batched. A request whose rows fail (a prompt the vocabulary lacks) fails alone: a
+failed batch is rerun request by request.
+
+Example:
+    >>> rows = request_rows({"prompts": np.array([b"a", b"b"], object), "max_new_tokens": np.int32(8),
+    ...                      "temperature": np.float32(0), "top_k": np.int32(0), "seed": np.int32(2**31 - 1)})
+    >>> rows["seed"].tolist(), rows["max_new_tokens"].tolist()
+    ([2147483647, -2147483648], [8, 8])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tfgpt.serve.errors import BadRequest
+
+if TYPE_CHECKING:
+    from tfgpt.serve.model import ExportedModel
+
+DEFAULT_MAX_ROWS = 16
+DEFAULT_WINDOW_MS = 2.0
+#: ``complete``'s inputs, one value per row.
+ROW_KEYS = ("prompts", "max_new_tokens", "temperature", "top_k", "seed")
+_DTYPES = {"prompts": object, "max_new_tokens": np.int32, "temperature": np.float32, "top_k": np.int32,
+           "seed": np.int32}
+
+
+def request_rows(feeds: dict[str, Any]) -> dict[str, np.ndarray]:
+    """``serving_default``'s feeds (scalar settings) as ``complete``'s rows: each setting repeated per
+    prompt, row ``r`` seeded ``seed + r`` wrapped into int32, as ``serving_default`` seeds it in the graph."""
+    prompts = np.asarray(feeds["prompts"], dtype=object).reshape(-1)
+    n = len(prompts)
+    rows = {"prompts": prompts}
+    for key in ROW_KEYS[1:]:
+        rows[key] = np.full(n, np.asarray(feeds[key]).item(), dtype=_DTYPES[key])
+    rows["seed"] = (rows["seed"].astype(np.int64) + np.arange(n)).astype(np.uint32).view(np.int32)
+    return rows
+
+
+@dataclass
+class _Request:
+    """One request's rows, when it came and where its outputs go."""
+
+    rows: dict[str, np.ndarray]
+    width: int  # the request's own max_new_tokens: the width of its ids
+    arrived: float = field(default_factory=time.monotonic)
+    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+
+    @property
+    def size(self) -> int:
+        return len(self.rows["prompts"])
+
+
+class Batcher:
+    """Runs ``model``'s ``complete`` signature for batches of queued requests, on a thread of its own.
+
+    Args:
+        model: the loaded export (its SavedModel must have ``complete``).
+        max_rows: at most this many prompts per call (a larger request runs alone).
+        window_s: how long the oldest queued request waits for others to join it.
+    """
+
+    def __init__(self, model: ExportedModel, max_rows: int = DEFAULT_MAX_ROWS,
+                 window_s: float = DEFAULT_WINDOW_MS / 1000) -> None:
+        self.model, self.max_rows, self.window_s = model, max_rows, window_s
+        self._queue: queue.Queue[_Request | None] = queue.Queue()
+        self.calls = 0  # how many `complete` calls ran: a batch of n requests counts once
+        self._thread = threading.Thread(target=self._loop, name="tfgpt-batcher", daemon=True)
+        self._thread.start()
+
+    async def predict(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
+        """``serving_default``'s outputs for checked ``feeds`` (:meth:`ExportedModel.feeds`), batched."""
+        rows = request_rows({k: np.asarray(v) for k, v in feeds.items()})
+        request = _Request(rows, int(rows["max_new_tokens"][0]) if len(rows["prompts"]) else 0)
+        self._queue.put(request)
+        return await asyncio.wrap_future(request.future)
+
+    def close(self) -> None:
+        """Stop the thread once the queued requests have run."""
+        self._queue.put(None)
+        self._thread.join(timeout=60)
+
+    def _loop(self) -> None:
+        waiting: _Request | None = None
+        while True:
+            first = waiting or self._queue.get()
+            if first is None:
+                return
+            group, waiting = self._gather(first)
+            self._run(group)
+            if group[-1] is None:  # closing
+                return
+
+    def _gather(self, first: _Request) -> tuple[list, _Request | None]:
+        """``first`` and the requests that join it: queued, or arriving within the window of ``first``;
+        the request that would overflow ``max_rows`` waits for the next batch."""
+        group, size = [first], first.size
+        while size < self.max_rows:
+            try:
+                item = self._queue.get(timeout=max(0.0, first.arrived + self.window_s - time.monotonic()))
+            except queue.Empty:
+                break
+            if item is None:  # closing: run what is here, then stop
+                group.append(None)
+                break
+            if size + item.size > self.max_rows:
+                return group, item
+            group.append(item)
+            size += item.size
+        return group, None
+
+    def _run(self, group: list[_Request | None]) -> None:
+        """One ``complete`` call for ``group``'s rows, each request given its own slice; on a bad request
+        each runs alone, so only its own future holds the error."""
+        requests = [r for r in group if r is not None]
+        if not requests:
+            return
+        merged = {k: np.concatenate([r.rows[k] for r in requests]) for k in ROW_KEYS}
+        try:
+            self.calls += 1
+            out = self.model.run("complete", merged)
+        except BadRequest as e:
+            if len(requests) == 1:
+                requests[0].future.set_exception(e)
+            else:
+                for r in requests:
+                    self._run([r])
+            return
+        except Exception as e:  # noqa: BLE001 - the requests' handlers report it (a 500), the thread goes on
+            for r in requests:
+                r.future.set_exception(e)
+            return
+        start = 0
+        for r in requests:
+            end = start + r.size
+            r.future.set_result({"completions": out["completions"][start:end], "ids": out["ids"][start:end, : r.width],
+                                 "num_tokens": out["num_tokens"][start:end]})
+            start = end
