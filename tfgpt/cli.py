@@ -352,8 +352,8 @@ def _serve_parser(add: Adder) -> None:
     p.add_argument("--workers", type=int, default=2, help="threads running the model")
     p.add_argument("--batch-rows", type=int, default=16,
                    help="concurrent prompts that share one decode step (default 16; 1: one model call per request)")
-    p.add_argument("--batch-window-ms", type=float, default=2.0,
-                   help="how long a request waits for others to join its batch (default 2 ms)")
+    p.add_argument("--batch-window-ms", type=float, default=5.0,
+                   help="a batch waits this long for each next request to join it (default 5 ms)")
     p.add_argument("--moderation", default=None, metavar="RUN2",
                    help="a classifier run (tfgpt finetune classify) or its export: screens prompts and completions")
     p.add_argument("--moderation-action", default=None, choices=["label", "block"],

@@ -81,3 +81,15 @@ def test_decode_step_rows_at_their_own_positions_match_each_rows_own_cached_call
             for r, p in enumerate(prompts):
                 want = np.asarray(alone[r][i])[0, kv, :, : len(p) + 2]
                 np.testing.assert_allclose(written[r, :, : len(p) + 2], want, atol=1e-6)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+@pytest.mark.parametrize("rows", [1, 2, 3, 16])
+def test_the_head_matches_the_models_logits_at_any_batch(tie, rows):
+    from tfgpt.export.graph_decode import _head
+
+    model = GPT(GPTConfig(vocab_size=40, block_size=16, n_layer=1, n_head=2, n_embd=16, tie_embeddings=tie))
+    model.build((None, None))
+    x = tf.random.stateless_normal([rows, 16], seed=[rows, 1])
+    expected = np.asarray(model.logits_from_hidden(x[:, None, :]))[:, 0]
+    np.testing.assert_allclose(_head(model, x).numpy(), expected, atol=1e-5)

@@ -219,6 +219,9 @@ def test_unknown_paths_and_wrong_methods_get_tf_servings_error_shape(server):
     (["--workers", "0"], "--workers 0: must be at least 1 (threads running the model)"),
     (["--max-new-tokens-cap", "0"], "--max-new-tokens-cap 0: must be at least 1 (tokens a request may ask for)"),
     (["--max-body-bytes", "-5"], "--max-body-bytes -5: must be at least 1 (bytes of a request body)"),
+    (["--batch-rows", "0"], "--batch-rows 0: must be at least 1 (prompts per shared decode step)"),
+    (["--batch-window-ms", "-1"], "--batch-window-ms -1.0: must be in [0, 1000] (how long a request waits for "
+                                  "others to batch with)"),
 ])
 def test_out_of_range_numbers_are_one_line_before_the_model_loads(tmp_path, capsys, flags, message):
     from tfgpt.cli import main

@@ -99,3 +99,13 @@ def test_concurrent_http_clients_get_what_they_get_alone(server, route):
     with ThreadPoolExecutor(len(batch)) as pool:
         together = list(pool.map(ask, batch))
     assert together == [ask(r) for r in batch]
+
+
+def test_the_server_batches_unless_batch_rows_is_one_or_the_export_lacks_complete(exported_model, monkeypatch):
+    from tfgpt.serve.app import Server
+
+    assert isinstance(Server(exported_model, 1, 1024, batch_rows=16).batcher, Batcher)
+    assert Server(exported_model, 1, 1024, batch_rows=1).batcher is None
+    older = {k: v for k, v in exported_model.specs.items() if k != "complete"}  # an export from before `complete`
+    monkeypatch.setattr(exported_model, "specs", older)
+    assert Server(exported_model, 1, 1024, batch_rows=16).batcher is None

@@ -169,12 +169,29 @@ def decode_step(
     for i, block in enumerate(model.blocks):
         x, k_buf, v_buf = _block_step(block, x, caches[2 * i : 2 * i + 2], buffers[2 * i : 2 * i + 2], at, biases)
         new_buffers += [k_buf, v_buf]
-    x = model.ln_f(x)
+    return tf.cast(_head(model, model.ln_f(x)), tf.float32), new_buffers
+
+
+def _head(model: Any, x: tf.Tensor) -> tf.Tensor:
+    """Logits ``[b, vocab]`` of ``x`` ``[b, width]``: the head's product is the biggest of a step.
+
+    ``MatMul`` here, not ``BatchMatMulV3``: with the vocabulary's 50k rows Eigen's batch product is the
+    slower kernel, and for the tied head (embeddings read transposed) it is ~20× slower at 2–4 rows
+    (benchmarks/README.md, "Batched serving"). At more than 2 rows the tied product runs as
+    ``(E · xᵀ)ᵀ``, the faster form there.
+    """
     if model.lm_head is not None:
-        logits = _dense(model.lm_head, x)
-    else:
-        logits = _matmul(x, model.wte.embeddings, adj_y=True)  # tied head: [b, width] · [vocab, width]ᵀ
-    return tf.cast(logits, tf.float32), new_buffers
+        y = tf.matmul(x, model.lm_head.kernel)
+        return y if model.lm_head.bias is None else y + model.lm_head.bias
+    emb = model.wte.embeddings  # [vocab, width]
+
+    def few() -> tf.Tensor:
+        return tf.matmul(x, emb, transpose_b=True)
+
+    def many() -> tf.Tensor:
+        return tf.transpose(tf.matmul(emb, x, transpose_b=True))  # [vocab, b] → [b, vocab]
+
+    return tf.cond(tf.shape(x)[0] <= 2, few, many)
 
 
 def write_chunk(cache: tf.Tensor, buffer: tf.Tensor, start: tf.Tensor) -> tf.Tensor:

@@ -3,9 +3,9 @@
 A decoder reading its weights once per step serves many rows for little more than the price of
 one. :class:`Batcher` queues each ``serving_default`` request as rows (its prompts, each with its
 ``max_new_tokens``, ``temperature``, ``top_k`` and a seed of its own) and one thread runs them: it
-takes the oldest request, adds those that arrive within ``window_s`` of it or queued while the last
-batch ran, up to ``max_rows`` rows, and runs the export's ``complete`` signature once for all of
-them. Rows decode independently in that signature, so a request gets the same tokens whether it
+takes the oldest request, adds those queued while the last batch ran and those that keep arriving
+less than ``window_s`` apart, up to ``max_rows`` rows, and runs the export's ``complete`` signature
+once for all of them. Rows decode independently in that signature, so a request gets the same tokens whether it
 ran alone or batched. A request whose rows fail (a prompt the vocabulary lacks) fails alone: a
 failed batch is rerun request by request.
 
@@ -34,7 +34,9 @@ if TYPE_CHECKING:
     from tfgpt.serve.model import ExportedModel
 
 DEFAULT_MAX_ROWS = 16
-DEFAULT_WINDOW_MS = 2.0
+DEFAULT_WINDOW_MS = 5.0
+#: A batch stops gathering this many windows after its window opened, however requests keep coming.
+MAX_WINDOWS = 20
 #: ``complete``'s inputs, one value per row.
 ROW_KEYS = ("prompts", "max_new_tokens", "temperature", "top_k", "seed")
 _DTYPES = {"prompts": object, "max_new_tokens": np.int32, "temperature": np.float32, "top_k": np.int32,
@@ -73,7 +75,7 @@ class Batcher:
     Args:
         model: the loaded export (its SavedModel must have ``complete``).
         max_rows: at most this many prompts per call (a larger request runs alone).
-        window_s: how long the oldest queued request waits for others to join it.
+        window_s: how long a gathering batch waits for the next request to join it.
     """
 
     def __init__(self, model: ExportedModel, max_rows: int = DEFAULT_MAX_ROWS,
@@ -81,6 +83,7 @@ class Batcher:
         self.model, self.max_rows, self.window_s = model, max_rows, window_s
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self.calls = 0  # how many `complete` calls ran: a batch of n requests counts once
+        self._last_end = 0.0  # when the last batch ended (time.monotonic())
         self._thread = threading.Thread(target=self._loop, name="tfgpt-batcher", daemon=True)
         self._thread.start()
 
@@ -104,18 +107,27 @@ class Batcher:
                 return
             group, waiting = self._gather(first)
             self._run(group)
+            self._last_end = time.monotonic()
             if group[-1] is None:  # closing
                 return
 
     def _gather(self, first: _Request) -> tuple[list, _Request | None]:
-        """``first`` and the requests that join it: queued, or arriving within the window of ``first``;
-        the request that would overflow ``max_rows`` waits for the next batch."""
+        """``first`` and the requests that join it: those queued, then each that arrives within the
+        window of the one before (the window opens when ``first`` came or the last batch ended, if
+        later; it stays open at most :data:`MAX_WINDOWS` windows). The request that would overflow
+        ``max_rows`` waits for the next batch.
+
+        Clients whose replies left together send their next requests a few milliseconds apart, so
+        one window after the last batch would split them into two groups that then alternate."""
         group, size = [first], first.size
+        opened = max(first.arrived, self._last_end)
+        deadline = opened + self.window_s
         while size < self.max_rows:
             try:
-                item = self._queue.get(timeout=max(0.0, first.arrived + self.window_s - time.monotonic()))
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
+            deadline = min(max(deadline, time.monotonic() + self.window_s), opened + MAX_WINDOWS * self.window_s)
             if item is None:  # closing: run what is here, then stop
                 group.append(None)
                 break
