@@ -67,7 +67,7 @@ ROW_SPECS = tuple(tf.TensorSpec([None], s.dtype, name=s.name) for s in SAMPLING_
 
 
 class ServingModule(tf.Module):
-    """The exported ``tf.Module``: model variables, the in-graph tokenizer, three signatures.
+    """The exported ``tf.Module``: model variables, the in-graph tokenizer, four signatures.
 
     Args:
         model: a built tfgpt GPT.

@@ -21,8 +21,10 @@ Bad requests get a 4xx naming the field: ``{"error": {"message", "type", "param"
 OpenAI routes (so the ``openai`` client raises e.g. ``BadRequestError`` with the message),
 ``{"error": "..."}`` on TF Serving's (malformed or too deeply nested JSON, missing fields, wrong
 types, ragged lists or shapes, numbers out of the input's dtype range, ``max_tokens`` above the
-cap, bodies over ``max_body_bytes``; unknown paths and wrong methods too). The model runs in a
-worker thread pool, so the event loop keeps serving while requests compute.
+cap, bodies over ``max_body_bytes``; unknown paths and wrong methods too). The model runs off the
+event loop, so it keeps serving while requests compute: completions through the batcher's thread
+(:mod:`tfgpt.serve.batching`: concurrent requests share decode steps), other signatures in a worker
+thread pool.
 
 Example:
     >>> serve("export/shakespeare", host="127.0.0.1", port=8501)  # doctest: +SKIP
