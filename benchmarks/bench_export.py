@@ -9,7 +9,6 @@ Random weights (timing does not depend on them); one prompt of 16 tokens; prints
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from timing import report  # benchmarks/timing.py (the script's own directory is on sys.path)
 
 
 def main() -> int:
@@ -82,9 +82,7 @@ def main() -> int:
                     key = f"tflite_decode_ms_per_token[{name}{label}]"
                     result[key] = {"cache_length": length, "ms": 1000 * statistics.median(times)}
     result["loadavg_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
-    print(json.dumps(result, indent=2))
-    if a.out:
-        Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    report(result, a.out)
     return 0
 
 

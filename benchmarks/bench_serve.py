@@ -6,17 +6,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import requests
+from timing import report  # benchmarks/timing.py (the script's own directory is on sys.path)
 
 
 def main() -> int:
@@ -66,9 +65,7 @@ def main() -> int:
         "failed": sum(not ok for ok, _ in results), "wall_s": wall, "requests_per_s": a.requests / wall,
         "p50_ms": float(np.percentile(lat, 50) * 1000), "p99_ms": float(np.percentile(lat, 99) * 1000),
     }
-    print(json.dumps(out, indent=2))
-    if a.out:
-        Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
+    report(out, a.out)
     return 0
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import requests
+from timing import report  # benchmarks/timing.py (the script's own directory is on sys.path)
 
 SHAPES = {
     "small10m": dict(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384),
@@ -153,9 +154,7 @@ def main() -> int:
     key = f"{a.clients}_clients"
     result["batched_vs_unbatched_at_clients"] = round(
         result["batched"][key]["tokens_per_s"] / result["unbatched"][key]["tokens_per_s"], 2)
-    print(json.dumps(result, indent=2))
-    if a.out:
-        Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    report(result, a.out)
     return 0
 
 

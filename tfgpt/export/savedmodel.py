@@ -66,6 +66,11 @@ SAMPLING_SPECS = (
 ROW_SPECS = tuple(tf.TensorSpec([None], s.dtype, name=s.name) for s in SAMPLING_SPECS)
 
 
+def _widest(max_new: tf.Tensor) -> tf.Tensor:
+    """The most new tokens any row asks for (0 for no rows): the width of the ids out."""
+    return tf.reduce_max(tf.concat([max_new, [0]], axis=0))
+
+
 class ServingModule(tf.Module):
     """The exported ``tf.Module``: model variables, the in-graph tokenizer, four signatures.
 
@@ -123,7 +128,7 @@ class ServingModule(tf.Module):
         equal lengths.
         """
         batch, width = tf.shape(dense)[0], tf.shape(dense)[1]
-        stop = tf.reduce_max(tf.concat([max_new, [0]], axis=0))
+        stop = _widest(max_new)
         if fast_step_supported(self.model):
             logits, caches = self._prefill(dense, lengths, width + stop + (-stop) % DECODE_CHUNK)
             step, out = self._steps_chunked(logits, caches, lengths, max_new, stop, sampling)
@@ -238,7 +243,7 @@ class ServingModule(tf.Module):
                 new_ids, counts = self._decode(dense[i : i + 1, : new_len[i]], new_len[i : i + 1], row[0], row[1:])
                 return tf.pad(new_ids[0], [[0, stop - tf.shape(new_ids)[1]]], constant_values=-1), counts[0]
 
-            stop = tf.reduce_max(tf.concat([max_new, [0]], axis=0))
+            stop = _widest(max_new)
             return tf.map_fn(
                 one, tf.range(tf.shape(dense)[0]),
                 fn_output_signature=(tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32)),

@@ -5,8 +5,8 @@ one. :class:`Batcher` queues each ``serving_default`` request as rows (its promp
 ``max_new_tokens``, ``temperature``, ``top_k`` and a seed of its own) and one thread runs them: it
 takes the oldest request, adds those queued while the last batch ran and those that keep arriving
 less than ``window_s`` apart, up to ``max_rows`` rows, and runs the export's ``complete`` signature
-once for all of them. Rows decode independently in that signature, so a request gets the same tokens whether it
-ran alone or batched. A request whose rows fail (a prompt the vocabulary lacks) fails alone: a
+once for all of them. Rows decode independently in that signature, so a request gets the same
+tokens whether it ran alone or batched. A request whose rows fail (a prompt the vocabulary lacks) fails alone: a
 failed batch is rerun request by request.
 
 Example:
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tfgpt.seeds import seed32
 from tfgpt.serve.errors import BadRequest
 
 if TYPE_CHECKING:
@@ -39,19 +40,18 @@ DEFAULT_WINDOW_MS = 5.0
 MAX_WINDOWS = 20
 #: ``complete``'s inputs, one value per row.
 ROW_KEYS = ("prompts", "max_new_tokens", "temperature", "top_k", "seed")
-_DTYPES = {"prompts": object, "max_new_tokens": np.int32, "temperature": np.float32, "top_k": np.int32,
-           "seed": np.int32}
 
 
 def request_rows(feeds: dict[str, Any]) -> dict[str, np.ndarray]:
-    """``serving_default``'s feeds (scalar settings) as ``complete``'s rows: each setting repeated per
-    prompt, row ``r`` seeded ``seed + r`` wrapped into int32, as ``serving_default`` seeds it in the graph."""
+    """``serving_default``'s feeds (scalar settings, typed as the signature takes them) as ``complete``'s
+    rows: each setting repeated per prompt (same dtype), row ``r`` seeded ``seed32(seed + r)``, as
+    ``serving_default`` seeds it in the graph."""
     prompts = np.asarray(feeds["prompts"], dtype=object).reshape(-1)
-    n = len(prompts)
     rows = {"prompts": prompts}
     for key in ROW_KEYS[1:]:
-        rows[key] = np.full(n, np.asarray(feeds[key]).item(), dtype=_DTYPES[key])
-    rows["seed"] = (rows["seed"].astype(np.int64) + np.arange(n)).astype(np.uint32).view(np.int32)
+        value = np.asarray(feeds[key])
+        rows[key] = np.full(len(prompts), value, dtype=value.dtype)
+    rows["seed"] = np.array([seed32(int(rows["seed"][0]) + r) for r in range(len(prompts))], np.int32)
     return rows
 
 
@@ -60,13 +60,17 @@ class _Request:
     """One request's rows, when it came and where its outputs go."""
 
     rows: dict[str, np.ndarray]
-    width: int  # the request's own max_new_tokens: the width of its ids
     arrived: float = field(default_factory=time.monotonic)
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
 
     @property
     def size(self) -> int:
         return len(self.rows["prompts"])
+
+    @property
+    def width(self) -> int:
+        """The request's own ``max_new_tokens``: the width of its ids."""
+        return int(self.rows["max_new_tokens"].max(initial=0))
 
 
 class Batcher:
@@ -89,8 +93,7 @@ class Batcher:
 
     async def predict(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
         """``serving_default``'s outputs for checked ``feeds`` (:meth:`ExportedModel.feeds`), batched."""
-        rows = request_rows({k: np.asarray(v) for k, v in feeds.items()})
-        request = _Request(rows, int(rows["max_new_tokens"][0]) if len(rows["prompts"]) else 0)
+        request = _Request(request_rows({k: np.asarray(v) for k, v in feeds.items()}))
         self._queue.put(request)
         return await asyncio.wrap_future(request.future)
 
