@@ -36,6 +36,11 @@ def test_feeds_fill_in_defaults_with_max_new_tokens_held_to_the_cap(exported_mod
     assert feeds["temperature"].dtype.name == "float32" and float(feeds["temperature"]) == 0.0
 
 
+#: A two-prompt `complete` request: every setting one per prompt.
+COMPLETE = {"prompts": ["ROMEO:", "The"], "max_new_tokens": [4, 6], "temperature": [0.0, 0.8], "top_k": [0, 5],
+            "seed": [1, 2]}
+
+
 @pytest.mark.parametrize(("signature", "inputs", "message"), [
     ("nope", {}, "unknown signature_name 'nope'; have complete, generate_ids, logits, serving_default"),
     ("serving_default", {"prompts": ["a"], "colour": 1, "size": 2},
@@ -43,13 +48,24 @@ def test_feeds_fill_in_defaults_with_max_new_tokens_held_to_the_cap(exported_mod
      "expected max_new_tokens, prompts, seed, temperature, top_k"),
     ("logits", {}, "missing input 'ids' for signature 'logits'"),
     ("serving_default", {"prompts": ["a"], "max_new_tokens": 32}, "max_new_tokens 32 is above this server's cap (31)"),
-    ("serving_default", {"prompts": ["a"], "max_new_tokens": -1}, "max_new_tokens must be ≥ 0"),
+    ("serving_default", {"prompts": ["a"], "max_new_tokens": -1}, "max_new_tokens must be ≥ 0, got -1"),
+    ("serving_default", {"prompts": ["a"], "temperature": -0.5}, "temperature must be ≥ 0 (0: greedy), got -0.5"),
+    ("generate_ids", {"ids": [[1]], "top_k": -1}, "top_k must be ≥ 0 (0: no top-k filter), got -1"),
+    ("complete", {**COMPLETE, "max_new_tokens": [4, 40]}, "max_new_tokens 40 is above this server's cap (31)"),
+    ("complete", {**COMPLETE, "top_k": [0, -3]}, "top_k must be ≥ 0 (0: no top-k filter), got -3"),
     ("serving_default", {"prompts": "a"}, "input 'prompts' must be a 1-D list (shape [-1], -1 = any) of strings"),
 ])
 def test_feeds_reject_with_a_clear_message(exported_model, signature, inputs, message):
     with pytest.raises(BadRequest) as e:
         exported_model.feeds(signature, inputs)
     assert str(e.value) == message and e.value.status == 400
+
+
+def test_complete_checks_every_row_and_runs(exported_model):
+    out = exported_model.predict("complete", COMPLETE)
+    assert out["num_tokens"].tolist() == [4, 6]
+    alone = exported_model.predict("complete", {k: v[1:] for k, v in COMPLETE.items()})
+    assert out["ids"][1, :6].tolist() == alone["ids"][0, :6].tolist()
 
 
 def test_a_lower_cap(tiny_export):

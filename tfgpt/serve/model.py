@@ -87,11 +87,7 @@ class ExportedModel:
                 raise BadRequest(f"input {key!r} holds {len(array)} rows: this server takes at most {MAX_BATCH} "
                                  "per request", status=413)
             feeds[key] = self._tf.constant(array, dtype=info["dtype"])
-        if "max_new_tokens" in feeds and int(feeds["max_new_tokens"]) > self.max_new_tokens_cap:
-            raise BadRequest(f"max_new_tokens {int(feeds['max_new_tokens'])} is above this server's cap "
-                             f"({self.max_new_tokens_cap})")
-        if "max_new_tokens" in feeds and int(feeds["max_new_tokens"]) < 0:
-            raise BadRequest("max_new_tokens must be ≥ 0")
+        check_settings({k: v.numpy() for k, v in feeds.items() if k in _SETTING_MINIMA}, self.max_new_tokens_cap)
         return feeds
 
     def predict(self, signature: str, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -144,3 +140,25 @@ class ExportedModel:
             except Exception:  # noqa: BLE001 - not a string: the signature's own message stands
                 return None
         return None
+
+
+#: The generation settings a request may give, scalar or one per prompt, and their smallest valid value.
+_SETTING_MINIMA = {"max_new_tokens": 0, "temperature": 0.0, "top_k": 0}
+
+
+def check_settings(settings: dict[str, np.ndarray], cap: int) -> None:
+    """A :class:`BadRequest` naming the first setting out of range (every row checked), else None.
+
+    Example:
+        >>> check_settings({"max_new_tokens": np.array([8, 40])}, cap=31)
+        Traceback (most recent call last):
+        ...
+        tfgpt.serve.errors.BadRequest: max_new_tokens 40 is above this server's cap (31)
+    """
+    for key, low in _SETTING_MINIMA.items():
+        if key in settings and (np.asarray(settings[key]) < low).any():
+            hint = " (0: no top-k filter)" if key == "top_k" else " (0: greedy)" if key == "temperature" else ""
+            raise BadRequest(f"{key} must be ≥ {low:g}{hint}, got {np.asarray(settings[key]).min():g}")
+    if "max_new_tokens" in settings and (np.asarray(settings["max_new_tokens"]) > cap).any():
+        raise BadRequest(f"max_new_tokens {int(np.max(settings['max_new_tokens']))} is above this server's cap "
+                         f"({cap})")
