@@ -25,7 +25,7 @@ test: $(STAMP)
 
 # The reliability suite alone (also part of `make test`), writing its figures into docs/reliability.md.
 reliability: $(STAMP)
-	TFGPT_RELIABILITY_DOC=docs/reliability.md $(PY) -m pytest -q -m reliability
+	TFGPT_RELIABILITY_DOC=docs/reliability.md TFGPT_SOAK_S=60 $(PY) -m pytest -q -m reliability
 
 lint: $(STAMP)
 	$(PY) -m ruff check tfgpt tests benchmarks
