@@ -104,6 +104,21 @@ def test_weight_decay_exclusions():
         assert moved == (v.path not in excluded), v.path
 
 
+def test_decay_embeddings_decays_every_matrix_as_nanogpt():
+    gpt = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    gpt.build((None, 16))
+    excluded = {v.path for v in no_decay_variables(gpt, embeddings=False)}
+    assert excluded == {v.path for v in gpt.trainable_variables if len(v.shape) < 2}
+    cfg = TrainConfig(weight_decay=0.5, learning_rate=1e-2, warmup_steps=4, decay_embeddings=True)
+    opt = make_optimizer(cfg, gpt)
+    opt.build(gpt.trainable_variables)
+    wte = gpt.wte.embeddings
+    before = wte.numpy().copy()
+    opt.apply([np.zeros(v.shape, "float32") for v in gpt.trainable_variables], gpt.trainable_variables)
+    lr0 = 1e-2 * 1 / (4 + 1)  # the warmup's first rate
+    np.testing.assert_allclose(wte.numpy(), before * (1 - 0.5 * lr0), rtol=1e-6)
+
+
 
 
 def test_schedule_change_says_how_the_rate_moves():

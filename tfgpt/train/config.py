@@ -44,6 +44,7 @@ class TrainConfig:
         lr_schedule: the decay shape after warmup: "cosine" (nanoGPT), "linear", or "wsd"
             (hold the peak, then linear to ``min_lr`` over the last ``lr_cooldown`` fraction).
         weight_decay, beta1, beta2, epsilon: AdamW; no decay on biases, norms and embeddings.
+        decay_embeddings: decay the embedding tables too, as nanoGPT does (every 2-D tensor).
         grad_clip: global-norm clipping threshold (0 disables).
         precision: "float32", "mixed_bfloat16", "mixed_float16" (with loss scaling) or "auto"
             (mixed_float16 on GPU, float32 on CPU: XLA CPU measured slower in bf16).
@@ -74,6 +75,7 @@ class TrainConfig:
     lr_schedule: Literal["cosine", "linear", "wsd"] = "cosine"
     lr_cooldown: float = 0.2
     weight_decay: float = 0.1
+    decay_embeddings: bool = False
     beta1: float = 0.9
     beta2: float = 0.99
     epsilon: float = 1e-8

@@ -109,11 +109,12 @@ def schedule_change(old: TrainConfig, new: TrainConfig, step: int) -> str | None
             f"{before.value(step):.1e} -> {after.value(step):.1e}")
 
 
-def no_decay_variables(model: keras.Model) -> list[Any]:
-    """Trainable variables AdamW must not decay: biases, norm scales/offsets (all < 2-D) and embeddings."""
+def no_decay_variables(model: keras.Model, embeddings: bool = True) -> list[Any]:
+    """Trainable variables AdamW must not decay: biases, norm scales/offsets (all < 2-D) and, with
+    ``embeddings``, the embedding tables (nanoGPT decays those; ``train.decay_embeddings``)."""
     out = [v for v in model.trainable_variables if len(v.shape) < 2]
     for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, keras.layers.Embedding):
+        if embeddings and isinstance(layer, keras.layers.Embedding):
             out.extend(layer.trainable_variables)
     seen: set[int] = set()
     return [v for v in out if not (id(v) in seen or seen.add(id(v)))]
@@ -138,7 +139,7 @@ def make_optimizer(cfg: TrainConfig, model: keras.Model, loss_scale: bool = Fals
         beta_2=cfg.beta2,
         epsilon=cfg.epsilon,
     )
-    opt.exclude_from_weight_decay(var_list=no_decay_variables(model))
+    opt.exclude_from_weight_decay(var_list=no_decay_variables(model, embeddings=not cfg.decay_embeddings))
     if loss_scale:
         opt = keras.optimizers.LossScaleOptimizer(opt)
     return opt
