@@ -119,6 +119,20 @@ def test_override_errors_name_the_set_item_and_the_closest_key(override, expecte
     assert expected in str(e.value)
 
 
+def test_a_value_a_set_gave_is_blamed_on_that_set_not_the_file():
+    config = {"model": {"preset": "char-small"}, "train": {"learning_rate": 1e-3, "warmup_steps": 0}}
+    with pytest.raises(ConfigError) as e:
+        resolve_config(config, overrides=["train.max_steps=-5", "model.n_layer=0"])
+    assert e.value.problems == ["--set 'model.n_layer=0': model.n_layer must be positive, got 0",
+                                "--set 'train.max_steps=-5': train.max_steps must be positive, got -5"]
+    with pytest.raises(ConfigError) as e:  # a problem of two keys names each --set that gave one
+        resolve_config(config, overrides=["min_lr=0.1"])
+    assert e.value.problems == ["--set 'min_lr=0.1': train.min_lr (0.1) exceeds train.learning_rate (0.001)"]
+    with pytest.raises(ConfigError) as e:  # the file's own bad value is still the file's
+        resolve_config({**config, "train": {"max_steps": -1}}, overrides=["train.seed=3"])
+    assert e.value.problems == ["config: train: train.max_steps must be positive, got -1"]
+
+
 def test_unknown_config_key_suggests_the_closest_one():
     with pytest.raises(ConfigError, match=r"unknown key 'lerning_rate' \(did you mean 'learning_rate'\?\)"):
         resolve_config({"model": {"preset": "char-small"}, "train": {"lerning_rate": 1e-3}})

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import os
 import typing
 from collections.abc import Sequence
@@ -263,6 +264,30 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str],
     return data
 
 
+def blame_overrides(problems: list[str], overrides: Sequence[str]) -> list[str]:
+    """``problems`` with each one about a value a ``--set`` gave pointed at that ``--set``, not the file.
+
+    Example:
+        >>> blame_overrides(["a.yaml: train: train.max_steps must be positive, got -5"], ["train.max_steps=-5"])
+        ["--set 'train.max_steps=-5': train.max_steps must be positive, got -5"]
+    """
+    given: dict[str, str] = {}
+    for item in overrides:
+        try:
+            (section, key), _ = parse_override(item)
+        except ConfigError:
+            continue
+        given[f"{section}.{key}"] = item
+    out = []
+    for problem in problems:
+        keys = [m for m in re.finditer(r"(?<![\w.])(?:model|train|data)\.\w+", problem)]
+        sets = list(dict.fromkeys(given[m.group()] for m in keys if m.group() in given))
+        if sets and not problem.startswith("--set"):
+            problem = " ".join(f"--set {s!r}" for s in sets) + f": {problem[keys[0].start():]}"
+        out.append(problem)
+    return out
+
+
 def _collect(problems: list[str], build: Any, *args: Any, **kwargs: Any) -> Any:
     """``build(*args, **kwargs)``, or None with its ConfigError's problems added to ``problems``."""
     try:
@@ -313,7 +338,7 @@ def resolve_config(
     model = _collect(problems, _model_from_section, section, f"{where}: model")
     train = _collect(problems, from_dict, TrainConfig, data.get("train"), where=f"{where}: train")
     dcfg = _collect(problems, from_dict, DataConfig, data.get("data"), where=f"{where}: data")
-    all_problems(problems)  # every unknown section, bad override and bad section at once
+    all_problems(blame_overrides(problems, overrides))  # every unknown section, bad override and section at once
     if dcfg.dir is not None and base is not None and not Path(dcfg.dir).is_absolute():
         candidate = base / dcfg.dir  # the config file's directory first, then the working directory
         if candidate.exists():
