@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import os
+import re
 import typing
 from collections.abc import Sequence
 from pathlib import Path
