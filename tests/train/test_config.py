@@ -12,7 +12,7 @@ from tfgpt.train.config import TrainConfig, resolve_config
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-@pytest.mark.parametrize("name", ["char-small", "shakespeare-char", "gpt2-124m", "tiny"])
+@pytest.mark.parametrize("name", ["char-small", "shakespeare-char", "gpt2-124m", "tiny", "nanogpt-cpu"])
 def test_shipped_configs_resolve(name):
     model, train, data = resolve_config(CONFIGS / f"{name}.yaml")
     assert train.max_steps > 0 and data.tokenizer is not None
@@ -23,6 +23,23 @@ def test_shipped_configs_resolve(name):
         assert (model.n_layer, model.n_head, model.n_embd, model.block_size, train.batch_size) == (6, 6, 384, 256, 64)
     if name == "gpt2-124m":
         assert train.global_batch * model.block_size == 524288
+
+
+#: nanoGPT's CPU baby GPT: config/train_shakespeare_char.py, train.py's defaults and the README's command-line
+#: overrides, under tfgpt's names.
+NANOGPT_CPU = {
+    "block_size": 64, "n_layer": 4, "n_head": 4, "n_embd": 128, "dropout": 0.0, "bias": False,
+    "max_steps": 2000, "decay_steps": 2000, "batch_size": 12, "grad_accum_steps": 1, "learning_rate": 1e-3,
+    "min_lr": 1e-4, "warmup_steps": 100, "lr_schedule": "cosine", "weight_decay": 0.1, "decay_embeddings": True,
+    "beta1": 0.9, "beta2": 0.99, "grad_clip": 1.0, "eval_interval": 250, "eval_iters": 20,
+}
+
+
+def test_the_nanogpt_config_holds_nanogpts_settings():
+    model, train, data = resolve_config(CONFIGS / "nanogpt-cpu.yaml", vocab_size=65)
+    got = {k: getattr(model if hasattr(model, k) else train, k) for k in NANOGPT_CPU}
+    assert got == NANOGPT_CPU
+    assert (model.vocab_size, model.tie_embeddings, model.norm, data.tokenizer) == (65, True, "pre", "char")
 
 
 def test_vocab_size_comes_from_the_data_unless_the_config_names_one():
