@@ -1,8 +1,9 @@
 """Config dataclasses: presets, strict keys and types, YAML round trip."""
 
 import pytest
+import yaml
 
-from tfgpt.config import GPTConfig, from_dict, load_model_config, read_yaml, save_model_config
+from tfgpt.config import YAML_HEADER, GPTConfig, from_dict, load_model_config, read_yaml, save_model_config
 from tfgpt.errors import ConfigError
 
 
@@ -62,12 +63,26 @@ def test_yaml_round_trip(tmp_path):
     cfg = GPTConfig.preset("baby", norm="post", tie_embeddings=False)
     save_model_config(tmp_path / "config.yaml", cfg, train={"lr": 0.001})
     text = (tmp_path / "config.yaml").read_text()
-    assert text.startswith("model:\n  vocab_size: 65\n  block_size: 256\n")
-    assert "  layer_norm_epsilon: 1.0e-05\n" in text and text.endswith("train:\n  lr: 0.001\n")
+    assert text.startswith(YAML_HEADER + "model:\n  vocab_size: 65\n  block_size: 256\n")
+    assert "  layer_norm_epsilon: 1.0e-05\n" in text and text.endswith("train:\n  lr: 0.001\n# end\n")
     assert read_yaml(tmp_path / "config.yaml")["model"] == BABY_POST
     assert load_model_config(tmp_path / "config.yaml").to_dict() == BABY_POST
     assert read_yaml(tmp_path / "config.yaml")["train"] == {"lr": 0.001}
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_a_yaml_file_tfgpt_wrote_and_that_was_cut_short_is_refused(tmp_path):
+    """Half a YAML mapping is still a mapping: the end line is what tells a cut file from a whole one."""
+    path = tmp_path / "config.yaml"
+    save_model_config(path, GPTConfig.preset("baby"), train={"lr": 0.001, "max_steps": 5})
+    whole = path.read_text()
+    for cut in (whole.index("train:"), whole.index("  max_steps"), len(whole) - len("# end\n")):
+        path.write_text(whole[:cut])
+        assert isinstance(yaml.safe_load(path.read_text()), dict)  # YAML alone takes it
+        with pytest.raises(ConfigError, match=r"config.yaml: truncated: tfgpt wrote it, but its last line"):
+            read_yaml(path)
+    path.write_text(whole[:len(whole) - len("# end\n")].split("\n", 1)[1])  # no header: a file as a user wrote it
+    assert read_yaml(path)["train"] == {"lr": 0.001, "max_steps": 5}
 
 
 def test_yaml_preset_key_and_bad_files(tmp_path):

@@ -249,9 +249,13 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if text.startswith(YAML_HEADER) and text.rstrip().rsplit("\n", 1)[-1] != YAML_END:
+        raise ConfigError(f"{path}: truncated: tfgpt wrote it, but its last line is not {YAML_END!r} (the file is "
+                          "cut short; restore it, or delete its first line to use it as it is)")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -259,9 +263,15 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+#: The first and last lines of the YAML files tfgpt writes: :func:`read_yaml` refuses one cut short, which YAML
+#: alone cannot tell (half a mapping is a smaller mapping).
+YAML_HEADER = "# written by tfgpt; a complete file ends with the line '# end'\n"
+YAML_END = "# end"
+
+
 def write_yaml(path: str | os.PathLike, data: dict[str, Any]) -> None:
-    """Atomically write a mapping as YAML."""
-    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
+    """Atomically write a mapping as YAML, between :data:`YAML_HEADER` and :data:`YAML_END`."""
+    write_text_atomic(path, YAML_HEADER + yaml.safe_dump(data, sort_keys=False) + YAML_END + "\n")
 
 
 def load_model_config(path: str | os.PathLike) -> GPTConfig:
