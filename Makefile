@@ -19,9 +19,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m tfgpt demo --out $(DEMO_DIR)
 
+# The suite on TEST_WORKERS processes (pytest-xdist, one test file per worker at a time), then the reliability
+# suite (kills, soak, fuzz: timing-sensitive) on its own, which also prints its figures.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(PY) -m ruff check tfgpt tests benchmarks
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile -m "not reliability"
+	$(PY) -m pytest -q --durations=10 -m reliability
 
 # The reliability suite alone (also part of `make test`), writing its figures into docs/reliability.md.
 reliability: $(STAMP)

@@ -7,16 +7,26 @@ import sys
 import pytest
 
 
-@pytest.fixture(scope="module")
-def demo_out(tmp_path_factory):
-    """A 10-step demo run by the CLI in a subprocess: prepared data, a trained run, an export."""
-    out = tmp_path_factory.mktemp("demo") / "demo"
+def run_demo(out, *flags):
+    """``tfgpt demo --out OUT --steps 10 FLAGS`` in a subprocess: ``(out, stdout)``."""
     proc = subprocess.run(
-        [sys.executable, "-m", "tfgpt", "demo", "--out", str(out), "--steps", "10"],
+        [sys.executable, "-m", "tfgpt", "demo", "--out", str(out), "--steps", "10", *flags],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc.stdout
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory):
+    """A 10-step demo run by the CLI: prepared data, a trained run, an export."""
+    return run_demo(tmp_path_factory.mktemp("demo") / "demo")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The same demo without the export (the part the resume test does not need, and the slow one)."""
+    return run_demo(tmp_path_factory.mktemp("demo_run") / "demo", "--no-export")
 
 
 @pytest.mark.slow
@@ -38,14 +48,14 @@ def test_demo_prepares_trains_samples_and_exports(demo_out, capsys):
 
 
 @pytest.mark.reliability
-@pytest.mark.slow  # the demo_out fixture: ~60 s
-def test_a_killed_demo_resumes_on_rerun(demo_out, capsys):
+@pytest.mark.slow  # the demo_run fixture: ~30 s
+def test_a_killed_demo_resumes_on_rerun(demo_run, capsys):
     """A demo killed after a checkpoint failed on re-run with "already holds a run; pass --resume": it called
     train() without resume. Now it resumes. The kill here: after the last checkpoint, before model.keras (~4 s;
     rolling back to an earlier checkpoint costs ~25 s more, for the compile of the train step)."""
     from tfgpt.cli import main
 
-    out, _ = demo_out
+    out, _ = demo_run
     (out / "run" / "model.keras").unlink()
     capsys.readouterr()
     assert main(["demo", "--out", str(out), "--steps", "10", "--no-export"]) == 0
