@@ -37,8 +37,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "nanogpt": ("torch", {}),
     "nanogpt-embeddings-exempt": ("torch", {"--no-embedding-decay": True}),
     "nanogpt-tanh-gelu": ("torch", {"--gelu": "tanh"}),
-    "tfgpt": ("tfgpt", {}),
-    "tfgpt-decay-embeddings": ("tfgpt", {"train.decay_embeddings": "true"}),
+    "tfgpt": ("tfgpt", {"train.decay_embeddings": "false"}),  # tfgpt's default: embeddings exempt
+    "tfgpt-decay-embeddings": ("tfgpt", {}),  # configs/nanogpt-cpu.yaml as it is
     "tfgpt-prepared-data": ("tfgpt-prepare", {}),
     "tfgpt-prepared-from-90pct": ("tfgpt-prepare-90", {}),
     "tfgpt-biases": ("tfgpt", {"model.bias": "true"}),
@@ -49,15 +49,23 @@ PREPARED = {"tfgpt-prepare": 1.0, "tfgpt-prepare-90": 0.9}
 
 
 def tfgpt_config(r: Recipe, seed: int, vocab: int) -> dict[str, Any]:
-    """The recipe as a tfgpt config: nanoGPT's settings, named tfgpt's way."""
-    model = {"preset": "char-small", "block_size": r.block_size, "n_layer": r.n_layer,
-             "n_head": r.n_head, "n_embd": r.n_embd, "dropout": 0.0, "bias": False,
-             **({"vocab_size": vocab} if vocab else {})}
-    train = {"max_steps": r.iters, "batch_size": r.batch_size, "learning_rate": r.learning_rate,
-             "min_lr": r.min_lr, "warmup_steps": r.warmup_iters, "lr_schedule": "cosine",
-             "weight_decay": r.weight_decay, "beta1": r.beta1, "beta2": r.beta2, "grad_clip": r.grad_clip,
-             "seed": seed, "steps_per_execution": 50, "log_interval": 50, "eval_interval": r.iters,
-             "eval_iters": 1, "checkpoint_interval": r.iters, "sample_tokens": 0}
+    """``configs/nanogpt-cpu.yaml`` (nanoGPT's settings, named tfgpt's way), checked against ``r``, with the
+    run's seed and length and no evals, samples or data dir of its own."""
+    from tfgpt.config import read_yaml
+
+    config = read_yaml(HERE.parent / "configs" / "nanogpt-cpu.yaml")
+    model, train = config["model"], config["train"]
+    ours = {"block_size": model["block_size"], "n_layer": model["n_layer"], "n_head": model["n_head"],
+            "n_embd": model["n_embd"], "batch_size": train["batch_size"], "learning_rate": train["learning_rate"],
+            "min_lr": train["min_lr"], "warmup_iters": train["warmup_steps"], "weight_decay": train["weight_decay"],
+            "beta1": train["beta1"], "beta2": train["beta2"], "grad_clip": train["grad_clip"]}
+    mismatch = {k: (v, getattr(r, k)) for k, v in ours.items() if v != getattr(r, k)}
+    if mismatch or model["bias"] or not train["decay_embeddings"]:
+        raise SystemExit(f"configs/nanogpt-cpu.yaml is not nanogpt_ref.Recipe: {mismatch}")
+    train.update(max_steps=r.iters, lr_decay_steps=r.iters, seed=seed, steps_per_execution=50, log_interval=50,
+                 eval_interval=r.iters, eval_iters=1, checkpoint_interval=r.iters, sample_tokens=0)
+    if vocab:
+        model["vocab_size"] = vocab
     return {"model": model, "train": train, "data": {"tokenizer": "char"}}
 
 

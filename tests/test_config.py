@@ -79,8 +79,16 @@ def test_a_yaml_file_tfgpt_wrote_and_that_was_cut_short_is_refused(tmp_path):
     for cut in (whole.index("train:"), whole.index("  max_steps"), len(whole) - len("# end\n")):
         path.write_text(whole[:cut])
         assert isinstance(yaml.safe_load(path.read_text()), dict)  # YAML alone takes it
-        with pytest.raises(ConfigError, match=r"config.yaml: truncated: tfgpt wrote it, but its last line"):
+        with pytest.raises(ConfigError, match=r"config.yaml: truncated: tfgpt wrote it, but its '# end' line"):
             read_yaml(path)
+    path.write_text("\ufeff" + whole[:whole.index("  max_steps")])  # re-saved by an editor with a BOM
+    with pytest.raises(ConfigError, match="truncated"):
+        read_yaml(path)
+    path.write_text(whole[:whole.index("train:") + 4])  # cut inside a key: still "truncated", not a YAML error
+    with pytest.raises(ConfigError, match="truncated"):
+        read_yaml(path)
+    path.write_text(whole.replace("\n", "\r\n") + "seed: 3  # a key a user appended\n")
+    assert read_yaml(path)["seed"] == 3
     path.write_text(whole[:len(whole) - len("# end\n")].split("\n", 1)[1])  # no header: a file as a user wrote it
     assert read_yaml(path)["train"] == {"lr": 0.001, "max_steps": 5}
 

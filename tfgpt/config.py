@@ -250,12 +250,10 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}")
     try:
         text = path.read_text(encoding="utf-8")
+        _check_whole(text, path)
         data = yaml.safe_load(text)
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if text.startswith(YAML_HEADER) and text.rstrip().rsplit("\n", 1)[-1] != YAML_END:
-        raise ConfigError(f"{path}: truncated: tfgpt wrote it, but its last line is not {YAML_END!r} (the file is "
-                          "cut short; restore it, or delete its first line to use it as it is)")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -267,6 +265,15 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
 #: alone cannot tell (half a mapping is a smaller mapping).
 YAML_HEADER = "# written by tfgpt; a complete file ends with the line '# end'\n"
 YAML_END = "# end"
+
+
+def _check_whole(text: str, path: Path) -> None:
+    """Refuse a file tfgpt wrote (it starts with :data:`YAML_HEADER`) whose :data:`YAML_END` line is gone: a
+    cut removes the tail. Lines a user appended after the end line are kept; an editor's BOM is ignored."""
+    if text.lstrip("\ufeff").startswith(YAML_HEADER.rstrip("\n")) and not any(
+            line.strip() == YAML_END for line in text.splitlines()):
+        raise ConfigError(f"{path}: truncated: tfgpt wrote it, but its {YAML_END!r} line is gone (the file is cut "
+                          "short; restore it, or delete its first line to use it as it is)")
 
 
 def write_yaml(path: str | os.PathLike, data: dict[str, Any]) -> None:

@@ -108,7 +108,7 @@ def test_lr_schedule_fields_are_checked():
         resolve_config({"train": {"lr_schedule": "step"}})
     with pytest.raises(ConfigError, match="lr_cooldown"):
         resolve_config({"train": {"lr_cooldown": 0.0}})
-    with pytest.raises(ConfigError, match=r"lr_decay_steps \(5\) must exceed warmup_steps \(5\)"):
+    with pytest.raises(ConfigError, match=r"lr_decay_steps \(5\) must exceed train.warmup_steps \(5\)"):
         resolve_config({"train": {"lr_decay_steps": 5, "warmup_steps": 5}})
 
 
@@ -148,6 +148,18 @@ def test_a_value_a_set_gave_is_blamed_on_that_set_not_the_file():
     with pytest.raises(ConfigError) as e:  # the file's own bad value is still the file's
         resolve_config({**config, "train": {"max_steps": -1}}, overrides=["train.seed=3"])
     assert e.value.problems == ["config: train: train.max_steps must be positive, got -1"]
+
+
+def test_a_config_file_named_like_a_section_is_not_mistaken_for_a_key(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("model:\n  preset: char-small\ntrain:\n  warmup_steps: 10\n")
+    with pytest.raises(ConfigError) as e:
+        resolve_config(path, overrides=["train.max_steps=-5", "train.lr_decay_steps=5"])
+    assert e.value.problems == ["--set 'train.max_steps=-5': train.max_steps must be positive, got -5"]
+    with pytest.raises(ConfigError) as e:
+        resolve_config(path, overrides=["train.lr_decay_steps=5"])
+    assert e.value.problems == ["--set 'train.lr_decay_steps=5': train.lr_decay_steps (5) must exceed "
+                                "train.warmup_steps (10)"]
 
 
 def test_unknown_config_key_suggests_the_closest_one():

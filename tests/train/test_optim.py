@@ -160,7 +160,9 @@ def _torch_nanogpt_run(state: dict[str, np.ndarray], cfg: GPTConfig, xs: np.ndar
                                  n_layer=cfg.n_layer, n_head=cfg.n_head, resid_pdrop=0.0, embd_pdrop=0.0,
                                  attn_pdrop=0.0, activation_function="gelu_new", tie_word_embeddings=True)
     model = transformers.GPT2LMHeadModel(hf)
-    model.transformer.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
+    missing, unexpected = model.transformer.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()},
+                                                            strict=False)
+    assert not unexpected and all(k.endswith("attn.bias") for k in missing), (missing, unexpected)  # masks only
     params = dict(model.transformer.named_parameters())
     groups = [{"params": [p for p in params.values() if p.dim() >= 2], "weight_decay": DECAY},
               {"params": [p for p in params.values() if p.dim() < 2], "weight_decay": 0.0}]
@@ -200,6 +202,7 @@ def _tfgpt_run(cfg: GPTConfig, xs: np.ndarray, ys: np.ndarray, decay_embeddings:
     return start, np.array(history["loss"]), gpt2_state_dict(gpt)
 
 
+@pytest.mark.slow  # two XLA compiles and transformers: ~15-20 s
 def test_training_follows_nanogpts_torch_loop_step_by_step():
     """nanoGPT's settings (decay_embeddings on) give nanoGPT's curve: from the same weights and batches, every
     step's loss and the final weights match transformers' GPT-2 trained by nanoGPT's loop in PyTorch. Exempting

@@ -158,7 +158,9 @@ def check_settings(settings: dict[str, np.ndarray], cap: int) -> None:
     for key, low in _SETTING_MINIMA.items():
         if key in settings and (np.asarray(settings[key]) < low).any():
             hint = " (0: no top-k filter)" if key == "top_k" else " (0: greedy)" if key == "temperature" else ""
-            raise BadRequest(f"{key} must be ≥ {low:g}{hint}, got {np.asarray(settings[key]).min():g}")
+            worst = np.asarray(settings[key]).min()
+            shown = f"{worst:g}" if isinstance(low, float) else str(int(worst))
+            raise BadRequest(f"{key} must be ≥ {low:g}{hint}, got {shown}")
     if "max_new_tokens" in settings and (np.asarray(settings["max_new_tokens"]) > cap).any():
         raise BadRequest(f"max_new_tokens {int(np.max(settings['max_new_tokens']))} is above this server's cap "
                          f"({cap})")

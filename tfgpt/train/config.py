@@ -44,7 +44,8 @@ class TrainConfig:
             (default ``max_steps``).
         lr_schedule: the decay shape after warmup: "cosine" (nanoGPT), "linear", or "wsd"
             (hold the peak, then linear to ``min_lr`` over the last ``lr_cooldown`` fraction).
-        weight_decay, beta1, beta2, epsilon: AdamW; no decay on biases, norms and embeddings.
+        weight_decay, beta1, beta2, epsilon: AdamW; no decay on biases, norms and (unless
+            ``decay_embeddings``) embeddings.
         decay_embeddings: decay the embedding tables too, as nanoGPT does (every 2-D tensor).
         grad_clip: global-norm clipping threshold (0 disables).
         precision: "float32", "mixed_bfloat16", "mixed_float16" (with loss scaling) or "auto"
@@ -118,7 +119,7 @@ class TrainConfig:
             raise ConfigError("train.warmup_steps and train.sample_tokens must be >= 0")
         if self.lr_decay_steps is not None and self.lr_decay_steps <= self.warmup_steps:
             raise ConfigError(
-                f"train.lr_decay_steps ({self.lr_decay_steps}) must exceed warmup_steps ({self.warmup_steps})"
+                f"train.lr_decay_steps ({self.lr_decay_steps}) must exceed train.warmup_steps ({self.warmup_steps})"
             )
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"train.lr_schedule must be cosine, linear or wsd, got {self.lr_schedule!r}")
@@ -264,11 +265,13 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str],
     return data
 
 
-def blame_overrides(problems: list[str], overrides: Sequence[str]) -> list[str]:
-    """``problems`` with each one about a value a ``--set`` gave pointed at that ``--set``, not the file.
+def blame_overrides(problems: list[str], overrides: Sequence[str], where: str = "") -> list[str]:
+    """``problems`` with each one about a value a ``--set`` gave pointed at that ``--set``, not at the file
+    ``where`` (the prefix of the file's problems, which is not searched: a file may be named train.yaml).
 
     Example:
-        >>> blame_overrides(["a.yaml: train: train.max_steps must be positive, got -5"], ["train.max_steps=-5"])
+        >>> blame_overrides(["a.yaml: train: train.max_steps must be positive, got -5"], ["train.max_steps=-5"],
+        ...                 "a.yaml")
         ["--set 'train.max_steps=-5': train.max_steps must be positive, got -5"]
     """
     given: dict[str, str] = {}
@@ -280,10 +283,11 @@ def blame_overrides(problems: list[str], overrides: Sequence[str]) -> list[str]:
         given[f"{section}.{key}"] = item
     out = []
     for problem in problems:
-        keys = [m for m in re.finditer(r"(?<![\w.])(?:model|train|data)\.\w+", problem)]
+        body = problem[len(where) + 2:] if where and problem.startswith(f"{where}: ") else problem
+        keys = list(re.finditer(r"(?<![\w.])(?:model|train|data)\.\w+", body))
         sets = list(dict.fromkeys(given[m.group()] for m in keys if m.group() in given))
         if sets and not problem.startswith("--set"):
-            problem = " ".join(f"--set {s!r}" for s in sets) + f": {problem[keys[0].start():]}"
+            problem = " ".join(f"--set {s!r}" for s in sets) + f": {body[keys[0].start():]}"
         out.append(problem)
     return out
 
@@ -338,7 +342,7 @@ def resolve_config(
     model = _collect(problems, _model_from_section, section, f"{where}: model")
     train = _collect(problems, from_dict, TrainConfig, data.get("train"), where=f"{where}: train")
     dcfg = _collect(problems, from_dict, DataConfig, data.get("data"), where=f"{where}: data")
-    all_problems(blame_overrides(problems, overrides))  # every unknown section, bad override and section at once
+    all_problems(blame_overrides(problems, overrides, where))  # every unknown section, bad override and section at once
     if dcfg.dir is not None and base is not None and not Path(dcfg.dir).is_absolute():
         candidate = base / dcfg.dir  # the config file's directory first, then the working directory
         if candidate.exists():
