@@ -122,6 +122,15 @@ def test_decay_embeddings_decays_every_matrix_as_nanogpt():
 
 
 
+def test_optimizer_change_names_each_setting_a_resume_changes():
+    from tfgpt.train.optim import optimizer_change
+
+    base = TrainConfig()
+    assert optimizer_change(base, TrainConfig(max_steps=9, learning_rate=5e-4)) is None  # the schedule's, not these
+    assert optimizer_change(base, TrainConfig(beta2=0.95, grad_clip=0.5, epsilon=1e-6)) == (
+        "the optimizer settings changed (beta2 0.99 -> 0.95; epsilon 1e-08 -> 1e-06; grad_clip 1.0 -> 0.5)")
+
+
 def test_schedule_change_says_how_the_rate_moves():
     from tfgpt.train.optim import make_schedule, schedule_change
 

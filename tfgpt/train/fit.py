@@ -57,7 +57,7 @@ from tfgpt.train.checkpoint import Checkpoints
 from tfgpt.train.config import DataConfig, TrainConfig
 from tfgpt.train.data import Source, check_data_dir, data_dir_source
 from tfgpt.train.evaluate import LossEstimator
-from tfgpt.train.optim import make_optimizer, schedule_change
+from tfgpt.train.optim import make_optimizer, optimizer_change, schedule_change
 from tfgpt.train.perf import available_memory_bytes, estimate_memory, flops_per_token, peak_flops
 from tfgpt.train.preflight import resolve_with_data, run_dir_problems
 from tfgpt.train.step import GPTTrainer
@@ -443,6 +443,9 @@ def _announce_resume(plan: RunPlan, built: Built) -> None:
     change = schedule_change(old, plan.train, built.start_step)
     if change:
         print(f"note: {change}; the new schedule applies from here", file=sys.stderr)
+    change = optimizer_change(old, plan.train)
+    if change:
+        print(f"note: {change}; the new settings apply from here", file=sys.stderr)
 
 
 def _write_run_dir(plan: RunPlan, data: RunData, start_step: int) -> None:

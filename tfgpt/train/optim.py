@@ -109,6 +109,22 @@ def schedule_change(old: TrainConfig, new: TrainConfig, step: int) -> str | None
             f"{before.value(step):.1e} -> {after.value(step):.1e}")
 
 
+#: The AdamW settings a --resume may change; the new ones apply from the resumed step on.
+OPTIMIZER_FIELDS = ("weight_decay", "decay_embeddings", "beta1", "beta2", "epsilon", "grad_clip")
+
+
+def optimizer_change(old: TrainConfig, new: TrainConfig) -> str | None:
+    """Which optimizer settings differ between two configs (said on ``--resume``), or None.
+
+    Example:
+        >>> optimizer_change(TrainConfig(), TrainConfig(weight_decay=0.2, decay_embeddings=True))
+        'the optimizer settings changed (weight_decay 0.1 -> 0.2; decay_embeddings False -> True)'
+    """
+    diffs = [f"{f} {getattr(old, f)} -> {getattr(new, f)}" for f in OPTIMIZER_FIELDS
+             if getattr(old, f) != getattr(new, f)]
+    return f"the optimizer settings changed ({'; '.join(diffs)})" if diffs else None
+
+
 def no_decay_variables(model: keras.Model, embeddings: bool = True) -> list[Any]:
     """Trainable variables AdamW must not decay: biases, norm scales/offsets (all < 2-D) and, with
     ``embeddings``, the embedding tables (nanoGPT decays those; ``train.decay_embeddings``)."""
