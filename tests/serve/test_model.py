@@ -53,6 +53,8 @@ COMPLETE = {"prompts": ["ROMEO:", "The"], "max_new_tokens": [4, 6], "temperature
     ("generate_ids", {"ids": [[1]], "top_k": -1}, "top_k must be ≥ 0 (0: no top-k filter), got -1"),
     ("complete", {**COMPLETE, "max_new_tokens": [4, 40]}, "max_new_tokens 40 is above this server's cap (31)"),
     ("complete", {**COMPLETE, "top_k": [0, -3]}, "top_k must be ≥ 0 (0: no top-k filter), got -3"),
+    ("complete", {**COMPLETE, "top_k": [0], "seed": [1, 2, 3]}, "signature 'complete' takes one row of each input "
+     "per prompt; got 2 max_new_tokens, 2 prompts, 3 seed, 2 temperature, 1 top_k"),
     ("serving_default", {"prompts": ["a"], "max_new_tokens": -2**31}, "max_new_tokens must be ≥ 0, got -2147483648"),
     ("serving_default", {"prompts": "a"}, "input 'prompts' must be a 1-D list (shape [-1], -1 = any) of strings"),
 ])

@@ -87,6 +87,10 @@ class ExportedModel:
                 raise BadRequest(f"input {key!r} holds {len(array)} rows: this server takes at most {MAX_BATCH} "
                                  "per request", status=413)
             feeds[key] = self._tf.constant(array, dtype=info["dtype"])
+        rows = {k: int(v.shape[0]) for k, v in sorted(feeds.items()) if spec["inputs"][k]["shape"] == [-1]}
+        if len(set(rows.values())) > 1:
+            raise BadRequest(f"signature {signature!r} takes one row of each input per prompt; got "
+                             + ", ".join(f"{n} {k}" for k, n in rows.items()))
         check_settings({k: v.numpy() for k, v in feeds.items() if k in _SETTING_MINIMA}, self.max_new_tokens_cap)
         return feeds
 
