@@ -94,10 +94,11 @@ def run_tfgpt(r: Recipe, seed: int, extra: dict[str, Any], prepared: float = 0.0
     overrides = [f"{k}={v}" for k, v in extra.items()]
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
-        kwargs: dict[str, Any] = {"source": array_source({"train": train_ids, "val": val_ids[: 4 * r.block_size]})}
         if prepared:
             kwargs, vocab = {"data_dir": prepare_data(Path(tmp), text[: int(prepared * len(text))])}, 0
             overrides.append("model.vocab_size=null")
+        else:
+            kwargs = {"source": array_source({"train": train_ids, "val": val_ids[: 4 * r.block_size]})}
         t0 = time.perf_counter()
         train(tfgpt_config(r, seed, vocab), run_dir=run_dir, progress=False, overrides=overrides, **kwargs)
         wall = time.perf_counter() - t0
